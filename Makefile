@@ -1,0 +1,60 @@
+# Probing: the front door. `make demo` and `make test` work on a fresh Debian 12 machine as root.
+# Everything else (cmake, ctest, pytest) is reached through these targets.
+
+BUILD_DIR   ?= build
+ASAN_DIR    ?= build-asan
+PREFIX      ?= /usr/local
+JOBS        ?= $(shell nproc)
+PYTHON      ?= /usr/bin/python3
+BUILD_TYPE  ?= RelWithDebInfo
+# CI builds with -Werror; a developer's build only warns.
+WERROR      ?= $(if $(CI),ON,OFF)
+
+.PHONY: all deps configure build test test-unit test-sanitize test-python bench demo install clean format-code
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DPROBING_WERROR=$(WERROR) \
+	  -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+
+configure: deps $(BUILD_DIR)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Unit tests (GoogleTest, fuzz corpora, benchmark smoke runs), the same under address and
+# undefined-behaviour sanitizers, then the end-to-end tests (pytest, real processes).
+test: build test-sanitize
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	@scripts/run-pytest $(PYTHON) tests
+
+test-unit: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+
+test-sanitize: deps
+	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DPROBING_SANITIZE=address,undefined \
+	  -DPROBING_BUILD_BENCHMARKS=OFF -DPROBING_WERROR=$(WERROR) > /dev/null
+	cmake --build $(ASAN_DIR) -j $(JOBS)
+	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900 -L sanitize
+
+test-python: build
+	@scripts/run-pytest $(PYTHON) tests
+
+bench: build
+	@scripts/run-benchmarks $(BUILD_DIR)
+
+demo: build
+	@scripts/demo $(BUILD_DIR)
+
+install: build
+	cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
+format-code:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR)

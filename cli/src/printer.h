@@ -1,0 +1,26 @@
+// Printing rows for every command: an aligned text table, CSV, JSON (one array) or JSON Lines.
+//
+//   Printer p(OutputFormat::kTable, std::cout);
+//   p.Print({"name", "type"}, rows);
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace probing::cli {
+
+enum class OutputFormat { kTable, kCsv, kJson, kJsonl };
+
+// A printable cell: NULL, integer, real or text.
+using Cell = std::variant<std::monostate, int64_t, double, std::string>;
+
+std::optional<OutputFormat> ParseOutputFormat(const std::string& s);
+
+void PrintRows(OutputFormat format, const std::vector<std::string>& columns,
+               const std::vector<std::vector<Cell>>& rows, std::ostream& out);
+
+}  // namespace probing::cli

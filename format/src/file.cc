@@ -1,0 +1,42 @@
+#include "probing/format/file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace probing::format {
+
+void UniqueFd::Reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void MappedFile::Reset() {
+  if (data_ != nullptr && size_ > 0) ::munmap(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+Result<MappedFile> MappedFile::OpenReadOnly(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus("open " + path, errno);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus("stat " + path, errno);
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(path + " is not a regular file");
+  if (st.st_size == 0) return MappedFile();
+  void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return ErrnoStatus("mmap " + path, errno);
+  return MappedFile(static_cast<char*>(p), static_cast<size_t>(st.st_size));
+}
+
+Result<MappedFile> MappedFile::MapReadWrite(int fd, size_t size, bool populate) {
+  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, fd, 0);
+  if (p == MAP_FAILED) return ErrnoStatus("mmap", errno);
+  return MappedFile(static_cast<char*>(p), size);
+}
+
+}  // namespace probing::format

@@ -1,0 +1,248 @@
+#include "probing/format/tables.h"
+
+#include <array>
+#include <string>
+
+namespace probing::format {
+namespace {
+
+using enum ColumnType;
+
+constexpr Column kStacksColumns[] = {
+    {"ts", kReal, "sample time, seconds since the Unix epoch"},
+    {"thread_id", kInteger, "OS thread id"},
+    {"thread_name", kText, "Python thread name"},
+    {"sample_id", kInteger, "identifies one sample (all frames of one stack share it)"},
+    {"depth", kInteger, "0 = innermost frame"},
+    {"func", kText, "function name"},
+    {"file", kText, "source file"},
+    {"lineno", kInteger, "current line in that frame"},
+    {"holds_gil", kInteger, "1 if the thread held the GIL when sampled"},
+};
+constexpr Column kTorchColumns[] = {
+    {"step", kInteger, "training step (optimizer steps; outermost forwards in inference)"},
+    {"seq", kInteger, "order of the call within its step"},
+    {"module", kText, "qualified module name in the model, e.g. layer1.0.conv1"},
+    {"stage", kText, "forward, backward or step"},
+    {"allocated", kReal, "CUDA memory allocated, MB; NULL without CUDA"},
+    {"max_allocated", kReal, "peak CUDA memory allocated, MB; NULL without CUDA"},
+    {"cached", kReal, "CUDA memory reserved by the caching allocator, MB; NULL without CUDA"},
+    {"duration", kReal, "seconds"},
+    {"time", kReal, "start of the call, seconds since the Unix epoch"},
+    {"thread_id", kInteger, "OS thread id"},
+    {"rank", kInteger, "distributed rank; NULL when unknown"},
+};
+constexpr Column kVariablesColumns[] = {
+    {"step", kInteger, "training step"},
+    {"func", kText, "function the variable lives in"},
+    {"name", kText, "variable name"},
+    {"value", kText, "repr of the value (capped); a one-element tensor as its number"},
+    {"time", kReal, "seconds since the Unix epoch"},
+    {"thread_id", kInteger, "OS thread id"},
+};
+constexpr Column kMemoryColumns[] = {
+    {"ts", kReal, "seconds since the Unix epoch"},
+    {"rss", kInteger, "resident set size, bytes"},
+    {"vms", kInteger, "virtual memory size, bytes"},
+    {"py_blocks", kInteger, "blocks allocated by Python's allocator"},
+    {"gc_gen0", kInteger, "objects tracked in GC generation 0"},
+    {"gc_gen1", kInteger, "objects tracked in GC generation 1"},
+    {"gc_gen2", kInteger, "objects tracked in GC generation 2"},
+    {"gc_collections", kInteger, "GC collections so far, all generations"},
+    {"threads", kInteger, "threads in the process"},
+    {"cuda_allocated", kInteger, "CUDA memory allocated, bytes; NULL without CUDA"},
+    {"cuda_reserved", kInteger, "CUDA memory reserved, bytes; NULL without CUDA"},
+};
+constexpr Column kMetricsColumns[] = {
+    {"name", kText, "metric name given to @probing.metric"},
+    {"value", kReal, "reading"},
+    {"time", kReal, "seconds since the Unix epoch"},
+};
+constexpr Column kProcessColumns[] = {
+    {"pid", kInteger, "process id"},
+    {"cmdline", kText, "command line, arguments joined by spaces"},
+    {"python_version", kText, "e.g. 3.11.2"},
+    {"start_time", kReal, "process start, seconds since the Unix epoch"},
+    {"host", kText, "host name"},
+    {"rank", kInteger, "distributed rank; NULL when unknown"},
+};
+constexpr Column kBacktraceColumns[] = {
+    {"func", kText, "function name"},
+    {"file", kText, "source file (native frames: the shared object)"},
+    {"lineno", kInteger, "current line; NULL for native frames"},
+    {"depth", kInteger, "0 = innermost frame"},
+    {"frame_type", kText, "Python or Native"},
+    {"thread_id", kInteger, "OS thread id"},
+    {"thread_name", kText, "Python thread name"},
+};
+constexpr Column kSettingsColumns[] = {
+    {"name", kText, "configuration key"},
+    {"value", kText, "current value"},
+};
+
+constexpr TableSchema kTables[] = {
+    {TableId::kStacks, "python.stacks", TableSource::kRing,
+     "stack samples: one row per frame of each sampled thread", kStacksColumns},
+    {TableId::kTorchTrace, "python.torch_trace", TableSource::kRing,
+     "one row per traced nn.Module forward/backward and optimizer step", kTorchColumns},
+    {TableId::kVariables, "python.variables", TableSource::kRing,
+     "tracked variables, once per traced step", kVariablesColumns},
+    {TableId::kMemory, "python.memory", TableSource::kRing, "memory samples, once a second",
+     kMemoryColumns},
+    {TableId::kMetrics, "python.metrics", TableSource::kRing, "@probing.metric readings",
+     kMetricsColumns},
+    {TableId::kProcess, "system.process", TableSource::kRing, "the recorded process",
+     kProcessColumns},
+    {TableId::kBacktrace, "python.backtrace", TableSource::kControl,
+     "a fresh backtrace of every thread (live only)", kBacktraceColumns},
+    {TableId::kSettings, "information_schema.df_settings", TableSource::kControl,
+     "configuration keys and values (live only)", kSettingsColumns},
+};
+
+double Seconds(int64_t ns) { return static_cast<double>(ns) / 1e9; }
+Value Mb(const std::optional<uint64_t>& bytes) {
+  if (!bytes) return std::monostate{};
+  return static_cast<double>(*bytes) / (1024.0 * 1024.0);
+}
+Value Int(const std::optional<uint64_t>& v) {
+  if (!v) return std::monostate{};
+  return static_cast<int64_t>(*v);
+}
+
+// The rank of the segment's writer, NULL when unknown.
+Value Rank(const Segment& seg) {
+  if (seg.processes.empty() || seg.processes.front().rank < 0) return std::monostate{};
+  return int64_t{seg.processes.front().rank};
+}
+
+}  // namespace
+
+const char* ColumnTypeName(ColumnType t) {
+  switch (t) {
+    case kInteger: return "INTEGER";
+    case kReal: return "REAL";
+    case kText: return "TEXT";
+  }
+  return "TEXT";
+}
+
+std::span<const TableSchema> AllTables() { return kTables; }
+
+const TableSchema& GetTable(TableId id) { return kTables[static_cast<size_t>(id)]; }
+
+const TableSchema* FindTable(std::string_view name) {
+  for (const TableSchema& t : kTables)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCallback& emit) {
+  auto thread_tid = [&](uint32_t t) { return static_cast<int64_t>(seg.threads[t].tid); };
+  switch (table) {
+    case TableId::kStacks: {
+      std::array<Value, 9> row;
+      for (size_t i = 0; i < seg.samples.size(); ++i) {
+        const StackSample& s = seg.samples[i];
+        const Thread& th = seg.threads[s.thread];
+        row[0] = Seconds(s.ts);
+        row[1] = static_cast<int64_t>(th.tid);
+        row[2] = seg.String(th.name);
+        // Stable across readers: the segment's seq and the sample's place in it.
+        row[3] = static_cast<int64_t>((seg.info.seq << 24) + i);
+        row[8] = int64_t{(s.flags & kSampleHoldsGil) ? 1 : 0};
+        int64_t depth = 0;
+        // Parents always precede children, so this walk ends; cap it against a corrupt cycle.
+        for (uint32_t cs = s.callsite; cs != 0 && depth < 100000;
+             cs = seg.callsites[cs].parent, ++depth) {
+          const CallSite& c = seg.callsites[cs];
+          const Frame& f = seg.frames[c.frame];
+          row[4] = depth;
+          row[5] = seg.String(f.func);
+          row[6] = seg.String(f.file);
+          row[7] = int64_t{c.line};
+          emit(row);
+        }
+      }
+      return;
+    }
+    case TableId::kTorchTrace: {
+      Value rank = Rank(seg);
+      std::array<Value, 11> row;
+      for (const TorchEvent& e : seg.torch) {
+        row[0] = static_cast<int64_t>(e.step);
+        row[1] = static_cast<int64_t>(e.seq);
+        row[2] = seg.String(e.module);
+        row[3] = std::string_view(TorchStageName(e.stage));
+        row[4] = Mb(e.allocated);
+        row[5] = Mb(e.max_allocated);
+        row[6] = Mb(e.cached);
+        row[7] = static_cast<double>(e.duration_ns) / 1e9;
+        row[8] = Seconds(e.ts);
+        row[9] = thread_tid(e.thread);
+        row[10] = rank;
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kVariables: {
+      std::array<Value, 6> row;
+      for (const VariableEvent& e : seg.variables) {
+        row[0] = static_cast<int64_t>(e.step);
+        row[1] = seg.String(e.func);
+        row[2] = seg.String(e.name);
+        row[3] = std::string_view(e.value);
+        row[4] = Seconds(e.ts);
+        row[5] = thread_tid(e.thread);
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kMemory: {
+      std::array<Value, 11> row;
+      for (const MemoryEvent& e : seg.memory) {
+        row[0] = Seconds(e.ts);
+        row[1] = static_cast<int64_t>(e.rss);
+        row[2] = static_cast<int64_t>(e.vms);
+        row[3] = static_cast<int64_t>(e.py_blocks);
+        row[4] = static_cast<int64_t>(e.gc_count[0]);
+        row[5] = static_cast<int64_t>(e.gc_count[1]);
+        row[6] = static_cast<int64_t>(e.gc_count[2]);
+        row[7] = static_cast<int64_t>(e.gc_collections);
+        row[8] = static_cast<int64_t>(e.threads);
+        row[9] = Int(e.cuda_allocated);
+        row[10] = Int(e.cuda_reserved);
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kMetrics: {
+      std::array<Value, 3> row;
+      for (const MetricEvent& e : seg.metrics) {
+        row[0] = seg.String(e.name);
+        row[1] = e.value;
+        row[2] = Seconds(e.ts);
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kProcess: {
+      std::array<Value, 6> row;
+      for (const ProcessEvent& p : seg.processes) {
+        if (!ctx.seen_processes.emplace(p.pid, p.start_ts).second) continue;
+        row[0] = int64_t{p.pid};
+        row[1] = seg.String(p.cmdline);
+        row[2] = seg.String(p.python_version);
+        row[3] = Seconds(p.start_ts);
+        row[4] = seg.String(p.host);
+        row[5] = p.rank < 0 ? Value{} : Value{int64_t{p.rank}};
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kBacktrace:
+    case TableId::kSettings:
+      return;  // live-only tables: the control socket answers them, not segments
+  }
+}
+
+}  // namespace probing::format

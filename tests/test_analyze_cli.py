@@ -1,0 +1,88 @@
+"""probing-analyze against real recordings: the v1 fixture, damaged copies of it, and bad input."""
+import json
+import shutil
+
+from conftest import FIXTURES
+
+FIXTURE = FIXTURES / "format_v1.ptrace"
+
+
+def test_summary_of_the_fixture(run, analyze_bin):
+    r = run(analyze_bin, FIXTURE)
+    assert r.returncode == 0, r.stderr
+    assert "Recording: 3 segments" in r.stdout
+    assert "pid 4242: python train.py --lr 0.1 (Python 3.11.2, host node7, rank 3)" in r.stdout
+    assert "stack samples: 9" in r.stdout
+    assert "4250 loader-0" in r.stdout
+    assert "forward (model.py)" in r.stdout
+    assert r.stderr == ""
+
+
+def test_stats_shows_the_index_was_used(run, analyze_bin):
+    r = run(analyze_bin, FIXTURE, "--stats")
+    assert r.returncode == 0, r.stderr
+    row = [l for l in r.stdout.splitlines() if l.startswith(str(FIXTURE))][0].split()
+    assert row[1:8] == ["ptrace", "3", "0", "0", "0", "yes", "no"]
+
+
+def test_truncated_recording_loads_its_whole_segments(run, analyze_bin, tmp_path):
+    data = FIXTURE.read_bytes()
+    cut = tmp_path / "cut.ptrace"
+    cut.write_bytes(data[: len(data) // 2])  # as if the recorder was SIGKILLed mid-write
+    r = run(analyze_bin, cut, "--stats")
+    assert r.returncode == 0, r.stderr
+    assert "no (scanned)" in r.stdout
+    assert "Recording: 1 segments" in r.stdout or "Recording: 2 segments" in r.stdout
+
+
+def test_corrupt_segment_is_reported_not_fatal(run, analyze_bin, tmp_path):
+    data = bytearray(FIXTURE.read_bytes())
+    data[64 + 64 + 10] ^= 0xFF  # inside the first segment's payload
+    bad = tmp_path / "bad.ptrace"
+    bad.write_bytes(bytes(data))
+    r = run(analyze_bin, bad)
+    assert r.returncode == 0
+    assert "Recording: 2 segments" in r.stdout
+    assert "damaged and skipped; --stats tells what" in r.stderr
+    r = run(analyze_bin, bad, "--stats")
+    assert "checksum mismatch" in r.stdout
+
+
+def test_several_files_at_once(run, analyze_bin, tmp_path):
+    copy = tmp_path / "copy.ptrace"
+    shutil.copy(FIXTURE, copy)
+    r = run(analyze_bin, FIXTURE, copy)
+    assert r.returncode == 0, r.stderr
+    assert "Recording: 6 segments" in r.stdout
+
+
+def test_errors_are_one_line_and_nonzero(run, analyze_bin, tmp_path):
+    r = run(analyze_bin, tmp_path / "missing.ptrace")
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0
+    assert "no such file or directory" in r.stderr
+
+    text = tmp_path / "notes.txt"
+    text.write_text("just some text that is long enough to have a header's worth of bytes\n" * 2)
+    r = run(analyze_bin, text)
+    assert r.returncode == 1
+    assert "not a .ptrace file" in r.stderr
+
+    newer = bytearray(FIXTURE.read_bytes())
+    newer[8] = 2  # file version major
+    p = tmp_path / "newer.ptrace"
+    p.write_bytes(bytes(newer))
+    r = run(analyze_bin, p)
+    assert r.returncode == 1
+    assert "trace format v2 is newer than this build (reads up to v1)" in r.stderr
+
+    r = run(analyze_bin, FIXTURE, "SELECT count(*) FROM python.stacks")
+    assert r.returncode == 1
+    assert "not in this build yet" in r.stderr
+
+
+def test_usage(run, analyze_bin):
+    assert run(analyze_bin).returncode == 2
+    assert run(analyze_bin, "--no-such-flag", FIXTURE).returncode == 2
+    h = run(analyze_bin, "--help")
+    assert h.returncode == 0 and "--stats" in h.stdout
