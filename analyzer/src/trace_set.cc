@@ -15,8 +15,15 @@ namespace {
 namespace fs = std::filesystem;
 using format::Segment;
 
-void NoteError(SourceStats& s, const Status& st) {
-  if (s.first_error.empty()) s.first_error = st.message();
+// Keeps a decoded segment, or counts the failure (the first message is kept for --stats).
+void Keep(Result<Segment> seg, SourceStats& s, TraceSet* set) {
+  if (seg.ok()) {
+    ++s.segments_ok;
+    set->segments.push_back(std::move(seg).value());
+    return;
+  }
+  ++s.segments_corrupt;
+  if (s.first_error.empty()) s.first_error = seg.status().message();
 }
 
 Status LoadPtrace(const std::string& path, TraceSet* set) {
@@ -28,16 +35,7 @@ Status LoadPtrace(const std::string& path, TraceSet* set) {
   s.truncated_tail = r.stats().truncated_tail;
   s.bytes_skipped = r.stats().skipped_bytes;
   s.first_error = r.stats().first_error;
-  for (size_t i = 0; i < r.segments().size(); ++i) {
-    auto seg = r.ReadSegment(i);
-    if (seg.ok()) {
-      ++s.segments_ok;
-      set->segments.push_back(std::move(seg).value());
-    } else {
-      ++s.segments_corrupt;
-      NoteError(s, seg.status());
-    }
-  }
+  for (size_t i = 0; i < r.segments().size(); ++i) Keep(r.ReadSegment(i), s, set);
   set->sources.push_back(std::move(s));
   return Status::Ok();
 }
@@ -53,16 +51,7 @@ Status LoadRing(const std::string& path, TraceSet* set) {
   // Segments before the oldest slot were overwritten in the normal course of a ring; they are
   // not damage. Only copies dropped inside the window count as lost.
   s.segments_lost -= std::min(s.segments_lost, r.oldest_seq());
-  for (const std::string& c : copies) {
-    auto seg = format::DecodeSegment(c);
-    if (seg.ok()) {
-      ++s.segments_ok;
-      set->segments.push_back(std::move(seg).value());
-    } else {
-      ++s.segments_corrupt;
-      NoteError(s, seg.status());
-    }
-  }
+  for (const std::string& c : copies) Keep(format::DecodeSegment(c), s, set);
   set->sources.push_back(std::move(s));
   return Status::Ok();
 }

@@ -1,7 +1,6 @@
 #include "probing/format/ptrace.h"
 
 #include <fcntl.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,19 +8,10 @@
 
 #include "probing/format/crc32c.h"
 #include "probing/format/segment.h"
+#include "internal.h"
 #include "raw_headers.h"
 
 namespace probing::format {
-namespace {
-
-int64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
-}  // namespace
-
 Result<std::string> RecompressSegment(std::string_view segment, Codec codec, int zstd_level) {
   PROBING_ASSIGN_OR_RETURN(SegmentInfo info, ParseSegmentHeader(segment));
   if (segment.size() < info.total_size()) return DataLoss("segment truncated");
@@ -66,7 +56,7 @@ Result<PtraceWriter> PtraceWriter::Create(const std::string& path, uint32_t pid)
   h.version_major = kVersionMajor;
   h.version_minor = kVersionMinor;
   h.header_size = kFileHeaderSize;
-  h.created_ts = NowNs();
+  h.created_ts = internal::NowNs();
   h.pid = pid;
   PROBING_RETURN_IF_ERROR(w.WriteAll({reinterpret_cast<const char*>(&h), sizeof h}));
   return w;
@@ -134,9 +124,7 @@ Result<PtraceReader> PtraceReader::Open(const std::string& path) {
   if (std::memcmp(h.magic, kFileMagic, sizeof h.magic) != 0)
     return DataLoss(path + " is not a .ptrace file (bad magic)");
   if (h.version_major > kVersionMajor)
-    return Unimplemented(path + ": trace format v" + std::to_string(h.version_major) +
-                         " is newer than this build (reads up to v" +
-                         std::to_string(kVersionMajor) + ")");
+    return internal::NewerVersion(path + ": ", h.version_major);
   if (h.version_major == 0 || h.header_size < kFileHeaderSize || h.header_size > map.size())
     return DataLoss(path + ": bad file header");
   PtraceReader r(std::move(map));

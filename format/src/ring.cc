@@ -2,23 +2,17 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 
+#include "internal.h"
 #include "raw_headers.h"
 
 namespace probing::format {
 namespace {
-
-int64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 Status CheckGeometry(uint32_t slot_size, uint32_t slot_count) {
   if (slot_size < kMinSlotSize || slot_size > kMaxSlotSize || slot_size % 64 != 0)
@@ -65,7 +59,7 @@ Result<RingWriter> RingWriter::Create(const std::string& path, const RingOptions
   info.slot_size = o.slot_size;
   info.slot_count = o.slot_count;
   info.pid = o.pid;
-  info.created_ts = NowNs();
+  info.created_ts = internal::NowNs();
 
   raw::RingHeader* h = Header(*map);
   h->version_major = info.version_major;
@@ -112,9 +106,7 @@ Result<RingReader> RingReader::Open(const std::string& path) {
   const raw::RingHeader* h = Header(map);
   if (h->magic != kRingMagic) return DataLoss(path + " is not a ring file (bad magic)");
   if (h->version_major > kVersionMajor)
-    return Unimplemented(path + ": trace format v" + std::to_string(h->version_major) +
-                         " is newer than this build (reads up to v" +
-                         std::to_string(kVersionMajor) + ")");
+    return internal::NewerVersion(path + ": ", h->version_major);
   if (h->header_size != kRingHeaderSize)
     return DataLoss(path + ": ring header size " + std::to_string(h->header_size));
   PROBING_RETURN_IF_ERROR(CheckGeometry(h->slot_size, h->slot_count).WithContext(path));

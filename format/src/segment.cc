@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "probing/format/crc32c.h"
+#include "internal.h"
 #include "raw_headers.h"
 
 namespace probing::format {
@@ -261,9 +262,7 @@ Result<SegmentInfo> ParseSegmentHeader(std::string_view bytes) {
   std::memcpy(&h, bytes.data(), sizeof h);
   if (h.magic != kSegmentMagic) return DataLoss("not a segment (bad magic)");
   if (h.version_major > kVersionMajor)
-    return Unimplemented("trace format v" + std::to_string(h.version_major) +
-                         " is newer than this build (reads up to v" +
-                         std::to_string(kVersionMajor) + ")");
+    return internal::NewerVersion("", h.version_major);
   if (h.version_major == 0) return DataLoss("segment version 0 is not a valid version");
   if (h.header_size < kSegmentHeaderSize)
     return DataLoss("segment header size " + std::to_string(h.header_size) + " is too small");
