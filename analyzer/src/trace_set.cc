@@ -119,8 +119,7 @@ Summary Summarize(const TraceSet& set, size_t top) {
     }
     for (const auto& e : seg.torch) {
       steps.insert({seg.info.pid, e.step});
-      auto& m = modules[std::string(seg.String(e.module)) + " " +
-                        format::TorchStageName(e.stage)];
+      auto& m = modules[std::string(seg.String(e.module)) + " " + format::TorchStageName(e.stage)];
       ++m.count;
       m.seconds += static_cast<double>(e.duration_ns) / 1e9;
     }

@@ -16,7 +16,9 @@ namespace {
 namespace fs = std::filesystem;
 using namespace probing::format;
 
-std::string Fixture() { return std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace"; }
+std::string Fixture() {
+  return std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace";
+}
 
 fs::path TempDir() {
   auto d = fs::temp_directory_path() / ("probing-analyzer-test-" + std::to_string(getpid()));
@@ -50,9 +52,11 @@ TEST(LoadTraces, RingDirectoryOfADeadProcess) {
   fs::path dir = TempDir() / "4242";
   fs::create_directories(dir);
   {
-    auto w = RingWriter::Create((dir / "stacks.ring").string(), {Stream::kStacks, 64 << 10, 2, 4242});
+    auto w =
+        RingWriter::Create((dir / "stacks.ring").string(), {Stream::kStacks, 64 << 10, 2, 4242});
     ASSERT_TRUE(w.ok());
-    for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(w->Append(testing::SealAllKinds(Codec::kLz4, i)).ok());
+    for (uint64_t i = 0; i < 3; ++i)
+      ASSERT_TRUE(w->Append(testing::SealAllKinds(Codec::kLz4, i)).ok());
   }  // the writer is gone, as after a crash
   auto set = LoadTraces({dir.string()});
   ASSERT_TRUE(set.ok()) << set.status().message();
@@ -69,7 +73,8 @@ TEST(LoadTraces, CorruptSegmentsAreCountedAndTheRestLoads) {
   ASSERT_TRUE(clean.ok());
   bytes[clean->segments()[1].offset + 100] ^= 0x40;  // payload bit flip in segment 1
   fs::path p = TempDir() / "corrupt.ptrace";
-  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(p, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   auto set = LoadTraces({p.string()});
   ASSERT_TRUE(set.ok());
   EXPECT_EQ(set->sources[0].segments_ok, 2u);

@@ -18,9 +18,10 @@ std::string FormatTime(int64_t ns) {
   struct tm tm;
   gmtime_r(&secs, &tm);
   char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  if (std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm) == 0) buf[0] = '\0';
   char ms[16];
-  std::snprintf(ms, sizeof ms, ".%03d UTC", static_cast<int>((ns / 1000000) % 1000));
+  if (std::snprintf(ms, sizeof ms, ".%03d UTC", static_cast<int>((ns / 1000000) % 1000)) < 0)
+    ms[0] = '\0';
   return std::string(buf) + ms;
 }
 
@@ -60,7 +61,9 @@ void PrintStats(const probing::analyzer::TraceSet& set) {
     rows.push_back({s.path, s.kind, static_cast<int64_t>(s.segments_ok),
                     static_cast<int64_t>(s.segments_corrupt), static_cast<int64_t>(s.segments_lost),
                     static_cast<int64_t>(s.bytes_skipped),
-                    std::string(s.kind == "ring" ? "-" : s.used_index ? "yes" : "no (scanned)"),
+                    std::string(s.kind == "ring" ? "-"
+                                : s.used_index   ? "yes"
+                                                 : "no (scanned)"),
                     std::string(s.truncated_tail ? "yes" : "no"), s.first_error});
   }
   probing::cli::PrintRows(probing::cli::OutputFormat::kTable,
@@ -69,13 +72,12 @@ void PrintStats(const probing::analyzer::TraceSet& set) {
                           rows, std::cout);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"probing-analyze: postmortem analysis of Probing recordings.\n"
-               "Reads .ptrace files (`probing record`) and the ring directories a process\n"
-               "leaves under $PROBING_DATA_DIR/<pid>/. Damaged data is skipped and counted;\n"
-               "everything whole still loads. With no other option, prints a summary."};
+int Run(int argc, char** argv) {
+  CLI::App app{
+      "probing-analyze: postmortem analysis of Probing recordings.\n"
+      "Reads .ptrace files (`probing record`) and the ring directories a process\n"
+      "leaves under $PROBING_DATA_DIR/<pid>/. Damaged data is skipped and counted;\n"
+      "everything whole still loads. With no other option, prints a summary."};
   app.set_version_flag("--version", "probing-analyze 0.1.0 (trace format v1)");
   std::vector<std::string> inputs;
   app.add_option("inputs", inputs, "recordings: .ptrace files, ring files or ring directories")
@@ -89,7 +91,7 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
-  try {
+  {
     for (const auto& in : inputs) {
       std::error_code ec;
       if (!std::filesystem::exists(in, ec) && in.find(' ') != std::string::npos) {
@@ -114,6 +116,15 @@ int main(int argc, char** argv) {
     if (damaged > 0 && !stats)
       std::cerr << "probing-analyze: some input was damaged and skipped; --stats tells what\n";
     return 0;
+  }
+}
+
+}  // namespace
+
+// Exceptions stop here, once: a one-line message and exit code 1.
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "probing-analyze: " << e.what() << "\n";
     return 1;

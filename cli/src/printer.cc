@@ -96,7 +96,8 @@ void PrintRows(OutputFormat format, const std::vector<std::string>& columns,
       };
       line(columns);
       std::vector<std::string> rule;
-      for (size_t w : width) rule.push_back(std::string(w, '-'));
+      rule.reserve(width.size());
+      for (size_t w : width) rule.emplace_back(w, '-');
       line(rule);
       for (const auto& t : text) line(t);
       out << "(" << rows.size() << (rows.size() == 1 ? " row)" : " rows)") << "\n";

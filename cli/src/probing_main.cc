@@ -16,11 +16,11 @@ int CmdTables(OutputFormat format) {
   std::vector<std::vector<Cell>> rows;
   for (const auto& t : probing::format::AllTables()) {
     for (const auto& c : t.columns) {
-      rows.push_back({std::string(t.name), std::string(c.name),
-                      std::string(probing::format::ColumnTypeName(c.type)),
-                      std::string(t.source == probing::format::TableSource::kRing ? "rings"
-                                                                                  : "live process"),
-                      std::string(c.description)});
+      rows.push_back(
+          {std::string(t.name), std::string(c.name),
+           std::string(probing::format::ColumnTypeName(c.type)),
+           std::string(t.source == probing::format::TableSource::kRing ? "rings" : "live process"),
+           std::string(c.description)});
     }
   }
   probing::cli::PrintRows(format, {"table", "column", "type", "source", "description"}, rows,
@@ -28,11 +28,10 @@ int CmdTables(OutputFormat format) {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"probing: look inside a running Python/PyTorch process.\n"
-               "Tables and columns: `probing tables`; formats: docs/format.md."};
+int Run(int argc, char** argv) {
+  CLI::App app{
+      "probing: look inside a running Python/PyTorch process.\n"
+      "Tables and columns: `probing tables`; formats: docs/format.md."};
   app.set_version_flag("--version", "probing 0.1.0 (trace format v1)");
   app.require_subcommand(1);
   std::string target;
@@ -50,12 +49,19 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
+  OutputFormat format = *probing::cli::ParseOutputFormat(format_name);
+  if (*tables) return CmdTables(format);
+  return 2;
+}
+
+}  // namespace
+
+// Exceptions stop here, once: a one-line message and exit code 1.
+int main(int argc, char** argv) {
   try {
-    OutputFormat format = *probing::cli::ParseOutputFormat(format_name);
-    if (*tables) return CmdTables(format);
+    return Run(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "probing: " << e.what() << "\n";
     return 1;
   }
-  return 2;
 }

@@ -39,9 +39,7 @@ const char* CodecName(Codec c) {
 Status Compress(Codec codec, std::string_view in, std::string* out, int zstd_level) {
   out->clear();
   switch (codec) {
-    case Codec::kNone:
-      out->assign(in);
-      return Status::Ok();
+    case Codec::kNone: out->assign(in); return Status::Ok();
     case Codec::kLz4: {
       if (in.size() > LZ4_MAX_INPUT_SIZE) return OutOfRange("input too large for lz4");
       int bound = LZ4_compressBound(static_cast<int>(in.size()));

@@ -6,9 +6,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include "internal.h"
 #include "probing/format/crc32c.h"
 #include "probing/format/segment.h"
-#include "internal.h"
 #include "raw_headers.h"
 
 namespace probing::format {
@@ -22,7 +22,8 @@ Result<std::string> RecompressSegment(std::string_view segment, Codec codec, int
   check.checksum = 0;
   uint32_t crc = Crc32cExtend(Crc32c(&check, sizeof check), stored.data(), stored.size());
   if (crc != info.checksum) return DataLoss("segment checksum mismatch (corrupt data)");
-  if (static_cast<Codec>(info.codec) == codec) return std::string(segment.substr(0, info.total_size()));
+  if (static_cast<Codec>(info.codec) == codec)
+    return std::string(segment.substr(0, info.total_size()));
 
   std::string raw_payload, packed;
   PROBING_RETURN_IF_ERROR(
@@ -123,8 +124,7 @@ Result<PtraceReader> PtraceReader::Open(const std::string& path) {
   std::memcpy(&h, map.data(), sizeof h);
   if (std::memcmp(h.magic, kFileMagic, sizeof h.magic) != 0)
     return DataLoss(path + " is not a .ptrace file (bad magic)");
-  if (h.version_major > kVersionMajor)
-    return internal::NewerVersion(path + ": ", h.version_major);
+  if (h.version_major > kVersionMajor) return internal::NewerVersion(path + ": ", h.version_major);
   if (h.version_major == 0 || h.header_size < kFileHeaderSize || h.header_size > map.size())
     return DataLoss(path + ": bad file header");
   PtraceReader r(std::move(map));
@@ -159,8 +159,8 @@ bool PtraceReader::TryIndex() {
   for (uint32_t i = 0; i < count; ++i) {
     raw::IndexEntry e;
     std::memcpy(&e, block.data() + 8 + size_t{i} * sizeof e, sizeof e);
-    if (e.offset < kFileHeaderSize || e.size < kSegmentHeaderSize ||
-        e.offset > t.index_offset || e.size > t.index_offset - e.offset || e.stream > kMaxStream)
+    if (e.offset < kFileHeaderSize || e.size < kSegmentHeaderSize || e.offset > t.index_offset ||
+        e.size > t.index_offset - e.offset || e.stream > kMaxStream)
       return false;
     locs.push_back({e.offset, e.size, static_cast<Stream>(e.stream), e.seq, e.first_ts, e.last_ts});
   }
@@ -174,15 +174,14 @@ void PtraceReader::Scan() {
   size_t off = kFileHeaderSize;
   const char magic[4] = {'P', 'S', 'E', 'G'};
   auto note = [&](const std::string& what) {
-    if (stats_.first_error.empty())
-      stats_.first_error = what + " at byte " + std::to_string(off);
+    if (stats_.first_error.empty()) stats_.first_error = what + " at byte " + std::to_string(off);
   };
   while (off < all.size()) {
     std::string_view rest = all.substr(off);
     auto info = ParseSegmentHeader(rest);
     if (info.ok() && info->total_size() <= rest.size()) {
-      segments_.push_back({off, static_cast<uint32_t>(info->total_size()), info->stream,
-                           info->seq, info->first_ts, info->last_ts});
+      segments_.push_back({off, static_cast<uint32_t>(info->total_size()), info->stream, info->seq,
+                           info->first_ts, info->last_ts});
       off += info->total_size();
       continue;
     }

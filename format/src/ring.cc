@@ -21,8 +21,7 @@ Status CheckGeometry(uint32_t slot_size, uint32_t slot_count) {
                            " and " + std::to_string(kMaxSlotSize));
   if (slot_count < kMinSlotCount || slot_count > kMaxSlotCount)
     return InvalidArgument("ring slot count " + std::to_string(slot_count) + " must be between " +
-                           std::to_string(kMinSlotCount) + " and " +
-                           std::to_string(kMaxSlotCount));
+                           std::to_string(kMinSlotCount) + " and " + std::to_string(kMaxSlotCount));
   return Status::Ok();
 }
 

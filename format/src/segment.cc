@@ -3,8 +3,8 @@
 #include <cstring>
 #include <limits>
 
-#include "probing/format/crc32c.h"
 #include "internal.h"
+#include "probing/format/crc32c.h"
 #include "raw_headers.h"
 
 namespace probing::format {
@@ -136,16 +136,15 @@ void SegmentBuilder::PutTime(int64_t ts) {
     payload_.PutZigzag(ts);
   } else {
     // Wrapping subtraction: any two int64 times round-trip through the zigzag delta.
-    payload_.PutZigzag(static_cast<int64_t>(static_cast<uint64_t>(ts) -
-                                            static_cast<uint64_t>(last_ts_)));
+    payload_.PutZigzag(
+        static_cast<int64_t>(static_cast<uint64_t>(ts) - static_cast<uint64_t>(last_ts_)));
     if (ts < min_ts_) min_ts_ = ts;
     if (ts > max_ts_) max_ts_ = ts;
   }
   last_ts_ = ts;
 }
 
-void SegmentBuilder::AddStackSample(int64_t ts, uint32_t thread, uint32_t callsite,
-                                    uint8_t flags) {
+void SegmentBuilder::AddStackSample(int64_t ts, uint32_t thread, uint32_t callsite, uint8_t flags) {
   BeginRecord(RecordKind::kStackSample);
   PutTime(ts);
   // Flags ride in the low bits of the thread id: one byte less per sample.
@@ -261,8 +260,7 @@ Result<SegmentInfo> ParseSegmentHeader(std::string_view bytes) {
   raw::SegmentHeader h;
   std::memcpy(&h, bytes.data(), sizeof h);
   if (h.magic != kSegmentMagic) return DataLoss("not a segment (bad magic)");
-  if (h.version_major > kVersionMajor)
-    return internal::NewerVersion("", h.version_major);
+  if (h.version_major > kVersionMajor) return internal::NewerVersion("", h.version_major);
   if (h.version_major == 0) return DataLoss("segment version 0 is not a valid version");
   if (h.header_size < kSegmentHeaderSize)
     return DataLoss("segment header size " + std::to_string(h.header_size) + " is too small");
@@ -303,8 +301,8 @@ class RecordDecoder {
       ++count;
       Status st = One(kind);
       if (!st.ok())
-        return st.WithContext("record " + std::to_string(count) + " (kind " +
-                              std::to_string(kind) + ")");
+        return st.WithContext("record " + std::to_string(count) + " (kind " + std::to_string(kind) +
+                              ")");
     }
     if (count != seg_->info.event_count)
       return DataLoss("segment holds " + std::to_string(count) + " records, its header says " +
@@ -332,8 +330,8 @@ class RecordDecoder {
   bool Time(int64_t* out) {
     int64_t d;
     if (!r_.GetZigzag(&d)) return false;
-    ts_ = has_time_ ? static_cast<int64_t>(static_cast<uint64_t>(ts_) + static_cast<uint64_t>(d))
-                    : d;
+    ts_ =
+        has_time_ ? static_cast<int64_t>(static_cast<uint64_t>(ts_) + static_cast<uint64_t>(d)) : d;
     has_time_ = true;
     *out = ts_;
     return true;
@@ -395,9 +393,18 @@ class RecordDecoder {
         if (stage > kMaxTorchStage) return DataLoss("unknown torch stage " + std::to_string(stage));
         e.stage = static_cast<TorchStage>(stage);
         uint64_t v;
-        if (present & 1) { if (!r_.GetVarint(&v)) return Truncated(); e.allocated = v; }
-        if (present & 2) { if (!r_.GetVarint(&v)) return Truncated(); e.max_allocated = v; }
-        if (present & 4) { if (!r_.GetVarint(&v)) return Truncated(); e.cached = v; }
+        if (present & 1) {
+          if (!r_.GetVarint(&v)) return Truncated();
+          e.allocated = v;
+        }
+        if (present & 2) {
+          if (!r_.GetVarint(&v)) return Truncated();
+          e.max_allocated = v;
+        }
+        if (present & 4) {
+          if (!r_.GetVarint(&v)) return Truncated();
+          e.cached = v;
+        }
         seg_->torch.push_back(e);
         return Status::Ok();
       }
@@ -411,8 +418,14 @@ class RecordDecoder {
             !r_.GetVarint(&e.threads))
           return Truncated();
         uint64_t v;
-        if (present & 1) { if (!r_.GetVarint(&v)) return Truncated(); e.cuda_allocated = v; }
-        if (present & 2) { if (!r_.GetVarint(&v)) return Truncated(); e.cuda_reserved = v; }
+        if (present & 1) {
+          if (!r_.GetVarint(&v)) return Truncated();
+          e.cuda_allocated = v;
+        }
+        if (present & 2) {
+          if (!r_.GetVarint(&v)) return Truncated();
+          e.cuda_reserved = v;
+        }
         seg_->memory.push_back(e);
         return Status::Ok();
       }
@@ -480,10 +493,10 @@ class RecordDecoder {
 Result<Segment> DecodeSegment(std::string_view bytes, size_t* consumed) {
   PROBING_ASSIGN_OR_RETURN(SegmentInfo info, ParseSegmentHeader(bytes));
   if (bytes.size() < info.header_size || info.payload_size > bytes.size() - info.header_size)
-    return DataLoss("segment truncated: payload of " + std::to_string(info.payload_size) +
-                    " bytes declared, " +
-                    std::to_string(bytes.size() > info.header_size ? bytes.size() - info.header_size : 0) +
-                    " present");
+    return DataLoss(
+        "segment truncated: payload of " + std::to_string(info.payload_size) + " bytes declared, " +
+        std::to_string(bytes.size() > info.header_size ? bytes.size() - info.header_size : 0) +
+        " present");
   // The checksum covers our 64 header bytes (checksum zeroed), then the payload.
   raw::SegmentHeader h;
   std::memcpy(&h, bytes.data(), sizeof h);

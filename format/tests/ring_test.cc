@@ -16,8 +16,8 @@ namespace probing::format {
 namespace {
 
 std::string TempPath(const char* name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("probing-ring-test-" + std::to_string(getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("probing-ring-test-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }

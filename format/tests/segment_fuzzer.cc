@@ -34,8 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::memcpy(&payload, in.data() + 12, 4);
     size_t n = std::min<size_t>(payload, in.size() - kSegmentHeaderSize);
     std::memset(in.data() + 52, 0, 4);
-    uint32_t crc = Crc32cExtend(Crc32c(in.data(), kSegmentHeaderSize),
-                                in.data() + kSegmentHeaderSize, n);
+    uint32_t crc =
+        Crc32cExtend(Crc32c(in.data(), kSegmentHeaderSize), in.data() + kSegmentHeaderSize, n);
     std::memcpy(in.data() + 52, &crc, 4);
     Decode(in);
   }

@@ -105,7 +105,8 @@ TEST(SegmentBuilder, EmptyTracksEventsNotDefinitions) {
 TEST(SegmentBuilder, RefusesOversizedPayload) {
   SegmentBuilder b(Stream::kVariables, 1);
   std::string big(kMaxStringSize, 'x');
-  for (size_t i = 0; i <= kMaxRawSegmentSize / kMaxStringSize; ++i) b.AddVariable(1, 0, i, 0, 0, big);
+  for (size_t i = 0; i <= kMaxRawSegmentSize / kMaxStringSize; ++i)
+    b.AddVariable(1, 0, i, 0, 0, big);
   std::string out;
   Status st = b.Seal(Codec::kNone, 0, &out);
   EXPECT_EQ(st.code(), StatusCode::kOutOfRange);

@@ -13,7 +13,8 @@ namespace {
 
 std::vector<std::vector<Value>> Rows(const Segment& seg, TableId id, RowContext& ctx) {
   std::vector<std::vector<Value>> rows;
-  SegmentRows(seg, id, ctx, [&](std::span<const Value> r) { rows.emplace_back(r.begin(), r.end()); });
+  SegmentRows(seg, id, ctx,
+              [&](std::span<const Value> r) { rows.emplace_back(r.begin(), r.end()); });
   return rows;
 }
 

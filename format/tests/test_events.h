@@ -60,8 +60,8 @@ inline void FillAllKinds(SegmentBuilder& b) {
   m.cuda_reserved = 1u << 30;
   b.AddMemory(m);
 
-  b.AddVariable(kBaseTs + 40'000'000, main_t, 7, b.InternString("train"),
-                b.InternString("loss"), "0.6931");
+  b.AddVariable(kBaseTs + 40'000'000, main_t, 7, b.InternString("train"), b.InternString("loss"),
+                "0.6931");
   b.AddMetric(kBaseTs + 50'000'000, b.InternString("throughput"), 1234.5);
   b.AddLost(Stream::kStacks, 3);
 }

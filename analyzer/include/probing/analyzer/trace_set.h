@@ -20,9 +20,9 @@ struct SourceStats {
   std::string path;
   std::string kind;  // "ptrace" or "ring"
   uint64_t segments_ok = 0;
-  uint64_t segments_corrupt = 0;   // found but failed checksum or decoding
-  uint64_t segments_lost = 0;      // ring: overwritten before we copied them
-  uint64_t bytes_skipped = 0;      // ptrace: unparseable bytes between or after segments
+  uint64_t segments_corrupt = 0;  // found but failed checksum or decoding
+  uint64_t segments_lost = 0;     // ring: overwritten before we copied them
+  uint64_t bytes_skipped = 0;     // ptrace: unparseable bytes between or after segments
   bool used_index = false;
   bool truncated_tail = false;
   std::string first_error;

@@ -133,7 +133,7 @@ struct MetricEvent {
 struct ProcessEvent {
   uint32_t pid = 0;
   int64_t start_ts = 0;
-  int32_t rank = -1;  // -1 unknown
+  int32_t rank = -1;            // -1 unknown
   uint32_t python_version = 0;  // string ids
   uint32_t cmdline = 0;
   uint32_t host = 0;

@@ -73,11 +73,11 @@ struct SegmentLocation {
 
 // What opening a file found: how it was read and what had to be skipped.
 struct ReadStats {
-  bool used_index = false;     // false: scanned (no trailer, or a bad index)
-  bool truncated_tail = false; // the last segment was cut off
-  uint64_t skipped_bytes = 0;  // bytes between segments that did not parse
+  bool used_index = false;      // false: scanned (no trailer, or a bad index)
+  bool truncated_tail = false;  // the last segment was cut off
+  uint64_t skipped_bytes = 0;   // bytes between segments that did not parse
   uint64_t damaged_regions = 0;
-  std::string first_error;     // the first problem met while scanning, for --stats
+  std::string first_error;  // the first problem met while scanning, for --stats
 };
 
 class PtraceReader {

@@ -4,8 +4,8 @@
 // protocol: docs/format.md, "Ring file".
 //
 //   // writer (the recorder)
-//   PROBING_ASSIGN_OR_RETURN(RingWriter w, RingWriter::Create(path, {Stream::kStacks, 256 << 10, 64, pid}));
-//   builder.Seal(Codec::kLz4, w.next_seq(), &bytes);  w.Append(bytes);
+//   PROBING_ASSIGN_OR_RETURN(RingWriter w, RingWriter::Create(path, {Stream::kStacks, 256 << 10,
+//   64, pid})); builder.Seal(Codec::kLz4, w.next_seq(), &bytes);  w.Append(bytes);
 //   // reader (the CLI, any process)
 //   PROBING_ASSIGN_OR_RETURN(RingReader r, RingReader::Open(path));
 //   uint64_t cursor = 0, lost = 0;  std::vector<std::string> segs;

@@ -17,13 +17,13 @@ namespace probing {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,   // the caller passed something wrong
-  kDataLoss,          // corrupt or truncated input
-  kUnimplemented,     // e.g. a newer format version
+  kInvalidArgument,  // the caller passed something wrong
+  kDataLoss,         // corrupt or truncated input
+  kUnimplemented,    // e.g. a newer format version
   kNotFound,
-  kOutOfRange,        // does not fit (segment too large for a slot)
-  kUnavailable,       // a resource went away (dead process, overwritten slot)
-  kInternal,          // an OS call failed
+  kOutOfRange,   // does not fit (segment too large for a slot)
+  kUnavailable,  // a resource went away (dead process, overwritten slot)
+  kInternal,     // an OS call failed
 };
 
 class [[nodiscard]] Status {
@@ -45,7 +45,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status Unimplemented(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
@@ -58,7 +60,7 @@ Status ErrnoStatus(const std::string& what, int err);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return status_.ok(); }
@@ -80,10 +82,10 @@ class [[nodiscard]] Result {
 #define PROBING_CONCAT_INNER_(a, b) a##b
 #define PROBING_CONCAT_(a, b) PROBING_CONCAT_INNER_(a, b)
 
-#define PROBING_RETURN_IF_ERROR(expr)           \
-  do {                                          \
-    ::probing::Status _st = (expr);             \
-    if (!_st.ok()) return _st;                  \
+#define PROBING_RETURN_IF_ERROR(expr) \
+  do {                                \
+    ::probing::Status _st = (expr);   \
+    if (!_st.ok()) return _st;        \
   } while (0)
 
 #define PROBING_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
