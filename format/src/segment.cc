@@ -173,14 +173,17 @@ void SegmentBuilder::AddTorch(const TorchEvent& e) {
 void SegmentBuilder::AddMemory(const MemoryEvent& e) {
   BeginRecord(RecordKind::kMemory);
   PutTime(e.ts);
-  uint8_t present = (e.cuda_allocated ? 1 : 0) | (e.cuda_reserved ? 2 : 0);
+  uint8_t present = (e.cuda_allocated ? 1 : 0) | (e.cuda_reserved ? 2 : 0) |
+                    (e.has_python_stats ? 4 : 0);
   payload_.PutByte(present);
   payload_.PutVarint(e.rss);
   payload_.PutVarint(e.vms);
-  payload_.PutVarint(e.py_blocks);
-  for (uint64_t g : e.gc_count) payload_.PutVarint(g);
-  payload_.PutVarint(e.gc_collections);
   payload_.PutVarint(e.threads);
+  if (e.has_python_stats) {
+    payload_.PutVarint(e.py_blocks);
+    for (uint64_t g : e.gc_count) payload_.PutVarint(g);
+    payload_.PutVarint(e.gc_collections);
+  }
   if (e.cuda_allocated) payload_.PutVarint(*e.cuda_allocated);
   if (e.cuda_reserved) payload_.PutVarint(*e.cuda_reserved);
   has_events_ = true;
@@ -412,10 +415,13 @@ class RecordDecoder {
         MemoryEvent e;
         uint8_t present;
         if (!Time(&e.ts) || !r_.GetByte(&present)) return Truncated();
-        if (!r_.GetVarint(&e.rss) || !r_.GetVarint(&e.vms) || !r_.GetVarint(&e.py_blocks) ||
-            !r_.GetVarint(&e.gc_count[0]) || !r_.GetVarint(&e.gc_count[1]) ||
-            !r_.GetVarint(&e.gc_count[2]) || !r_.GetVarint(&e.gc_collections) ||
-            !r_.GetVarint(&e.threads))
+        if (!r_.GetVarint(&e.rss) || !r_.GetVarint(&e.vms) || !r_.GetVarint(&e.threads))
+          return Truncated();
+        e.has_python_stats = (present & 4) != 0;
+        if (e.has_python_stats &&
+            (!r_.GetVarint(&e.py_blocks) || !r_.GetVarint(&e.gc_count[0]) ||
+             !r_.GetVarint(&e.gc_count[1]) || !r_.GetVarint(&e.gc_count[2]) ||
+             !r_.GetVarint(&e.gc_collections)))
           return Truncated();
         uint64_t v;
         if (present & 1) {

@@ -44,11 +44,11 @@ constexpr Column kMemoryColumns[] = {
     {"ts", kReal, "seconds since the Unix epoch"},
     {"rss", kInteger, "resident set size, bytes"},
     {"vms", kInteger, "virtual memory size, bytes"},
-    {"py_blocks", kInteger, "blocks allocated by Python's allocator"},
-    {"gc_gen0", kInteger, "objects tracked in GC generation 0"},
-    {"gc_gen1", kInteger, "objects tracked in GC generation 1"},
-    {"gc_gen2", kInteger, "objects tracked in GC generation 2"},
-    {"gc_collections", kInteger, "GC collections so far, all generations"},
+    {"py_blocks", kInteger, "blocks allocated by Python's allocator; NULL when the GIL was not to be had"},
+    {"gc_gen0", kInteger, "GC generation 0 count (gc.get_count()); NULL as py_blocks"},
+    {"gc_gen1", kInteger, "GC generation 1 count; NULL as py_blocks"},
+    {"gc_gen2", kInteger, "GC generation 2 count; NULL as py_blocks"},
+    {"gc_collections", kInteger, "GC collections so far, all generations; NULL as py_blocks"},
     {"threads", kInteger, "threads in the process"},
     {"cuda_allocated", kInteger, "CUDA memory allocated, bytes; NULL without CUDA"},
     {"cuda_reserved", kInteger, "CUDA memory reserved, bytes; NULL without CUDA"},
@@ -203,11 +203,14 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
         row[0] = Seconds(e.ts);
         row[1] = static_cast<int64_t>(e.rss);
         row[2] = static_cast<int64_t>(e.vms);
-        row[3] = static_cast<int64_t>(e.py_blocks);
-        row[4] = static_cast<int64_t>(e.gc_count[0]);
-        row[5] = static_cast<int64_t>(e.gc_count[1]);
-        row[6] = static_cast<int64_t>(e.gc_count[2]);
-        row[7] = static_cast<int64_t>(e.gc_collections);
+        auto py = [&](uint64_t v) {
+          return e.has_python_stats ? Value{static_cast<int64_t>(v)} : Value{};
+        };
+        row[3] = py(e.py_blocks);
+        row[4] = py(e.gc_count[0]);
+        row[5] = py(e.gc_count[1]);
+        row[6] = py(e.gc_count[2]);
+        row[7] = py(e.gc_collections);
         row[8] = static_cast<int64_t>(e.threads);
         row[9] = Int(e.cuda_allocated);
         row[10] = Int(e.cuda_reserved);

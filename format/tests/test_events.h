@@ -51,6 +51,7 @@ inline void FillAllKinds(SegmentBuilder& b) {
   m.ts = kBaseTs + 30'000'000;
   m.rss = 123456789;
   m.vms = 987654321;
+  m.has_python_stats = true;
   m.py_blocks = 55555;
   m.gc_count[0] = 700;
   m.gc_count[1] = 8;
@@ -122,6 +123,7 @@ inline void CheckAllKinds(const Segment& s) {
   ASSERT_EQ(s.memory.size(), 1u);
   EXPECT_EQ(s.memory[0].rss, 123456789u);
   EXPECT_EQ(s.memory[0].vms, 987654321u);
+  EXPECT_TRUE(s.memory[0].has_python_stats);
   EXPECT_EQ(s.memory[0].py_blocks, 55555u);
   EXPECT_EQ(s.memory[0].gc_count[0], 700u);
   EXPECT_EQ(s.memory[0].gc_count[2], 1u);

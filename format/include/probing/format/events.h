@@ -104,6 +104,8 @@ struct MemoryEvent {
   int64_t ts = 0;
   uint64_t rss = 0;  // bytes
   uint64_t vms = 0;  // bytes
+  // Python's own figures need the GIL; absent when the interpreter would not give it.
+  bool has_python_stats = false;
   uint64_t py_blocks = 0;
   uint64_t gc_count[3] = {0, 0, 0};
   uint64_t gc_collections = 0;

@@ -1,0 +1,155 @@
+#include "config.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <sstream>
+
+namespace probing::recorder {
+namespace {
+
+bool ParseDouble(const std::string& s, double* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end == s.c_str() || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+bool ParseLong(const std::string& s, long* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str() || *end != '\0') return false;
+  *out = v;
+  return true;
+}
+
+bool ParseBool(const std::string& s, bool* out) {
+  if (s == "true" || s == "on" || s == "1" || s == "yes") return *out = true, true;
+  if (s == "false" || s == "off" || s == "0" || s == "no") return *out = false, true;
+  return false;
+}
+
+std::string DefaultDataDir() { return "/dev/shm/probing-" + std::to_string(getuid()); }
+
+std::string FormatDouble(double d) {
+  std::ostringstream s;
+  s << d;
+  return s.str();
+}
+
+}  // namespace
+
+Config& Config::Get() {
+  static Config* config = new Config();  // leaked on purpose: see the header
+  return *config;
+}
+
+Config::Config() {
+  entries_ = {
+      {"probing.sample_rate", "1", "1", "fraction of training steps traced, 0.0 to 1.0",
+       "PROBING_SAMPLE_RATE", false},
+      {"probing.buffer_size", "10000", "10000",
+       "total size of the recorder's rings, in KiB (1024 to 4194304); takes effect at start",
+       "", false},
+      {"probing.server.port", "0", "0", "TCP port of the control server (0 = Unix socket only)",
+       "PROBING_PORT", false},
+      {"probing.torch.enabled", "true", "true", "trace PyTorch modules (true/false)",
+       "PROBING_TORCH_PROFILING", false},
+      {"probing.sampler.hz", "100", "100", "stack samples per second per thread, 1 to 10000",
+       "PROBING_SAMPLER_HZ", false},
+      {"probing.data_dir", DefaultDataDir(), DefaultDataDir(),
+       "where the rings live: <data_dir>/<pid>/ (set with PROBING_DATA_DIR at start)",
+       "PROBING_DATA_DIR", true},
+  };
+}
+
+std::string Config::data_dir() const {
+  std::string v;
+  Lookup("probing.data_dir", &v);
+  return v;
+}
+
+std::vector<std::string> Config::LoadEnvironment() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> errors;
+  for (ConfigEntry& e : entries_) {
+    if (e.env.empty()) continue;
+    const char* v = std::getenv(e.env.c_str());
+    if (v == nullptr || *v == '\0') continue;
+    if (e.read_only) {
+      e.value = v;
+      continue;
+    }
+    std::string err = SetLocked(e.name, v);
+    if (!err.empty()) errors.push_back(e.env + "=" + v + " ignored: " + err);
+  }
+  return errors;
+}
+
+std::string Config::Set(const std::string& key, const std::string& value) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SetLocked(key, value);
+}
+
+std::string Config::SetLocked(const std::string& key, const std::string& value) {
+  ConfigEntry* entry = nullptr;
+  for (ConfigEntry& e : entries_)
+    if (e.name == key) entry = &e;
+  if (entry == nullptr) return "unknown key " + key;
+  if (entry->read_only) return key + " is read-only at run time";
+  if (key == "probing.sample_rate") {
+    double d;
+    if (!ParseDouble(value, &d) || !(d >= 0.0 && d <= 1.0))
+      return key + " must be a number from 0.0 to 1.0, not '" + value + "'";
+    sample_rate_ = d;
+    entry->value = FormatDouble(d);
+  } else if (key == "probing.buffer_size") {
+    long n;
+    if (!ParseLong(value, &n) || n < 1024 || n > 4194304)
+      return key + " must be a whole number of KiB from 1024 to 4194304, not '" + value + "'";
+    buffer_kib_ = n;
+    entry->value = std::to_string(n);
+  } else if (key == "probing.server.port") {
+    long n;
+    if (!ParseLong(value, &n) || n < 0 || n > 65535)
+      return key + " must be a port from 0 to 65535, not '" + value + "'";
+    server_port_ = static_cast<int>(n);
+    entry->value = std::to_string(n);
+  } else if (key == "probing.torch.enabled") {
+    bool b;
+    if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
+    torch_enabled_ = b;
+    entry->value = b ? "true" : "false";
+  } else if (key == "probing.sampler.hz") {
+    long n;
+    if (!ParseLong(value, &n) || n < 1 || n > 10000)
+      return key + " must be a whole number from 1 to 10000, not '" + value + "'";
+    sampler_hz_ = static_cast<int>(n);
+    entry->value = std::to_string(n);
+  }
+  return "";
+}
+
+bool Config::Lookup(const std::string& key, std::string* value) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const ConfigEntry& e : entries_) {
+    if (e.name == key) {
+      *value = e.value;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::vector<ConfigEntry> Config::All() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_;
+}
+
+}  // namespace probing::recorder

@@ -1,0 +1,63 @@
+// The recorder's configuration: every key with its value, default, description and valid range,
+// in one place. Keys and environment variables follow the seeds (probing.sample_rate,
+// probing.buffer_size, probing.server.port, probing.torch.enabled; PROBING_PORT,
+// PROBING_TORCH_PROFILING, PROBING_SAMPLE_RATE) plus ours (probing.sampler.hz,
+// PROBING_SAMPLER_HZ, PROBING_DATA_DIR). Documented in docs/configuration.md.
+//
+//   Config& c = Config::Get();
+//   std::string err = c.Set("probing.sample_rate", "0.5");   // "" on success
+//   int hz = c.sampler_hz();                                  // lock-free, for hot paths
+#pragma once
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace probing::recorder {
+
+struct ConfigEntry {
+  std::string name;
+  std::string value;
+  std::string default_value;
+  std::string description;
+  std::string env;  // environment variable that sets it at start, or ""
+  bool read_only = false;
+};
+
+class Config {
+ public:
+  // The process-wide configuration (never destroyed: recorder threads may outlive statics).
+  static Config& Get();
+
+  // Applies the environment; returns one message per rejected variable (the default stays).
+  std::vector<std::string> LoadEnvironment();
+  // Sets one key. Returns "" on success, else a message naming the key and the accepted values;
+  // the old value stays.
+  std::string Set(const std::string& key, const std::string& value);
+  // "" and false when the key is unknown.
+  bool Lookup(const std::string& key, std::string* value) const;
+  std::vector<ConfigEntry> All() const;
+
+  // Lock-free reads for the recorder's threads.
+  double sample_rate() const { return sample_rate_.load(std::memory_order_relaxed); }
+  int sampler_hz() const { return sampler_hz_.load(std::memory_order_relaxed); }
+  long buffer_kib() const { return buffer_kib_.load(std::memory_order_relaxed); }
+  int server_port() const { return server_port_.load(std::memory_order_relaxed); }
+  bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
+  std::string data_dir() const;
+
+ private:
+  Config();
+  std::string SetLocked(const std::string& key, const std::string& value);
+
+  mutable std::mutex mu_;
+  std::vector<ConfigEntry> entries_;
+  std::atomic<double> sample_rate_{1.0};
+  std::atomic<int> sampler_hz_{100};
+  std::atomic<long> buffer_kib_{10000};
+  std::atomic<int> server_port_{0};
+  std::atomic<bool> torch_enabled_{true};
+};
+
+}  // namespace probing::recorder
