@@ -8,6 +8,7 @@
 
 #include "printer.h"
 #include "probing/analyzer/trace_set.h"
+#include "probing/format/tables.h"
 
 namespace {
 
@@ -55,6 +56,43 @@ void PrintSummary(const probing::analyzer::Summary& s) {
   }
 }
 
+// Prints every row of one ring table, as SQL would see it (SELECT * FROM table).
+int PrintTable(const probing::analyzer::TraceSet& set, const std::string& name,
+               probing::cli::OutputFormat format) {
+  const auto* t = probing::format::FindTable(name);
+  if (t == nullptr || t->source != probing::format::TableSource::kRing) {
+    std::string known;
+    for (const auto& k : probing::format::AllTables())
+      if (k.source == probing::format::TableSource::kRing)
+        known += (known.empty() ? "" : ", ") + std::string(k.name);
+    std::cerr << "probing-analyze: no table " << name << " in recordings; known: " << known << "\n";
+    return 1;
+  }
+  std::vector<std::string> columns;
+  for (const auto& c : t->columns) columns.emplace_back(c.name);
+  std::vector<std::vector<Cell>> rows;
+  probing::format::RowContext ctx;
+  for (const auto& seg : set.segments) {
+    probing::format::SegmentRows(seg, t->id, ctx, [&](std::span<const probing::format::Value> r) {
+      std::vector<Cell> row;
+      row.reserve(r.size());
+      for (const auto& v : r) {
+        if (auto* i = std::get_if<int64_t>(&v))
+          row.emplace_back(*i);
+        else if (auto* d = std::get_if<double>(&v))
+          row.emplace_back(*d);
+        else if (auto* s = std::get_if<std::string_view>(&v))
+          row.emplace_back(std::string(*s));
+        else
+          row.emplace_back(std::monostate{});
+      }
+      rows.push_back(std::move(row));
+    });
+  }
+  probing::cli::PrintRows(format, columns, rows, std::cout);
+  return 0;
+}
+
 void PrintStats(const probing::analyzer::TraceSet& set) {
   std::vector<std::vector<Cell>> rows;
   for (const auto& s : set.sources) {
@@ -84,6 +122,12 @@ int Run(int argc, char** argv) {
       ->required();
   bool stats = false;
   app.add_flag("--stats", stats, "also show, per input, what loaded and what was skipped");
+  std::string table;
+  app.add_option("--table", table,
+                 "print every row of one table instead of the summary (e.g. python.stacks)");
+  std::string format_name = "table";
+  app.add_option("--format", format_name, "how --table rows are printed: table, csv, json, jsonl")
+      ->check(CLI::IsMember({"table", "csv", "json", "jsonl"}));
 
   try {
     app.parse(argc, argv);
@@ -106,7 +150,12 @@ int Run(int argc, char** argv) {
       std::cerr << "probing-analyze: " << set.status().message() << "\n";
       return 1;
     }
-    PrintSummary(probing::analyzer::Summarize(*set));
+    if (!table.empty()) {
+      int rc = PrintTable(*set, table, *probing::cli::ParseOutputFormat(format_name));
+      if (rc != 0) return rc;
+    } else {
+      PrintSummary(probing::analyzer::Summarize(*set));
+    }
     if (stats) {
       std::cout << "\nInputs:\n";
       PrintStats(*set);

@@ -25,11 +25,11 @@ typedef struct ProbingPyOffsets {
   uint32_t cframe_current_frame;
 
   /* Frames: PyFrameObject (<=3.10) or _PyInterpreterFrame (3.11+) */
-  uint32_t frame_back;    /* f_back / previous */
-  uint32_t frame_code;    /* f_code / f_executable */
-  uint32_t frame_lasti;   /* <=3.10: int f_lasti */
-  uint32_t frame_instr;   /* 3.11, 3.12: prev_instr; 3.13: instr_ptr */
-  uint32_t frame_owner;   /* 3.11+: char owner */
+  uint32_t frame_back;  /* f_back / previous */
+  uint32_t frame_code;  /* f_code / f_executable */
+  uint32_t frame_lasti; /* <=3.10: int f_lasti */
+  uint32_t frame_instr; /* 3.11, 3.12: prev_instr; 3.13: instr_ptr */
+  uint32_t frame_owner; /* 3.11+: char owner */
   uint32_t owned_by_generator;
   uint32_t owned_by_cstack; /* 3.12+, else PROBING_NO_OFFSET */
 
@@ -37,8 +37,8 @@ typedef struct ProbingPyOffsets {
   uint32_t code_name;
   uint32_t code_filename;
   uint32_t code_firstlineno;
-  uint32_t code_linetable;     /* co_lnotab (<=3.9) or co_linetable */
-  uint32_t code_adaptive;      /* 3.11+: co_code_adaptive */
+  uint32_t code_linetable;      /* co_lnotab (<=3.9) or co_linetable */
+  uint32_t code_adaptive;       /* 3.11+: co_code_adaptive */
   uint32_t code_firsttraceable; /* 3.11+: _co_firsttraceable */
 
   /* PyUnicodeObject */

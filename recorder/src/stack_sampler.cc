@@ -16,7 +16,8 @@ namespace {
 template <typename T>
 T Field(const std::vector<char>& buf, uint32_t off) {
   T v{};
-  if (off != PROBING_NO_OFFSET && off + sizeof(T) <= buf.size()) std::memcpy(&v, buf.data() + off, sizeof v);
+  if (off != PROBING_NO_OFFSET && off + sizeof(T) <= buf.size())
+    std::memcpy(&v, buf.data() + off, sizeof v);
   return v;
 }
 
@@ -50,8 +51,9 @@ StackSampler::StackSampler(const ProbingPyOffsets& o, const SafeReader& r)
       unicode_type_(reinterpret_cast<uintptr_t>(&PyUnicode_Type)),
       bytes_type_(reinterpret_cast<uintptr_t>(&PyBytes_Type)) {
   frame_window_ = Window({o.frame_back, o.frame_code, o.frame_lasti, o.frame_instr, o.frame_owner});
-  code_window_ = Window({o.code_name, o.code_filename, o.code_firstlineno, o.code_linetable,
-                         o.code_firsttraceable, static_cast<uint32_t>(offsetof(PyObject, ob_type))});
+  code_window_ =
+      Window({o.code_name, o.code_filename, o.code_firstlineno, o.code_linetable,
+              o.code_firsttraceable, static_cast<uint32_t>(offsetof(PyObject, ob_type))});
   if (o.ts_native_thread_id == PROBING_NO_OFFSET) pthread_tid_offset_ = FindPthreadTidOffset(r);
 }
 
@@ -115,7 +117,8 @@ const CodeInfo* StackSampler::Code(uintptr_t addr) {
   if (r_.ReadPtr(table + offsetof(PyObject, ob_type), &btype) && btype == bytes_type_ &&
       r_.Read(table + o_.bytes_size, &size) && size >= 0 && size < (1 << 20)) {
     info.line_table.resize(static_cast<size_t>(size));
-    if (size > 0 && !r_.ReadBytes(table + o_.bytes_data, info.line_table.data(), info.line_table.size()))
+    if (size > 0 &&
+        !r_.ReadBytes(table + o_.bytes_data, info.line_table.data(), info.line_table.size()))
       info.line_table.clear();
   }
   auto [pos, _] = codes_.insert_or_assign(addr, std::move(info));

@@ -37,7 +37,7 @@ struct ThreadStack {
   uint64_t pthread_id = 0;
   uint64_t native_id = 0;  // 0 when unknown
   bool holds_gil = false;
-  bool truncated = false;  // a read failed part-way: the stack is cut short
+  bool truncated = false;        // a read failed part-way: the stack is cut short
   std::vector<FrameRef> frames;  // innermost first
 };
 

@@ -1,0 +1,42 @@
+"""The PROBING=1/2 start-up hook, imported by probing.pth when PROBING is set.
+
+PROBING=1: the recorder runs in this process only; PROBING=2: also in its children (forked
+ones start their own recorder, exec'd ones inherit PROBING=2). Anything else but 0: a warning,
+and the recorder stays off. Nothing here may stop the program from running.
+"""
+
+import os
+import sys
+
+
+def _start():
+    mode = os.environ.get("PROBING", "0")
+    if mode in ("", "0"):
+        return
+    if mode not in ("1", "2"):
+        sys.stderr.write("probing: PROBING=%r is not 0, 1 or 2; the recorder stays off\n" % mode)
+        return
+    if mode == "1":
+        # For this process only: programs it starts do not inherit the recorder.
+        os.environ["PROBING"] = "0"
+    try:
+        import ctypes
+
+        from probing._recorder import library_path
+
+        lib = ctypes.CDLL(library_path())
+        if lib.probing_start() == 0 and not getattr(sys, "_probing_hooks_registered", False):
+            # Now, before the program can fork: a child must know at once whether to start its
+            # own recorder (PROBING=2). The recorder's own thread would register these too, but
+            # only once it gets the GIL.
+            import atexit
+
+            atexit.register(lib.probing_shutdown)
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=lib.probing_after_fork_child)
+            sys._probing_hooks_registered = True
+    except Exception as e:  # never let the hook break the user's program
+        sys.stderr.write("probing: recorder not started: %s\n" % e)
+
+
+_start()

@@ -1,0 +1,172 @@
+#include "python_stats.h"
+
+#include <Python.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "log.h"
+
+namespace probing::recorder {
+namespace {
+
+// Runs in the target's interpreter, in a private namespace. Only the standard library.
+constexpr const char* kSetupSource = R"PY(
+# Never import threading here: the thread that first imports it becomes threading's main
+# thread, and this is not the program's main thread.
+import atexit, ctypes, gc, os, sys
+
+# Hooks are registered once per process lineage: a forked child inherits its parent's.
+if not getattr(sys, "_probing_hooks_registered", False):
+    _probing_lib = ctypes.CDLL(_probing_lib_path)
+    atexit.register(_probing_lib.probing_shutdown)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_probing_lib.probing_after_fork_child)
+    sys._probing_hooks_registered = True
+
+def _probing_collect():
+    names = {}
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for t in threading.enumerate():
+            nid = getattr(t, "native_id", None)
+            if nid is not None:
+                names[nid] = t.name
+    counts = gc.get_count()
+    collections = sum(s.get("collections", 0) for s in gc.get_stats())
+    cuda = None
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                cuda = (torch.cuda.memory_allocated(), torch.cuda.memory_reserved())
+        except Exception:
+            cuda = None
+    return names, counts, collections, sys.getallocatedblocks(), cuda
+)PY";
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+bool IsFinalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
+
+uint64_t AsU64(PyObject* o) {
+  unsigned long long v = PyLong_AsUnsignedLongLong(o);
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    return 0;
+  }
+  return v;
+}
+
+}  // namespace
+
+void PythonWorker::Start() {
+  std::thread([this] { Run(); }).detach();
+}
+
+void PythonWorker::Stop(int timeout_ms) {
+  stop_ = true;
+  for (int waited = 0; busy_.load() && waited < timeout_ms; ++waited) usleep(1000);
+}
+
+void PythonWorker::Run() {
+  pthread_setname_np(pthread_self(), "probing-python");
+  native_id_ = static_cast<uint64_t>(syscall(SYS_gettid));
+  // Wait for the interpreter (the start-up hook may run before it is fully ready).
+  for (int i = 0; i < 1000 && !Py_IsInitialized(); ++i) usleep(10000);
+  bool ready = false;
+  while (!stop_.load()) {
+    // busy_ is raised before stop_ is checked, so Stop() either sees us busy and waits, or we
+    // see stop_ and never touch the interpreter again.
+    busy_ = true;
+    if (stop_.load() || !Py_IsInitialized() || IsFinalizing()) {
+      busy_ = false;
+      break;
+    }
+    PyGILState_STATE g = PyGILState_Ensure();
+    if (!ready) ready = Setup();
+    if (ready) Collect();
+    PyGILState_Release(g);
+    busy_ = false;
+    if (!ready) break;  // Setup logged why
+    for (int i = 0; i < 10 && !stop_.load(); ++i) usleep(100000);
+  }
+}
+
+bool PythonWorker::Setup() {
+  PyObject* ns = PyDict_New();
+  if (ns == nullptr) return false;
+  PyObject* builtins = PyEval_GetBuiltins();  // borrowed
+  PyDict_SetItemString(ns, "__builtins__", builtins);
+  PyObject* path = PyUnicode_FromString(library_path_.c_str());
+  PyDict_SetItemString(ns, "_probing_lib_path", path);
+  Py_XDECREF(path);
+  PyObject* r = PyRun_String(kSetupSource, Py_file_input, ns, ns);
+  if (r == nullptr) {
+    PyErr_Clear();
+    Log("Python-side set-up failed; thread names and Python memory figures are off");
+    Py_DECREF(ns);
+    return false;
+  }
+  Py_DECREF(r);
+  PyObject* fn = PyDict_GetItemString(ns, "_probing_collect");  // borrowed
+  Py_XINCREF(fn);
+  collect_fn_ = fn;
+  Py_DECREF(ns);
+  return fn != nullptr;
+}
+
+bool PythonWorker::Collect() {
+  auto* fn = static_cast<PyObject*>(collect_fn_);
+  PyObject* r = PyObject_CallObject(fn, nullptr);
+  if (r == nullptr || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 5) {
+    PyErr_Clear();
+    Py_XDECREF(r);
+    return false;
+  }
+  PythonStats s;
+  s.taken_ns = MonotonicNs();
+  PyObject* names = PyTuple_GET_ITEM(r, 0);
+  PyObject *key, *value;
+  Py_ssize_t pos = 0;
+  while (PyDict_Check(names) && PyDict_Next(names, &pos, &key, &value)) {
+    const char* name = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : nullptr;
+    if (name == nullptr) {
+      PyErr_Clear();
+      continue;
+    }
+    s.thread_names[AsU64(key)] = name;
+  }
+  PyObject* counts = PyTuple_GET_ITEM(r, 1);
+  for (Py_ssize_t i = 0; i < 3 && PyTuple_Check(counts) && i < PyTuple_GET_SIZE(counts); ++i)
+    s.gc_count[i] = AsU64(PyTuple_GET_ITEM(counts, i));
+  s.gc_collections = AsU64(PyTuple_GET_ITEM(r, 2));
+  s.py_blocks = AsU64(PyTuple_GET_ITEM(r, 3));
+  PyObject* cuda = PyTuple_GET_ITEM(r, 4);
+  if (PyTuple_Check(cuda) && PyTuple_GET_SIZE(cuda) == 2) {
+    s.cuda_allocated = AsU64(PyTuple_GET_ITEM(cuda, 0));
+    s.cuda_reserved = AsU64(PyTuple_GET_ITEM(cuda, 1));
+  }
+  Py_DECREF(r);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_ = std::move(s);
+  }
+  version_.fetch_add(1, std::memory_order_release);
+  return true;
+}
+
+}  // namespace probing::recorder

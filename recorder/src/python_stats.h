@@ -1,0 +1,56 @@
+// What only the interpreter can tell (thread names, GC and allocator figures, CUDA memory),
+// gathered about once a second by a native thread that waits for the GIL like any other thread.
+// If the GIL is never released, the figures just go stale; nothing else waits for them.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace probing::recorder {
+
+struct PythonStats {
+  int64_t taken_ns = 0;  // CLOCK_MONOTONIC when gathered; 0 = never
+  uint64_t py_blocks = 0;
+  uint64_t gc_count[3] = {0, 0, 0};
+  uint64_t gc_collections = 0;
+  std::optional<uint64_t> cuda_allocated;
+  std::optional<uint64_t> cuda_reserved;
+  std::map<uint64_t, std::string> thread_names;  // native id -> threading name
+};
+
+class PythonWorker {
+ public:
+  // `library_path`: this recorder's own file, so Python can register its exit and fork hooks.
+  explicit PythonWorker(std::string library_path) : library_path_(std::move(library_path)) {}
+  void Start();
+  // Stops Python-side work; waits (at most `timeout_ms`) for a job under way to finish.
+  void Stop(int timeout_ms);
+
+  PythonStats Snapshot() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+  uint64_t native_id() const { return native_id_.load(); }
+  // Changes each time a new snapshot is published.
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+
+ private:
+  void Run();
+  bool Setup();
+  bool Collect();
+
+  std::string library_path_;
+  mutable std::mutex mu_;
+  PythonStats stats_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> busy_{false};
+  std::atomic<uint64_t> native_id_{0};
+  std::atomic<uint64_t> version_{0};
+  void* collect_fn_ = nullptr;  // PyObject*, owned
+};
+
+}  // namespace probing::recorder

@@ -1,0 +1,478 @@
+// The recorder inside the target: start-up, rings, the sampler thread (stacks at
+// probing.sampler.hz, memory once a second), exit and fork handling. Nothing here takes the
+// GIL; PythonWorker does the little that needs it, on its own thread.
+#include "probing/recorder/recorder.h"
+
+#include <Python.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "config.h"
+#include "log.h"
+#include "probing/format/ring.h"
+#include "probing/format/segment.h"
+#include "py_offsets.h"
+#include "python_stats.h"
+#include "safe_read.h"
+#include "stack_sampler.h"
+
+namespace probing::recorder {
+namespace {
+
+using format::Codec;
+using format::RingWriter;
+using format::SegmentBuilder;
+using format::Stream;
+
+constexpr int64_t kSealIntervalNs = 1'000'000'000;  // readers see data at most ~1 s old
+constexpr uint32_t kStackSlot = 64 << 10;
+constexpr uint32_t kMemorySlot = 4 << 10;
+
+int64_t RealtimeNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+std::vector<std::string> CommandLine() {
+  std::string raw = ReadFile("/proc/self/cmdline");
+  std::vector<std::string> args;
+  std::string cur;
+  for (char c : raw) {
+    if (c == '\0') {
+      args.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) args.push_back(cur);
+  return args;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : " ") + s;
+  return out;
+}
+
+int64_t ProcessStartNs() {
+  // Field 22 of /proc/self/stat: start time in clock ticks after boot.
+  std::string stat = ReadFile("/proc/self/stat");
+  size_t p = stat.rfind(')');
+  if (p == std::string::npos) return RealtimeNs();
+  std::istringstream in(stat.substr(p + 2));
+  std::string field;
+  unsigned long long start_ticks = 0;
+  for (int i = 3; i <= 22 && in >> field; ++i)
+    if (i == 22) start_ticks = std::strtoull(field.c_str(), nullptr, 10);
+  timespec boot, real;
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  clock_gettime(CLOCK_REALTIME, &real);
+  int64_t now_boot = int64_t{boot.tv_sec} * 1000000000 + boot.tv_nsec;
+  int64_t ticks = sysconf(_SC_CLK_TCK);
+  int64_t started_boot =
+      static_cast<int64_t>(start_ticks) * (1000000000 / (ticks > 0 ? ticks : 100));
+  return RealtimeNs() - (now_boot - started_boot);
+}
+
+// A directory we own with mode 0700 (created if missing). Refuses one that is not ours.
+bool EnsurePrivateDir(const std::string& path, std::string* why) {
+  if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    *why = "cannot create " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    *why = path + " is not a directory";
+    return false;
+  }
+  if (st.st_uid != geteuid()) {
+    *why = path + " belongs to another user";
+    return false;
+  }
+  if ((st.st_mode & 077) != 0) chmod(path.c_str(), 0700);
+  return true;
+}
+
+std::string LibraryPath() {
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&probing_start), &info) != 0 && info.dli_fname != nullptr)
+    return info.dli_fname;
+  return "";
+}
+
+int MemoryThreads() {
+  std::string stat = ReadFile("/proc/self/stat");
+  size_t p = stat.rfind(')');
+  if (p == std::string::npos) return 0;
+  std::istringstream in(stat.substr(p + 2));
+  std::string field;
+  for (int i = 3; in >> field; ++i)
+    if (i == 20) return std::atoi(field.c_str());
+  return 0;
+}
+
+// One stream: a builder, its ring, and the sealing policy. Used only under Recorder::mu_.
+struct StreamWriter {
+  std::unique_ptr<RingWriter> ring;
+  std::unique_ptr<SegmentBuilder> builder;
+  int64_t opened_ns = 0;
+  uint64_t dropped = 0;
+  bool failed = false;
+
+  void MaybeSeal(int64_t now, bool force) {
+    if (failed || builder->empty()) return;
+    size_t limit = (ring->max_segment_size() - format::kSegmentHeaderSize) * 3 / 4;
+    if (!force && now - opened_ns < kSealIntervalNs && builder->raw_size() < limit) return;
+    std::string bytes;
+    Status st = builder->Seal(Codec::kLz4, ring->next_seq(), &bytes);
+    if (st.ok()) st = ring->Append(bytes);
+    if (!st.ok()) {
+      if (++dropped == 1) Log("a segment was dropped: " + st.message());
+    }
+    opened_ns = now;
+  }
+};
+
+class Recorder {
+ public:
+  static Recorder*& Instance() {
+    static Recorder* r = nullptr;  // leaked: threads may run while statics are destroyed
+    return r;
+  }
+
+  int Start();
+  void Shutdown();
+  void MarkForkedChild() { forked_child_ = true; }
+  int mode() const { return mode_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  void SamplerLoop();
+  void SampleStacks(int64_t now);
+  void SampleMemory(int64_t now);
+  uint32_t ThreadId(const ThreadStack& t);
+  uint32_t CallSite(const ThreadStack& t);
+  bool CreateRings(std::string* why);
+  void WriteMetadata();
+
+  pid_t pid_ = 0;
+  int mode_ = 1;
+  std::string dir_;
+  format::ProcessInfo process_;
+  std::unique_ptr<SafeReader> reader_;
+  std::unique_ptr<StackSampler> sampler_;
+  std::unique_ptr<PythonWorker> worker_;
+  std::mutex mu_;
+  StreamWriter stacks_;
+  StreamWriter memory_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> forked_child_{false};
+  // Segment-local id caches, dropped when the builder's generation changes.
+  uint64_t generation_ = ~0ull;
+  std::unordered_map<uintptr_t, uint32_t> frame_ids_;
+  std::unordered_map<uint64_t, uint32_t> thread_ids_;
+  std::unordered_map<uint64_t, uint32_t> site_ids_;  // hash of (parent, code, line)
+  std::map<uint64_t, std::string> names_;
+  uint64_t names_version_ = 0;
+};
+
+bool Recorder::CreateRings(std::string* why) {
+  std::string base = Config::Get().data_dir();
+  if (!EnsurePrivateDir(base, why)) return false;
+  dir_ = base + "/" + std::to_string(pid_);
+  if (!EnsurePrivateDir(dir_, why)) return false;
+  long kib = Config::Get().buffer_kib();
+  auto make = [&](StreamWriter* w, const char* name, Stream stream, uint32_t slot, double share) {
+    uint64_t bytes = static_cast<uint64_t>(static_cast<double>(kib) * 1024 * share);
+    uint32_t count = static_cast<uint32_t>(std::max<uint64_t>(2, bytes / slot));
+    auto ring =
+        RingWriter::Create(dir_ + "/" + name, {stream, slot, count, static_cast<uint32_t>(pid_)});
+    if (!ring.ok()) {
+      *why = ring.status().message();
+      return false;
+    }
+    w->ring = std::make_unique<RingWriter>(std::move(ring).value());
+    w->builder = std::make_unique<SegmentBuilder>(stream, static_cast<uint32_t>(pid_));
+    w->builder->SetProcess(process_);
+    w->opened_ns = MonotonicNs();
+    return true;
+  };
+  // Shares of probing.buffer_size; the rest is kept for the streams that come with PyTorch
+  // tracing and variables.
+  return make(&stacks_, "stacks.ring", Stream::kStacks, kStackSlot, 0.70) &&
+         make(&memory_, "memory.ring", Stream::kMemory, kMemorySlot, 0.10);
+}
+
+void Recorder::WriteMetadata() {
+  nlohmann::json j;
+  j["pid"] = pid_;
+  j["ppid"] = getppid();
+  j["cmdline"] = CommandLine();
+  j["python_version"] = process_.python_version;
+  j["start_time"] = static_cast<double>(process_.start_ts) / 1e9;
+  j["recorder_started"] = static_cast<double>(RealtimeNs()) / 1e9;
+  j["socket"] = "@probing-" + std::to_string(pid_);
+  j["host"] = process_.host;
+  j["rank"] = process_.rank;
+  j["recorder_version"] = "0.1.0";
+  j["library"] = LibraryPath();
+  j["rings"] = {"stacks.ring", "memory.ring"};
+  std::string tmp = dir_ + "/process.json.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  chmod(tmp.c_str(), 0600);
+  rename(tmp.c_str(), (dir_ + "/process.json").c_str());
+}
+
+int Recorder::Start() {
+  pid_ = getpid();
+  const char* mode = std::getenv("PROBING");
+  mode_ = (mode != nullptr && std::strcmp(mode, "2") == 0) ? 2 : 1;
+  for (const std::string& e : Config::Get().LoadEnvironment()) Log(e);
+
+  std::string version = Py_GetVersion();
+  process_.pid = static_cast<uint32_t>(pid_);
+  process_.start_ts = ProcessStartNs();
+  process_.python_version = version.substr(0, version.find(' '));
+  process_.cmdline = Join(CommandLine());
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  process_.host = host;
+  if (const char* rank = std::getenv("RANK")) {
+    char* end = nullptr;
+    long r = std::strtol(rank, &end, 10);
+    if (end != rank && *end == '\0' && r >= 0 && r < (1L << 30))
+      process_.rank = static_cast<int32_t>(r);
+  }
+
+  std::string why;
+  if (!CreateRings(&why)) {
+    Log("recorder not started: " + why);
+    return -1;
+  }
+  WriteMetadata();
+
+  reader_ = std::make_unique<SafeReader>();
+  if (!reader_->Available()) Log("stack sampling is off: " + reader_->why_unavailable());
+
+  // Our threads must not receive the process's signals (SIGINT belongs to Python's main thread).
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  worker_ = std::make_unique<PythonWorker>(LibraryPath());
+  worker_->Start();
+  std::thread([this] { SamplerLoop(); }).detach();
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return 0;
+}
+
+void Recorder::Shutdown() {
+  if (forked_child_.load() || getpid() != pid_) return;  // a child never writes our rings
+  if (worker_) worker_->Stop(1000);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_.exchange(true)) return;
+  int64_t now = MonotonicNs();
+  stacks_.MaybeSeal(now, true);
+  memory_.MaybeSeal(now, true);
+}
+
+uint32_t Recorder::ThreadId(const ThreadStack& t) {
+  uint64_t id = t.native_id != 0 ? t.native_id : t.pthread_id;
+  auto it = thread_ids_.find(id);
+  if (it != thread_ids_.end()) return it->second;
+  std::string name;
+  auto n = names_.find(t.native_id);
+  if (n != names_.end()) {
+    name = n->second;
+  } else if (t.native_id == static_cast<uint64_t>(pid_)) {
+    name = "MainThread";  // what threading calls it, whether or not threading is imported
+  } else if (t.native_id != 0) {
+    name = ReadFile("/proc/self/task/" + std::to_string(t.native_id) + "/comm");
+    while (!name.empty() && name.back() == '\n') name.pop_back();
+  }
+  SegmentBuilder& b = *stacks_.builder;
+  uint32_t tid = b.InternThread(id, b.InternString(name));
+  thread_ids_.emplace(id, tid);
+  return tid;
+}
+
+uint32_t Recorder::CallSite(const ThreadStack& t) {
+  SegmentBuilder& b = *stacks_.builder;
+  uint32_t parent = 0;
+  for (auto it = t.frames.rbegin(); it != t.frames.rend(); ++it) {
+    uint32_t frame;
+    auto f = frame_ids_.find(it->code_addr);
+    if (f != frame_ids_.end()) {
+      frame = f->second;
+    } else {
+      frame = b.InternFrame(b.InternString(it->code->name), b.InternString(it->code->file),
+                            static_cast<uint32_t>(std::max(0, it->code->first_line)));
+      frame_ids_.emplace(it->code_addr, frame);
+    }
+    uint64_t key = (uint64_t{parent} * 0x9E3779B97F4A7C15ull) ^ (uint64_t{frame} << 24) ^
+                   static_cast<uint32_t>(it->line);
+    auto s = site_ids_.find(key);
+    if (s != site_ids_.end()) {
+      parent = s->second;
+      continue;
+    }
+    uint32_t site = b.InternCallSite(parent, frame, static_cast<uint32_t>(std::max(0, it->line)));
+    site_ids_.emplace(key, site);
+    parent = site;
+  }
+  return parent;
+}
+
+void Recorder::SampleStacks(int64_t now_real) {
+  SegmentBuilder& b = *stacks_.builder;
+  if (b.generation() != generation_) {
+    generation_ = b.generation();
+    frame_ids_.clear();
+    thread_ids_.clear();
+    site_ids_.clear();
+  }
+  uint64_t self_worker = worker_ ? worker_->native_id() : 0;
+  sampler_->SampleAll([&](const ThreadStack& t) {
+    if (t.native_id != 0 && t.native_id == self_worker) return;  // our own Python-side thread
+    uint8_t flags =
+        (t.holds_gil ? format::kSampleHoldsGil : 0) | (t.truncated ? format::kSampleTruncated : 0);
+    b.AddStackSample(now_real, ThreadId(t), CallSite(t), flags);
+  });
+}
+
+void Recorder::SampleMemory(int64_t now_real) {
+  format::MemoryEvent e;
+  e.ts = now_real;
+  std::istringstream statm(ReadFile("/proc/self/statm"));
+  uint64_t size_pages = 0, rss_pages = 0;
+  statm >> size_pages >> rss_pages;
+  uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  e.vms = size_pages * page;
+  e.rss = rss_pages * page;
+  e.threads = static_cast<uint64_t>(MemoryThreads());
+  PythonStats s = worker_->Snapshot();
+  if (s.taken_ns != 0 && MonotonicNs() - s.taken_ns < 3 * kSealIntervalNs) {
+    e.has_python_stats = true;
+    e.py_blocks = s.py_blocks;
+    for (int i = 0; i < 3; ++i) e.gc_count[i] = s.gc_count[i];
+    e.gc_collections = s.gc_collections;
+    e.cuda_allocated = s.cuda_allocated;
+    e.cuda_reserved = s.cuda_reserved;
+  }
+  memory_.builder->AddMemory(e);
+}
+
+void Recorder::SamplerLoop() {
+  pthread_setname_np(pthread_self(), "probing-sampler");
+  if (reader_->Available())
+    sampler_ = std::make_unique<StackSampler>(*ProbingGetPyOffsets(), *reader_);
+  int64_t next = MonotonicNs();
+  int64_t next_memory = next;
+  while (!stopping_.load() && !forked_child_.load()) {
+    int hz = Config::Get().sampler_hz();
+    next += 1'000'000'000 / hz;
+    int64_t now = MonotonicNs();
+    if (next < now) next = now;  // fell behind (suspended, overloaded): skip, never burst
+    timespec ts{static_cast<time_t>(next / 1'000'000'000), static_cast<long>(next % 1'000'000'000)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_.load() || forked_child_.load()) break;
+    now = MonotonicNs();
+    int64_t real = RealtimeNs();
+    if (worker_->version() != names_version_) {  // new thread names from the interpreter
+      names_version_ = worker_->version();
+      names_ = worker_->Snapshot().thread_names;
+      thread_ids_.clear();
+    }
+    if (sampler_ && !stacks_.failed) SampleStacks(real);
+    if (now >= next_memory) {
+      SampleMemory(real);
+      next_memory = now + kSealIntervalNs;
+    }
+    stacks_.MaybeSeal(now, false);
+    memory_.MaybeSeal(now, false);
+  }
+}
+
+void AtForkChild() {
+  if (Recorder* r = Recorder::Instance()) r->MarkForkedChild();
+}
+
+std::mutex& StartMutex() {
+  static auto* m = new std::mutex();
+  return *m;
+}
+
+}  // namespace
+}  // namespace probing::recorder
+
+using probing::recorder::Log;
+using probing::recorder::Recorder;
+
+extern "C" __attribute__((visibility("default"))) int probing_start(void) {
+  std::lock_guard<std::mutex> lock(probing::recorder::StartMutex());
+  Recorder*& r = Recorder::Instance();
+  if (r != nullptr) {
+    Log("recorder already running in process " + std::to_string(getpid()));
+    return 1;
+  }
+  static bool atfork_registered = false;
+  if (!atfork_registered) {
+    pthread_atfork(nullptr, nullptr, probing::recorder::AtForkChild);
+    atfork_registered = true;
+  }
+  auto* rec = new Recorder();
+  int rc = rec->Start();
+  if (rc != 0) {
+    delete rec;
+    return rc;
+  }
+  r = rec;
+  return 0;
+}
+
+extern "C" __attribute__((visibility("default"))) void probing_shutdown(void) {
+  if (Recorder* r = Recorder::Instance()) r->Shutdown();
+}
+
+extern "C" __attribute__((visibility("default"))) void probing_after_fork_child(void) {
+  Recorder*& r = Recorder::Instance();
+  if (r == nullptr || r->pid() == getpid()) return;  // no recorder, or already this process's
+  int mode = r->mode();
+  // The parent's recorder object stays behind, unused: its threads did not survive the fork.
+  r = nullptr;
+  if (mode == 2) probing_start();
+}

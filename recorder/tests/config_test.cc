@@ -1,0 +1,83 @@
+#include "config.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "safe_read.h"
+
+namespace probing::recorder {
+namespace {
+
+TEST(Config, DefaultsFollowTheSeeds) {
+  Config& c = Config::Get();
+  std::string v;
+  ASSERT_TRUE(c.Lookup("probing.sample_rate", &v));
+  EXPECT_EQ(v, "1");
+  ASSERT_TRUE(c.Lookup("probing.buffer_size", &v));
+  EXPECT_EQ(v, "10000");
+  ASSERT_TRUE(c.Lookup("probing.server.port", &v));
+  EXPECT_EQ(v, "0");
+  ASSERT_TRUE(c.Lookup("probing.torch.enabled", &v));
+  EXPECT_EQ(v, "true");
+  EXPECT_EQ(c.sampler_hz(), 100);
+  EXPECT_FALSE(c.Lookup("probing.nope", &v));
+}
+
+TEST(Config, BadValuesNameTheKeyAndRangeAndKeepTheOldValue) {
+  Config& c = Config::Get();
+  EXPECT_EQ(c.Set("probing.sample_rate", "0.25"), "");
+  EXPECT_DOUBLE_EQ(c.sample_rate(), 0.25);
+  std::string err = c.Set("probing.sample_rate", "1.5");
+  EXPECT_EQ(err, "probing.sample_rate must be a number from 0.0 to 1.0, not '1.5'");
+  EXPECT_DOUBLE_EQ(c.sample_rate(), 0.25);
+  EXPECT_NE(c.Set("probing.sample_rate", "abc"), "");
+  EXPECT_NE(c.Set("probing.sampler.hz", "0"), "");
+  EXPECT_NE(c.Set("probing.sampler.hz", "100000"), "");
+  EXPECT_EQ(c.Set("probing.sampler.hz", "250"), "");
+  EXPECT_EQ(c.sampler_hz(), 250);
+  EXPECT_NE(c.Set("probing.server.port", "70000"), "");
+  EXPECT_EQ(c.Set("probing.torch.enabled", "off"), "");
+  EXPECT_FALSE(c.torch_enabled());
+  EXPECT_EQ(c.Set("probing.nope", "1"), "unknown key probing.nope");
+  EXPECT_EQ(c.Set("probing.data_dir", "/tmp"), "probing.data_dir is read-only at run time");
+  EXPECT_EQ(c.Set("probing.sample_rate", "1"), "");
+  EXPECT_EQ(c.Set("probing.sampler.hz", "100"), "");
+  EXPECT_EQ(c.Set("probing.torch.enabled", "true"), "");
+}
+
+TEST(Config, EnvironmentSetsKeysAndRejectsBadValues) {
+  setenv("PROBING_SAMPLE_RATE", "0.5", 1);
+  setenv("PROBING_PORT", "not-a-port", 1);
+  setenv("PROBING_TORCH_PROFILING", "off", 1);
+  setenv("PROBING_DATA_DIR", "/tmp/probing-config-test", 1);
+  auto errors = Config::Get().LoadEnvironment();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0],
+            "PROBING_PORT=not-a-port ignored: probing.server.port must be a port from 0 to "
+            "65535, not 'not-a-port'");
+  EXPECT_DOUBLE_EQ(Config::Get().sample_rate(), 0.5);
+  EXPECT_FALSE(Config::Get().torch_enabled());
+  EXPECT_EQ(Config::Get().data_dir(), "/tmp/probing-config-test");
+  EXPECT_EQ(Config::Get().server_port(), 0);
+}
+
+TEST(SafeReader, ReadsValidMemoryAndFailsOnBadAddresses) {
+  SafeReader r;
+  ASSERT_TRUE(r.Available()) << r.why_unavailable();
+  int64_t v = 42, out = 0;
+  EXPECT_TRUE(r.Read(reinterpret_cast<uintptr_t>(&v), &out));
+  EXPECT_EQ(out, 42);
+  EXPECT_FALSE(r.Read(uintptr_t{8}, &out));  // unmapped page: EFAULT, not SIGSEGV
+  EXPECT_FALSE(r.Read(uintptr_t{0}, &out));
+  // Memory freed under the reader: a page we map, then unmap.
+  void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  *static_cast<int64_t*>(page) = 7;
+  EXPECT_TRUE(r.Read(reinterpret_cast<uintptr_t>(page), &out));
+  munmap(page, 4096);
+  EXPECT_FALSE(r.Read(reinterpret_cast<uintptr_t>(page), &out));
+}
+
+}  // namespace
+}  // namespace probing::recorder
