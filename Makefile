@@ -45,10 +45,10 @@ test-python: build
 	@scripts/run-pytest $(PYTHON) tests
 
 bench: build
-	@scripts/run-benchmarks $(BUILD_DIR)
+	@PYTHON=$(PYTHON) scripts/run-benchmarks $(BUILD_DIR)
 
 demo: build
-	@scripts/demo $(BUILD_DIR)
+	@PYTHON=$(PYTHON) scripts/demo $(BUILD_DIR)
 
 install: build
 	cmake --install $(BUILD_DIR) --prefix $(PREFIX)

@@ -63,6 +63,8 @@ Config::Config() {
        "PROBING_TORCH_PROFILING", false},
       {"probing.sampler.hz", "100", "100", "stack samples per second per thread, 1 to 10000",
        "PROBING_SAMPLER_HZ", false},
+      {"probing.sampler.enabled", "true", "true",
+       "sample Python stacks (true/false); memory sampling goes on either way", "", false},
       {"probing.data_dir", DefaultDataDir(), DefaultDataDir(),
        "where the rings live: <data_dir>/<pid>/ (set with PROBING_DATA_DIR at start)",
        "PROBING_DATA_DIR", true},
@@ -125,6 +127,11 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
     bool b;
     if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
     torch_enabled_ = b;
+    entry->value = b ? "true" : "false";
+  } else if (key == "probing.sampler.enabled") {
+    bool b;
+    if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
+    sampler_enabled_ = b;
     entry->value = b ? "true" : "false";
   } else if (key == "probing.sampler.hz") {
     long n;

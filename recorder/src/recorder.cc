@@ -417,7 +417,7 @@ void Recorder::SamplerLoop() {
       names_ = worker_->Snapshot().thread_names;
       thread_ids_.clear();
     }
-    if (sampler_ && !stacks_.failed) SampleStacks(real);
+    if (sampler_ && !stacks_.failed && Config::Get().sampler_enabled()) SampleStacks(real);
     if (now >= next_memory) {
       SampleMemory(real);
       next_memory = now + kSealIntervalNs;
@@ -462,6 +462,17 @@ extern "C" __attribute__((visibility("default"))) int probing_start(void) {
   }
   r = rec;
   return 0;
+}
+
+extern "C" __attribute__((visibility("default"))) int probing_config_set(const char* key,
+                                                                         const char* value,
+                                                                         char* error,
+                                                                         size_t error_size) {
+  if (key == nullptr || value == nullptr) return -1;
+  std::string err = probing::recorder::Config::Get().Set(key, value);
+  if (err.empty()) return 0;
+  if (error != nullptr && error_size > 0) snprintf(error, error_size, "%s", err.c_str());
+  return -1;
 }
 
 extern "C" __attribute__((visibility("default"))) void probing_shutdown(void) {

@@ -92,6 +92,9 @@ bool StackSampler::ReadString(uintptr_t obj, std::string* out) {
 }
 
 const CodeInfo* StackSampler::Code(uintptr_t addr) {
+  // A code object already validated in this pass (threads share code) is not read again.
+  auto hit = codes_.find(addr);
+  if (hit != codes_.end() && hit->second.checked_pass == pass_) return &hit->second;
   buf_.resize(code_window_);
   if (!r_.ReadBytes(addr, buf_.data(), buf_.size())) return nullptr;
   if (Field<uintptr_t>(buf_, offsetof(PyObject, ob_type)) != code_type_) return nullptr;
@@ -99,10 +102,12 @@ const CodeInfo* StackSampler::Code(uintptr_t addr) {
   auto file = Field<uintptr_t>(buf_, o_.code_filename);
   auto table = Field<uintptr_t>(buf_, o_.code_linetable);
   int first = Field<int>(buf_, o_.code_firstlineno);
-  auto it = codes_.find(addr);
+  auto it = hit;
   if (it != codes_.end() && it->second.name_ptr == name && it->second.file_ptr == file &&
-      it->second.table_ptr == table && it->second.first_line == first)
+      it->second.table_ptr == table && it->second.first_line == first) {
+    it->second.checked_pass = pass_;
     return &it->second;
+  }
   // New, or the address now holds another code object: read it afresh.
   if (codes_.size() > 100000) codes_.clear();  // bound memory on pathological code churn
   CodeInfo info;
@@ -110,6 +115,8 @@ const CodeInfo* StackSampler::Code(uintptr_t addr) {
   info.file_ptr = file;
   info.table_ptr = table;
   info.first_line = first;
+  info.first_traceable = Field<int>(buf_, o_.code_firsttraceable);
+  info.checked_pass = pass_;
   if (!ReadString(name, &info.name)) info.name = "<unknown>";
   if (!ReadString(file, &info.file)) info.file = "<unknown>";
   uintptr_t btype = 0;
@@ -189,9 +196,7 @@ bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* o
       }
       auto instr = Field<uintptr_t>(fbuf, o_.frame_instr);
       long lasti = static_cast<long>(instr - (code_addr + o_.code_adaptive)) / 2;
-      int firsttraceable = 0;
-      r_.Read(code_addr + o_.code_firsttraceable, &firsttraceable);
-      if (owner != o_.owned_by_generator && lasti < firsttraceable) {
+      if (owner != o_.owned_by_generator && lasti < code->first_traceable) {
         frame = back;  // not started yet: CPython hides these incomplete frames too
         continue;
       }
@@ -220,6 +225,7 @@ bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* o
 void StackSampler::SampleAll(const std::function<void(const ThreadStack&)>& emit) {
   PyInterpreterState* interp = PyInterpreterState_Head();  // lives as long as the process
   if (interp == nullptr) return;
+  ++pass_;
   auto interp_addr = reinterpret_cast<uintptr_t>(interp);
   bool locked = false;
   uintptr_t holder = GilHolder(interp_addr, &locked);

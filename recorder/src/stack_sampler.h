@@ -21,7 +21,9 @@ struct CodeInfo {
   std::string name;
   std::string file;
   int first_line = 0;
+  int first_traceable = 0;  // 3.11+: instructions before it belong to a frame not yet started
   std::string line_table;
+  uint64_t checked_pass = 0;  // the sampler pass that last validated this entry
   // What validated this entry: the code object's fields as last read.
   uintptr_t name_ptr = 0, file_ptr = 0, table_ptr = 0;
 };
@@ -68,6 +70,7 @@ class StackSampler {
   size_t frame_window_;
   size_t code_window_;
   long pthread_tid_offset_ = -1;  // offset of the kernel tid inside glibc's struct pthread
+  uint64_t pass_ = 0;
   std::unordered_map<uintptr_t, CodeInfo> codes_;
   std::vector<char> buf_;
 };

@@ -8,6 +8,8 @@
 #ifndef PROBING_RECORDER_RECORDER_H_
 #define PROBING_RECORDER_RECORDER_H_
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -15,6 +17,10 @@ extern "C" {
 /* Starts the recorder's threads in this process. Idempotent: a second call says so and
  * changes nothing. */
 int probing_start(void);
+
+/* Sets one configuration key (docs/configuration.md). Returns 0, or -1 with a message naming
+ * the key and the accepted values in `error` (the old value stays). Thread-safe. */
+int probing_config_set(const char* key, const char* value, char* error, size_t error_size);
 
 /* Seals what the rings have pending and stops the recorder's Python-side work. Called at
  * interpreter exit (registered with atexit by the recorder itself). */
