@@ -9,29 +9,14 @@ every pair; the figure is the median of the per-pair ratios (on / off), with min
 Re-executes itself with PROBING=1 and the build tree's package when started without them.
 """
 import argparse
-import ctypes
-import os
 import statistics
-import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from probing_bench import config, ensure_recorder, recorder
 
 
-def ensure_recorder():
-    if os.environ.get("PROBING_BENCH_CHILD") == "1":
-        return
-    env = dict(os.environ, PROBING="1", PROBING_BENCH_CHILD="1",
-               PYTHONUSERBASE=os.path.join(ROOT, "build", "pyuser"),
-               PROBING_DATA_DIR=tempfile.mkdtemp(prefix="probing-bench-"))
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
-def config(lib, key, value):
-    err = ctypes.create_string_buffer(256)
-    if lib.probing_config_set(key.encode(), value.encode(), err, len(err)) != 0:
-        raise SystemExit("config %s=%s: %s" % (key, value, err.value.decode()))
 
 
 def loop_workload():
@@ -100,9 +85,7 @@ def main():
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--steps", type=int, default=10, help="steps per block")
     args = p.parse_args()
-    from probing import library_path
-
-    lib = ctypes.CDLL(library_path())
+    lib = recorder()
     workloads = ["loop", "resnet"] if args.workload == "all" else [args.workload]
     print("workload  rate     plain step   ratio on/off: median (min-max)   [%d pairs of %d-step blocks]"
           % (args.pairs, args.steps))

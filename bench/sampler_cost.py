@@ -8,21 +8,12 @@ the stacks hold still). The sampler thread's CPU time comes from /proc/self/task
 """
 import argparse
 import os
-import sys
-import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from probing_bench import config, ensure_recorder, recorder
 
 
-def ensure_recorder():
-    if os.environ.get("PROBING_BENCH_CHILD") == "1":
-        return
-    env = dict(os.environ, PROBING="1", PROBING_BENCH_CHILD="1",
-               PYTHONUSERBASE=os.path.join(ROOT, "build", "pyuser"),
-               PROBING_DATA_DIR=tempfile.mkdtemp(prefix="probing-bench-"))
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
 def sampler_cpu_ns():
@@ -41,13 +32,7 @@ def deep(n, stop):
 
 
 def run(threads, depth, seconds, hz):
-    import ctypes
-
-    from probing import library_path
-
-    lib = ctypes.CDLL(library_path())
-    err = ctypes.create_string_buffer(256)
-    lib.probing_config_set(b"probing.sampler.hz", str(hz).encode(), err, len(err))
+    config(recorder(), "probing.sampler.hz", hz)
     stop = threading.Event()
     # The thread's own frames (run, _bootstrap_inner, _bootstrap) come on top of `depth - 3`.
     ts = [threading.Thread(target=deep, args=(depth - 3, stop), daemon=True)
