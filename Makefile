@@ -37,7 +37,8 @@ test-unit: build
 
 test-sanitize: deps
 	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DPROBING_SANITIZE=address,undefined \
-	  -DPROBING_BUILD_BENCHMARKS=OFF -DPROBING_WERROR=$(WERROR) > /dev/null
+	  -DPROBING_BUILD_BENCHMARKS=OFF -DPROBING_BUILD_RECORDER=OFF \
+	  -DPROBING_WERROR=$(WERROR) > /dev/null
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900 -L sanitize
 
