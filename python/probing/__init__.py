@@ -11,6 +11,7 @@ The recorder samples every thread's stack and memory into ring files under
 """
 
 from probing._recorder import library_path
+from probing._tables import table
 
 __version__ = "0.1.0"
-__all__ = ["library_path", "__version__"]
+__all__ = ["library_path", "table", "__version__"]

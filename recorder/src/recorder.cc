@@ -26,6 +26,8 @@
 #include <unordered_map>
 
 #include "config.h"
+#include "control_server.h"
+#include "gil_executor.h"
 #include "log.h"
 #include "probing/format/ring.h"
 #include "probing/format/segment.h"
@@ -141,6 +143,19 @@ int MemoryThreads() {
   return 0;
 }
 
+// The best name for a thread: its threading name, else MainThread for the main thread, else
+// the OS name.
+std::string ThreadName(const std::map<uint64_t, std::string>& names, pid_t pid,
+                       uint64_t native_id) {
+  auto n = names.find(native_id);
+  if (n != names.end()) return n->second;
+  if (native_id == static_cast<uint64_t>(pid)) return "MainThread";  // threading imported or not
+  if (native_id == 0) return "";
+  std::string name = ReadFile("/proc/self/task/" + std::to_string(native_id) + "/comm");
+  while (!name.empty() && name.back() == '\n') name.pop_back();
+  return name;
+}
+
 // One stream: a builder, its ring, and the sealing policy. Used only under Recorder::mu_.
 struct StreamWriter {
   std::unique_ptr<RingWriter> ring;
@@ -181,6 +196,11 @@ class Recorder {
   void SampleStacks(int64_t now);
   void SampleMemory(int64_t now);
   uint32_t ThreadId(const ThreadStack& t);
+  // The recorder's own threads that hold a Python thread state (hidden from samples).
+  bool IsOurs(uint64_t native_id) const {
+    return native_id != 0 && ((worker_ && native_id == worker_->native_id()) ||
+                              (gil_ && native_id == gil_->native_id()));
+  }
   uint32_t CallSite(const ThreadStack& t);
   bool CreateRings(std::string* why);
   void WriteMetadata();
@@ -192,6 +212,9 @@ class Recorder {
   std::unique_ptr<SafeReader> reader_;
   std::unique_ptr<StackSampler> sampler_;
   std::unique_ptr<PythonWorker> worker_;
+  std::unique_ptr<GilExecutor> gil_;
+  std::unique_ptr<ControlServer> server_;
+  int64_t started_ns_ = 0;
   std::mutex mu_;
   StreamWriter stacks_;
   StreamWriter memory_;
@@ -293,6 +316,21 @@ int Recorder::Start() {
   pthread_sigmask(SIG_BLOCK, &all, &old);
   worker_ = std::make_unique<PythonWorker>(LibraryPath());
   worker_->Start();
+  gil_ = std::make_unique<GilExecutor>();
+  gil_->Start();
+  ServerContext ctx;
+  ctx.pid = pid_;
+  ctx.process = process_;
+  ctx.started_ns = started_ns_ = MonotonicNs();
+  ctx.data_dir = dir_;
+  ctx.reader = reader_->Available() ? reader_.get() : nullptr;
+  ctx.gil = gil_.get();
+  ctx.known_names = [this] { return worker_->Snapshot().thread_names; };
+  ctx.fallback_name = [this](uint64_t id) { return ThreadName({}, pid_, id); };
+  ctx.is_ours = [this](uint64_t id) { return IsOurs(id); };
+  server_ = std::make_unique<ControlServer>(std::move(ctx));
+  std::string server_why;
+  if (!server_->Start(&server_why)) Log("control server off: " + server_why);
   std::thread([this] { SamplerLoop(); }).detach();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return 0;
@@ -301,6 +339,7 @@ int Recorder::Start() {
 void Recorder::Shutdown() {
   if (forked_child_.load() || getpid() != pid_) return;  // a child never writes our rings
   if (worker_) worker_->Stop(1000);
+  if (gil_) gil_->Stop();
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_.exchange(true)) return;
   int64_t now = MonotonicNs();
@@ -312,16 +351,7 @@ uint32_t Recorder::ThreadId(const ThreadStack& t) {
   uint64_t id = t.native_id != 0 ? t.native_id : t.pthread_id;
   auto it = thread_ids_.find(id);
   if (it != thread_ids_.end()) return it->second;
-  std::string name;
-  auto n = names_.find(t.native_id);
-  if (n != names_.end()) {
-    name = n->second;
-  } else if (t.native_id == static_cast<uint64_t>(pid_)) {
-    name = "MainThread";  // what threading calls it, whether or not threading is imported
-  } else if (t.native_id != 0) {
-    name = ReadFile("/proc/self/task/" + std::to_string(t.native_id) + "/comm");
-    while (!name.empty() && name.back() == '\n') name.pop_back();
-  }
+  std::string name = ThreadName(names_, pid_, t.native_id);
   SegmentBuilder& b = *stacks_.builder;
   uint32_t tid = b.InternThread(id, b.InternString(name));
   thread_ids_.emplace(id, tid);
@@ -363,9 +393,8 @@ void Recorder::SampleStacks(int64_t now_real) {
     thread_ids_.clear();
     site_ids_.clear();
   }
-  uint64_t self_worker = worker_ ? worker_->native_id() : 0;
   sampler_->SampleAll([&](const ThreadStack& t) {
-    if (t.native_id != 0 && t.native_id == self_worker) return;  // our own Python-side thread
+    if (IsOurs(t.native_id)) return;  // the recorder's own Python-state-holding threads
     uint8_t flags =
         (t.holds_gil ? format::kSampleHoldsGil : 0) | (t.truncated ? format::kSampleTruncated : 0);
     b.AddStackSample(now_real, ThreadId(t), CallSite(t), flags);

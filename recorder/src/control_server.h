@@ -1,0 +1,80 @@
+// The recorder's control server: HTTP/1.1 + JSON on the abstract Unix socket @probing-<pid>,
+// answering only the same uid or root (SO_PEERCRED, checked on every connection), and on TCP
+// only when a port is configured and PROBING_AUTH_TOKEN is set (every request must carry it).
+// Endpoints and wire format: docs/protocol.md. HTTP parsing is Boost.Beast's; the accept loops
+// are ours, so credentials are checked before a byte is read.
+//
+//   ControlServer server(context);
+//   std::string why;
+//   if (!server.Start(&why)) Log(why);
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "gil_executor.h"
+#include "probing/format/segment.h"
+#include "py_offsets.h"
+#include "safe_read.h"
+#include "stack_sampler.h"
+
+namespace probing::recorder {
+
+struct ServerContext {
+  pid_t pid = 0;
+  format::ProcessInfo process;
+  int64_t started_ns = 0;  // CLOCK_MONOTONIC when the recorder started
+  std::string data_dir;
+  const SafeReader* reader = nullptr;  // null: stack reading is off
+  GilExecutor* gil = nullptr;
+  // The threading names known so far (refreshed about once a second), and the fallback for a
+  // thread without one (MainThread for the main thread, else the OS name).
+  std::function<std::map<uint64_t, std::string>()> known_names;
+  std::function<std::string(uint64_t native_id)> fallback_name;
+  // Native ids of the recorder's own Python-state-holding threads, hidden from backtraces.
+  std::function<bool(uint64_t native_id)> is_ours;
+};
+
+class ControlServer {
+ public:
+  explicit ControlServer(ServerContext ctx);
+  // Binds @probing-<pid> (and TCP when configured) and starts accepting. False with `why` when
+  // the Unix socket cannot be bound; a TCP problem is logged and TCP stays closed.
+  bool Start(std::string* why);
+  std::string socket_name() const;
+
+  struct Reply {
+    int status = 200;
+    std::string body;  // JSON
+  };
+  // One request, already authenticated. Public for tests of the routing alone.
+  Reply Handle(const std::string& method, const std::string& target, const std::string& body);
+
+ private:
+  void AcceptLoop(int fd, bool tcp);
+  void Serve(int fd, bool tcp);
+  Reply Info();
+  Reply Eval(const std::string& body);
+  Reply Backtrace(const std::map<std::string, std::string>& query);
+  Reply Settings(const std::string& method, const std::map<std::string, std::string>& query,
+                 const std::string& body);
+  Reply Tables(const std::string& name);
+  Reply GilTimeout() const;
+  bool EnsureHelpers();  // GIL held
+
+  ServerContext ctx_;
+  std::string token_;
+  std::atomic<int> connections_{0};
+  std::mutex sampler_mu_;
+  std::unique_ptr<StackSampler> sampler_;
+  void* helpers_ = nullptr;  // PyObject* dict of the Python helpers; touched with the GIL only
+};
+
+}  // namespace probing::recorder

@@ -1,0 +1,56 @@
+// Runs work that needs the GIL (eval, locals, custom tables) on one thread of the recorder's
+// own, never on a caller's thread. A caller waits at most `gil_timeout_ms` for its job to
+// start; if the interpreter has not released the GIL by then, the job is cancelled and the
+// caller gets kGilTimeout, so a hung interpreter never hangs a request.
+//
+//   GilExecutor ex;  ex.Start();
+//   auto st = ex.Run([&] { /* Python C API here, GIL held */ }, 5000, 30000);
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace probing::recorder {
+
+class GilExecutor {
+ public:
+  enum class Outcome { kDone, kGilTimeout, kRunTimeout, kStopped };
+
+  void Start();
+  // Runs `fn` with the GIL held. `run_timeout_ms`: how long to wait for it to finish once it
+  // started (fn must enforce its own deadline; past this the caller stops waiting). `fn` may
+  // outlive this call, so it must own what it writes: capture a shared_ptr, never a reference
+  // to the caller's stack.
+  Outcome Run(std::function<void()> fn, int gil_timeout_ms, int run_timeout_ms);
+  // Like Run, but when the job is still running after `run_timeout_ms`, raises TimeoutError in
+  // it (PyThreadState_SetAsyncExc, from a helper thread that waits for the GIL; Python code
+  // stops at its next instruction) and waits `grace_ms` more.
+  Outcome RunInterruptible(std::function<void()> fn, int gil_timeout_ms, int run_timeout_ms,
+                           int grace_ms);
+  void Stop();
+  uint64_t native_id() const { return native_id_; }
+
+ private:
+  struct Job {
+    std::function<void()> fn;
+    enum State { kQueued, kRunning, kDone, kCancelled } state = kQueued;
+  };
+  Outcome Wait(const std::shared_ptr<Job>& job, std::unique_lock<std::mutex>& lock,
+               int gil_timeout_ms, int run_timeout_ms);
+  void Loop();
+
+  std::mutex mu_;
+  std::condition_variable cv_;       // jobs queued / stop
+  std::condition_variable done_cv_;  // job state changes
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stop_ = false;
+  bool started_ = false;
+  uint64_t native_id_ = 0;
+  unsigned long python_ident_ = 0;  // the executor thread's threading ident
+};
+
+}  // namespace probing::recorder
