@@ -1,18 +1,65 @@
 // `probing`: the command line for a running (or dead) Python process with the recorder on.
 // Argument parsing and printing only; the work is in the libraries. Exit codes: 0 success,
 // 1 a failed operation, 2 bad usage.
+#include <signal.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "printer.h"
+#include "probing/analyzer/trace_set.h"
 #include "probing/format/tables.h"
+#include "probing/live/control_client.h"
 
 namespace {
 
+namespace fs = std::filesystem;
+using json = nlohmann::json;
 using probing::cli::Cell;
 using probing::cli::OutputFormat;
 
-int CmdTables(OutputFormat format) {
+// A failed operation: printed once by main, exit code 1.
+struct Failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// Bad usage found after parsing: exit code 2.
+struct Usage : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+template <typename T>
+T OrFail(probing::Result<T> r) {
+  if (!r.ok()) throw Failure(r.status().message());
+  return std::move(r).value();
+}
+
+Cell ToCell(const json& v) {
+  if (v.is_null()) return std::monostate{};
+  if (v.is_boolean()) return int64_t{v.get<bool>() ? 1 : 0};
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number()) return v.get<double>();
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+struct Options {
+  std::string target;
+  std::string token;
+  std::string format = "table";
+  OutputFormat fmt() const { return *probing::cli::ParseOutputFormat(format); }
+};
+
+probing::live::ControlClient Client(const Options& o) {
+  if (o.target.empty()) throw Usage("this command needs -t/--target: a pid, or host:port");
+  return probing::live::ControlClient(OrFail(probing::live::ParseTarget(o.target)), o.token);
+}
+
+int CmdTables(const Options& o) {
   std::vector<std::vector<Cell>> rows;
   for (const auto& t : probing::format::AllTables()) {
     for (const auto& c : t.columns) {
@@ -23,25 +70,266 @@ int CmdTables(OutputFormat format) {
            std::string(c.description)});
     }
   }
-  probing::cli::PrintRows(format, {"table", "column", "type", "source", "description"}, rows,
+  if (!o.target.empty()) {  // custom tables registered in the target
+    auto client = Client(o);
+    json listed = OrFail(client.Get("/tables"));  // kept alive for the loop below
+    for (const auto& name : listed["tables"]) {
+      auto r = client.Get("/tables/" + name.get<std::string>());
+      if (!r.ok()) {  // one broken table does not hide the others
+        std::cerr << "probing: " << r.status().message() << "\n";
+        continue;
+      }
+      json t = std::move(r).value();
+      for (const auto& c : t["columns"])
+        rows.push_back({"python." + name.get<std::string>(), c["name"].get<std::string>(),
+                        c["type"].get<std::string>(), std::string("live process"),
+                        std::string("registered with @probing.table")});
+    }
+  }
+  probing::cli::PrintRows(o.fmt(), {"table", "column", "type", "source", "description"}, rows,
                           std::cout);
+  return 0;
+}
+
+int CmdInfo(const Options& o) {
+  json info = OrFail(Client(o).Get("/info"));
+  std::vector<std::vector<Cell>> rows;
+  for (auto& [k, v] : info.items()) rows.push_back({k, v.is_object() ? Cell(v.dump()) : ToCell(v)});
+  probing::cli::PrintRows(o.fmt(), {"key", "value"}, rows, std::cout);
+  return 0;
+}
+
+int CmdBacktrace(const Options& o, long thread, bool locals, bool native) {
+  std::string path = "/backtrace?x=1";
+  if (thread > 0) path += "&thread=" + std::to_string(thread);
+  if (locals) path += "&locals=1";
+  if (native) path += "&native=1";
+  json bt = OrFail(Client(o).Get(path));
+  if (o.fmt() != OutputFormat::kTable) {
+    std::vector<std::vector<Cell>> rows;
+    for (const auto& t : bt["threads"])
+      for (const auto& f : t["frames"])
+        rows.push_back({ToCell(t["thread_id"]), ToCell(t["thread_name"]), ToCell(f["depth"]),
+                        ToCell(f["func"]), ToCell(f["file"]), ToCell(f["lineno"]),
+                        ToCell(f["frame_type"]), ToCell(t["holds_gil"]),
+                        f.contains("locals") ? Cell(f["locals"].dump()) : Cell(std::monostate{})});
+    probing::cli::PrintRows(o.fmt(),
+                            {"thread_id", "thread_name", "depth", "func", "file", "lineno",
+                             "frame_type", "holds_gil", "locals"},
+                            rows, std::cout);
+    return 0;
+  }
+  for (const auto& t : bt["threads"]) {
+    std::cout << "Thread " << t["thread_id"] << " " << t["thread_name"].get<std::string>()
+              << (t["holds_gil"].get<bool>() ? "  (holds the GIL)" : "")
+              << (t["truncated"].get<bool>() ? "  (stack cut short: a frame changed while read)"
+                                             : "")
+              << "\n";
+    for (const auto& f : t["frames"]) {
+      std::cout << "  #" << f["depth"] << "  " << f["func"].get<std::string>() << " ("
+                << f["file"].get<std::string>() << ":" << f["lineno"] << ")\n";
+      if (f.contains("locals"))
+        for (auto& [k, v] : f["locals"].items())
+          std::cout << "        " << k << " = " << (v.is_string() ? v.get<std::string>() : v.dump())
+                    << "\n";
+    }
+    std::cout << "\n";
+  }
+  if (bt.contains("locals_error"))
+    std::cerr << "probing: locals: " << bt["locals_error"].get<std::string>() << "\n";
+  return 0;
+}
+
+int CmdEval(const Options& o, const std::string& code, double timeout) {
+  json r = OrFail(Client(o).Post("/eval", {{"code", code}, {"timeout", timeout}}));
+  std::cout << r["stdout"].get<std::string>();
+  std::cerr << r["stderr"].get<std::string>();
+  if (!r["value"].is_null()) std::cout << r["value"].get<std::string>() << "\n";
+  if (!r["exception"].is_null()) {
+    std::cerr << r["exception"]["traceback"].get<std::string>();
+    return 1;
+  }
+  return 0;
+}
+
+int CmdConfig(const Options& o, const std::string& arg) {
+  auto client = Client(o);
+  json r;
+  size_t eq = arg.find('=');
+  if (eq != std::string::npos) {
+    r = OrFail(client.Post("/config", {{"key", arg.substr(0, eq)}, {"value", arg.substr(eq + 1)}}));
+  } else {
+    r = OrFail(client.Get(arg.empty() ? "/config" : "/config?key=" + arg));
+  }
+  std::vector<std::vector<Cell>> rows;
+  for (const auto& s : r["settings"])
+    rows.push_back(
+        {ToCell(s["name"]), ToCell(s["value"]), ToCell(s["default"]), ToCell(s["description"])});
+  probing::cli::PrintRows(o.fmt(), {"name", "value", "default", "description"}, rows, std::cout);
+  return 0;
+}
+
+// The target's ring directory: where this user's recorders write, else where the target says.
+std::string RingDir(const Options& o) {
+  auto target = OrFail(probing::live::ParseTarget(o.target));
+  if (!target.tcp()) {
+    std::string dir = probing::live::DefaultDataDir() + "/" + std::to_string(target.pid);
+    if (fs::exists(dir + "/process.json")) return dir;
+  }
+  if (target.tcp()) throw Failure("memory reads the rings on the target's machine; run it there");
+  return OrFail(Client(o).Get("/info"))["data_dir"].get<std::string>();
+}
+
+std::string Mb(const json& v) {
+  if (v.is_null()) return "NULL";
+  char buf[32];
+  snprintf(buf, sizeof buf, "%.1f", v.get<double>() / (1024 * 1024));
+  return buf;
+}
+
+int CmdMemory(const Options& o, int last) {
+  std::string dir = RingDir(o);
+  auto set = OrFail(probing::analyzer::LoadTraces({dir + "/memory.ring"}));
+  std::vector<std::vector<Cell>> rows;
+  probing::format::RowContext ctx;
+  std::vector<std::string> cols;
+  for (const auto& c : probing::format::GetTable(probing::format::TableId::kMemory).columns)
+    cols.emplace_back(c.name);
+  for (const auto& seg : set.segments) {
+    probing::format::SegmentRows(seg, probing::format::TableId::kMemory, ctx,
+                                 [&](std::span<const probing::format::Value> r) {
+                                   std::vector<Cell> row;
+                                   for (const auto& v : r) {
+                                     if (auto* i = std::get_if<int64_t>(&v))
+                                       row.emplace_back(*i);
+                                     else if (auto* d = std::get_if<double>(&v))
+                                       row.emplace_back(*d);
+                                     else
+                                       row.emplace_back(std::monostate{});
+                                   }
+                                   rows.push_back(std::move(row));
+                                 });
+  }
+  if (rows.empty()) throw Failure("no memory samples in " + dir + " yet (one a second)");
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return std::get<double>(a[0]) < std::get<double>(b[0]);
+  });
+  if (static_cast<int>(rows.size()) > last) rows.erase(rows.begin(), rows.end() - last);
+  if (o.fmt() != OutputFormat::kTable) {
+    probing::cli::PrintRows(o.fmt(), cols, rows, std::cout);
+    return 0;
+  }
+  // Now, then the trend: RSS and Python blocks over the samples shown.
+  auto num = [](const Cell& c) -> json {
+    if (auto* i = std::get_if<int64_t>(&c)) return *i;
+    if (auto* d = std::get_if<double>(&c)) return *d;
+    return nullptr;
+  };
+  const auto& now = rows.back();
+  const auto& first = rows.front();
+  double span = std::get<double>(now[0]) - std::get<double>(first[0]);
+  std::cout << "RSS " << Mb(num(now[1])) << " MB, VMS " << Mb(num(now[2])) << " MB, threads "
+            << num(now[8]).dump() << ", Python blocks " << num(now[3]).dump() << ", GC counts "
+            << num(now[4]).dump() << "/" << num(now[5]).dump() << "/" << num(now[6]).dump()
+            << (num(now[9]).is_null() ? std::string(", CUDA not in use")
+                                      : ", CUDA allocated " + Mb(num(now[9])) + " MB, reserved " +
+                                            Mb(num(now[10])) + " MB")
+            << "\n";
+  if (rows.size() > 1) {
+    double drss = (num(now[1]).get<double>() - num(first[1]).get<double>()) / (1024 * 1024);
+    std::cout << "Over the last " << static_cast<int>(span) << " s (" << rows.size()
+              << " samples): RSS " << (drss >= 0 ? "+" : "") << drss << " MB";
+    if (!num(now[3]).is_null() && !num(first[3]).is_null())
+      std::cout << ", Python blocks "
+                << (num(now[3]).get<int64_t>() - num(first[3]).get<int64_t>() >= 0 ? "+" : "")
+                << num(now[3]).get<int64_t>() - num(first[3]).get<int64_t>();
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+uint64_t DirSize(const fs::path& p) {
+  uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(p, ec))
+    if (e.is_regular_file(ec)) n += e.file_size(ec);
+  return n;
+}
+
+int CmdList(const Options& o, bool gc) {
+  std::string dir = probing::live::DefaultDataDir();
+  std::vector<std::vector<Cell>> rows;
+  uint64_t freed = 0, removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_directory() || !fs::exists(e.path() / "process.json")) continue;
+    std::ifstream in(e.path() / "process.json");
+    json meta = json::parse(in, nullptr, false);
+    if (meta.is_discarded() || !meta.contains("pid")) continue;
+    pid_t pid = meta["pid"].get<pid_t>();
+    bool alive = kill(pid, 0) == 0 || errno == EPERM;
+    uint64_t size = DirSize(e.path());
+    if (gc && !alive) {
+      fs::remove_all(e.path(), ec);
+      if (!ec) {
+        freed += size;
+        ++removed;
+      }
+      continue;
+    }
+    std::string cmd;
+    for (const auto& a : meta["cmdline"]) cmd += (cmd.empty() ? "" : " ") + a.get<std::string>();
+    rows.push_back({int64_t{pid}, cmd, ToCell(meta["python_version"]),
+                    std::string(alive ? "running" : "dead (rings readable)"),
+                    ToCell(meta["socket"]), static_cast<int64_t>(size)});
+  }
+  if (gc)
+    std::cerr << "probing: removed the data of " << removed << " dead process(es), " << freed / 1024
+              << " KiB\n";
+  probing::cli::PrintRows(o.fmt(), {"pid", "command", "python", "state", "socket", "data_bytes"},
+                          rows, std::cout);
   return 0;
 }
 
 int Run(int argc, char** argv) {
   CLI::App app{
       "probing: look inside a running Python/PyTorch process.\n"
-      "Tables and columns: `probing tables`; formats: docs/format.md."};
+      "Start one with the recorder: PROBING=1 python train.py (docs/recorder.md)."};
   app.set_version_flag("--version", "probing 0.1.0 (trace format v1)");
   app.require_subcommand(1);
-  std::string target;
-  app.add_option("-t,--target", target, "target process: a pid, or host:port")
+  Options o;
+  app.add_option("-t,--target", o.target, "target process: a pid, or host:port")
       ->envname("PROBING_TARGET");
-  std::string format_name = "table";
-  app.add_option("--format", format_name, "how rows are printed: table, csv, json, jsonl")
+  app.add_option("--token", o.token, "token for a host:port target")->envname("PROBING_AUTH_TOKEN");
+  app.add_option("--format", o.format, "how rows are printed: table, csv, json, jsonl")
       ->check(CLI::IsMember({"table", "csv", "json", "jsonl"}));
 
-  auto* tables = app.add_subcommand("tables", "list every SQL table and its columns");
+  auto* tables = app.add_subcommand(
+      "tables", "list every SQL table and its columns (with -t: the target's own too)");
+  auto* info = app.add_subcommand("info", "what the recorder in the target says about itself");
+  auto* bt = app.add_subcommand("backtrace", "every thread's Python stack, innermost first");
+  long thread = 0;
+  bool locals = false, native = false;
+  bt->add_option("--thread", thread, "only this thread (OS thread id)");
+  bt->add_flag("--locals", locals, "show each frame's local variables (needs the GIL within 5 s)");
+  bt->add_flag("--native", native, "merge native frames (not in this build yet)");
+  auto* ev = app.add_subcommand("eval", "run Python code in the target's __main__ namespace");
+  std::string code;
+  double timeout = 30;
+  ev->add_option("code", code, "the code; the value of a final expression is printed")->required();
+  ev->add_option("--timeout", timeout, "seconds before the code is interrupted")
+      ->check(CLI::Range(0.001, 3600.0));
+  auto* cfg = app.add_subcommand("config", "show all settings, one (KEY), or set one (KEY=VALUE)");
+  std::string cfg_arg;
+  cfg->add_option("setting", cfg_arg, "KEY or KEY=VALUE");
+  auto* mem = app.add_subcommand("memory", "memory now, and its trend, from the target's rings");
+  int last = 60;
+  mem->add_option("--last", last, "how many of the latest samples (one a second)")
+      ->check(CLI::Range(1, 100000));
+  auto* list =
+      app.add_subcommand("list", "processes with the recorder on (from the data directory)");
+  bool gc = false;
+  list->add_flag("--gc", gc, "remove the data of dead processes, and say how much");
 
   try {
     app.parse(argc, argv);
@@ -49,8 +337,18 @@ int Run(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
-  OutputFormat format = *probing::cli::ParseOutputFormat(format_name);
-  if (*tables) return CmdTables(format);
+  try {
+    if (*tables) return CmdTables(o);
+    if (*info) return CmdInfo(o);
+    if (*bt) return CmdBacktrace(o, thread, locals, native);
+    if (*ev) return CmdEval(o, code, timeout);
+    if (*cfg) return CmdConfig(o, cfg_arg);
+    if (*list) return CmdList(o, gc);
+    if (*mem) return CmdMemory(o, last);
+  } catch (const Usage& e) {
+    std::cerr << "probing: " << e.what() << "\n";
+    return 2;
+  }
   return 2;
 }
 

@@ -54,7 +54,9 @@ def _probing_eval(code, timeout):
     except BaseException as e:  # SystemExit too: eval must never end the process
         if isinstance(e, TimeoutError) and not str(e):
             e = TimeoutError("eval timed out after %g s" % timeout)
-        exc = (type(e).__name__, str(e), traceback.format_exc())
+        # The traceback starts at the user's code, not at this helper.
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        exc = (type(e).__name__, str(e), "".join(traceback.format_exception(type(e), e, tb)))
     finally:
         if sys.stdout is tee_out:
             sys.stdout = real_out
