@@ -183,7 +183,7 @@ std::string RingDir(const Options& o) {
 std::string Mb(const json& v) {
   if (v.is_null()) return "NULL";
   char buf[32];
-  snprintf(buf, sizeof buf, "%.1f", v.get<double>() / (1024 * 1024));
+  if (snprintf(buf, sizeof buf, "%.1f", v.get<double>() / (1024 * 1024)) < 0) return "?";
   return buf;
 }
 

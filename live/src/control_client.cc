@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <system_error>
 
 namespace probing::live {
 namespace {
@@ -94,13 +95,13 @@ Result<Target> ParseTarget(const std::string& s) {
 }
 
 std::string DefaultDataDir() {
-  const char* d = std::getenv("PROBING_DATA_DIR");
+  const char* d = std::getenv("PROBING_DATA_DIR");  // NOLINT(concurrency-mt-unsafe): read-only use
   return d != nullptr && *d != '\0' ? d : "/dev/shm/probing-" + std::to_string(getuid());
 }
 
 Status ControlClient::Unreachable(int err) const {
   if (target_.tcp())
-    return Unavailable("cannot reach " + target_.Describe() + ": " + std::strerror(err) +
+    return Unavailable("cannot reach " + target_.Describe() + ": " + std::error_code(err, std::generic_category()).message() +
                        " (is PROBING_PORT set, with PROBING_AUTH_TOKEN, in the target?)");
   std::string pid = std::to_string(target_.pid);
   if (kill(target_.pid, 0) != 0 && errno == ESRCH) {
@@ -113,7 +114,7 @@ Status ControlClient::Unreachable(int err) const {
   if (err == ECONNREFUSED || err == ENOENT)
     return NotFound("no recorder in process " + pid + ": run `probing -t " + pid +
                     " inject` first");
-  return Unavailable("cannot reach the recorder in process " + pid + ": " + std::strerror(err));
+  return Unavailable("cannot reach the recorder in process " + pid + ": " + std::error_code(err, std::generic_category()).message());
 }
 
 Result<json> ControlClient::Call(const std::string& method, const std::string& path,
