@@ -76,9 +76,9 @@ def test_errors_are_one_line_and_nonzero(run, analyze_bin, tmp_path):
     assert r.returncode == 1
     assert "trace format v2 is newer than this build (reads up to v1)" in r.stderr
 
-    r = run(analyze_bin, FIXTURE, "SELECT count(*) FROM python.stacks")
+    r = run(analyze_bin, FIXTURE, "SELECT count(*) FROM python.nope")
     assert r.returncode == 1
-    assert "not in this build yet" in r.stderr
+    assert "no such table: python.nope; known tables:" in r.stderr
 
 
 def test_usage(run, analyze_bin):
@@ -86,3 +86,13 @@ def test_usage(run, analyze_bin):
     assert run(analyze_bin, "--no-such-flag", FIXTURE).returncode == 2
     h = run(analyze_bin, "--help")
     assert h.returncode == 0 and "--stats" in h.stdout
+
+
+def test_sql_on_a_recording(run, analyze_bin):
+    r = run(analyze_bin, FIXTURE, "--format", "json",
+            "SELECT module, stage, count(*) AS n FROM python.torch_trace GROUP BY 1, 2 ORDER BY 2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"module": "layer1.0.conv1", "stage": "backward", "n": 3},
+                                    {"module": "layer1.0.conv1", "stage": "forward", "n": 3}]
+    r = run(analyze_bin, FIXTURE, "SELECT pid, rank FROM system.process")
+    assert r.returncode == 0 and "4242" in r.stdout

@@ -152,3 +152,39 @@ def test_memory_now_and_trend(served, run, probing_bin):
     r = run(probing_bin, "-t", pid, "--format", "json", "memory", "--last", "1")
     [row] = json.loads(r.stdout)
     assert row["rss"] > 0 and row["cuda_allocated"] is None and row["threads"] >= 4
+
+
+def test_query_live_tables_and_the_seeds_examples(served, run, probing_bin):
+    pid = served.proc.pid
+    time.sleep(1.5)  # a sealed second of samples
+    q = lambda sql: run(probing_bin, "-t", pid, "--format", "json", "query", sql)
+    r = q("SELECT count(DISTINCT sample_id) AS n FROM python.stacks WHERE thread_name = 'MainThread'")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["n"] >= 50
+    # The seeds' own queries, as written.
+    r = q("SELECT func, file, lineno FROM python.backtrace ORDER BY depth LIMIT 3")
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 3
+    r = q("SELECT name, value FROM information_schema.df_settings LIMIT 5")
+    assert {"name": "probing.sample_rate", "value": "1"} in json.loads(r.stdout)
+    r = q("SELECT count(*) AS n FROM python.memory WHERE ts > now() - interval '5 minutes'")
+    assert json.loads(r.stdout)[0]["n"] >= 1
+    r = q("SELECT item, count FROM python.inventory ORDER BY item")  # @probing.table
+    assert json.loads(r.stdout) == [{"item": "apple", "count": 3}, {"item": "pear", "count": 1}]
+    r = run(probing_bin, "-t", pid, "query", "SELEC 1")
+    assert (r.returncode, r.stderr) == (1, 'probing: SQL: near "SELEC": syntax error\n')
+    r = run(probing_bin, "-t", pid, "query", "SELECT * FROM python.nope")
+    assert r.returncode == 1 and "no such table: python.nope; known tables: python.backtrace" in r.stderr
+
+
+def test_query_a_killed_process_from_its_rings(served, run, probing_bin):
+    pid = served.proc.pid
+    time.sleep(1.5)
+    served.proc.send_signal(signal.SIGKILL)
+    served.proc.wait()
+    r = run(probing_bin, "-t", pid, "--format", "json", "query",
+            "SELECT func FROM python.stacks WHERE thread_name = 'MainThread' AND depth = 0 "
+            "GROUP BY func ORDER BY count(*) DESC LIMIT 1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"func": "main_loop"}]
+    r = run(probing_bin, "-t", pid, "query", "SELECT * FROM python.backtrace")
+    assert r.returncode == 1 and "is gone" in r.stderr  # only the live process has that one

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "printer.h"
+#include "probing/analyzer/sql.h"
 #include "probing/analyzer/trace_set.h"
 #include "probing/format/tables.h"
 
@@ -118,7 +119,9 @@ int Run(int argc, char** argv) {
       "everything whole still loads. With no other option, prints a summary."};
   app.set_version_flag("--version", "probing-analyze 0.1.0 (trace format v1)");
   std::vector<std::string> inputs;
-  app.add_option("inputs", inputs, "recordings: .ptrace files, ring files or ring directories")
+  app.add_option("inputs", inputs,
+                 "recordings: .ptrace files, ring files or ring directories; a last argument that "
+                 "is not a path is SQL to run on them (tables: probing tables)")
       ->required();
   bool stats = false;
   app.add_flag("--stats", stats, "also show, per input, what loaded and what was skipped");
@@ -126,7 +129,7 @@ int Run(int argc, char** argv) {
   app.add_option("--table", table,
                  "print every row of one table instead of the summary (e.g. python.stacks)");
   std::string format_name = "table";
-  app.add_option("--format", format_name, "how --table rows are printed: table, csv, json, jsonl")
+  app.add_option("--format", format_name, "how rows are printed: table, csv, json, jsonl")
       ->check(CLI::IsMember({"table", "csv", "json", "jsonl"}));
 
   try {
@@ -136,21 +139,38 @@ int Run(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   {
-    for (const auto& in : inputs) {
-      std::error_code ec;
-      if (!std::filesystem::exists(in, ec) && in.find(' ') != std::string::npos) {
-        std::cerr << "probing-analyze: '" << in
-                  << "' is not a file; SQL over recordings is not in this build yet: run "
-                     "without a query for a summary\n";
-        return 1;
-      }
+    std::string sql;
+    std::error_code ec;
+    if (inputs.size() > 1 && !std::filesystem::exists(inputs.back(), ec)) {
+      sql = inputs.back();
+      inputs.pop_back();
     }
     auto set = probing::analyzer::LoadTraces(inputs);
     if (!set.ok()) {
       std::cerr << "probing-analyze: " << set.status().message() << "\n";
       return 1;
     }
-    if (!table.empty()) {
+    if (!sql.empty()) {
+      auto db = probing::analyzer::SqlDatabase::Create();
+      if (!db.ok()) {
+        std::cerr << "probing-analyze: " << db.status().message() << "\n";
+        return 1;
+      }
+      auto st = (*db)->LoadSegments(set->segments);
+      auto r = st.ok() ? (*db)->Query(sql) : probing::Result<probing::analyzer::QueryResult>(st);
+      if (!r.ok()) {
+        std::cerr << "probing-analyze: " << r.status().message() << "\n";
+        return 1;
+      }
+      std::vector<std::vector<Cell>> rows;
+      for (auto& row : r->rows) {
+        std::vector<Cell> out;
+        for (auto& v : row) std::visit([&](auto&& x) { out.emplace_back(x); }, v);
+        rows.push_back(std::move(out));
+      }
+      probing::cli::PrintRows(*probing::cli::ParseOutputFormat(format_name), r->columns, rows,
+                              std::cout);
+    } else if (!table.empty()) {
       int rc = PrintTable(*set, table, *probing::cli::ParseOutputFormat(format_name));
       if (rc != 0) return rc;
     } else {

@@ -15,6 +15,7 @@
 #include "probing/analyzer/trace_set.h"
 #include "probing/format/tables.h"
 #include "probing/live/control_client.h"
+#include "probing/live/query.h"
 
 namespace {
 
@@ -248,6 +249,26 @@ int CmdMemory(const Options& o, int last) {
   return 0;
 }
 
+int CmdQuery(const Options& o, const std::string& sql) {
+  auto client = Client(o);
+  auto target = OrFail(probing::live::ParseTarget(o.target));
+  std::string dir =
+      target.tcp() ? "" : probing::live::DefaultDataDir() + "/" + std::to_string(target.pid);
+  if (!target.tcp() && !fs::exists(dir + "/process.json")) {
+    // Not under this user's data directory: ask the target where its rings are.
+    dir = OrFail(client.Get("/info"))["data_dir"].get<std::string>();
+  }
+  auto r = OrFail(probing::live::LiveQuery(client, dir, sql));
+  std::vector<std::vector<Cell>> rows;
+  for (auto& row : r.rows) {
+    std::vector<Cell> out;
+    for (auto& v : row) std::visit([&](auto&& x) { out.emplace_back(x); }, v);
+    rows.push_back(std::move(out));
+  }
+  probing::cli::PrintRows(o.fmt(), r.columns, rows, std::cout);
+  return 0;
+}
+
 uint64_t DirSize(const fs::path& p) {
   uint64_t n = 0;
   std::error_code ec;
@@ -322,6 +343,11 @@ int Run(int argc, char** argv) {
   auto* cfg = app.add_subcommand("config", "show all settings, one (KEY), or set one (KEY=VALUE)");
   std::string cfg_arg;
   cfg->add_option("setting", cfg_arg, "KEY or KEY=VALUE");
+  auto* query =
+      app.add_subcommand("query", "SQL over the target's rings and live tables (probing tables)");
+  std::string sql;
+  query->add_option("sql", sql, "one SQL statement (SQLite; now() and interval '5 minutes' work)")
+      ->required();
   auto* mem = app.add_subcommand("memory", "memory now, and its trend, from the target's rings");
   int last = 60;
   mem->add_option("--last", last, "how many of the latest samples (one a second)")
@@ -345,6 +371,7 @@ int Run(int argc, char** argv) {
     if (*cfg) return CmdConfig(o, cfg_arg);
     if (*list) return CmdList(o, gc);
     if (*mem) return CmdMemory(o, last);
+    if (*query) return CmdQuery(o, sql);
   } catch (const Usage& e) {
     std::cerr << "probing: " << e.what() << "\n";
     return 2;

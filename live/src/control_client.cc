@@ -101,7 +101,8 @@ std::string DefaultDataDir() {
 
 Status ControlClient::Unreachable(int err) const {
   if (target_.tcp())
-    return Unavailable("cannot reach " + target_.Describe() + ": " + std::error_code(err, std::generic_category()).message() +
+    return Unavailable("cannot reach " + target_.Describe() + ": " +
+                       std::error_code(err, std::generic_category()).message() +
                        " (is PROBING_PORT set, with PROBING_AUTH_TOKEN, in the target?)");
   std::string pid = std::to_string(target_.pid);
   if (kill(target_.pid, 0) != 0 && errno == ESRCH) {
@@ -114,7 +115,8 @@ Status ControlClient::Unreachable(int err) const {
   if (err == ECONNREFUSED || err == ENOENT)
     return NotFound("no recorder in process " + pid + ": run `probing -t " + pid +
                     " inject` first");
-  return Unavailable("cannot reach the recorder in process " + pid + ": " + std::error_code(err, std::generic_category()).message());
+  return Unavailable("cannot reach the recorder in process " + pid + ": " +
+                     std::error_code(err, std::generic_category()).message());
 }
 
 Result<json> ControlClient::Call(const std::string& method, const std::string& path,

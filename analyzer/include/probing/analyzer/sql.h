@@ -1,0 +1,59 @@
+// The SQL layer shared by live queries (probing -t PID query) and postmortem ones
+// (probing-analyze FILE "SQL"): an SQLite database whose schemas `python`, `system` and
+// `information_schema` hold the tables of format/tables.h, so the seeds' queries
+// ("SELECT ... FROM python.torch_trace") run as written. Adds now() (Unix seconds) and
+// rewrites `interval '5 minutes'` to seconds, as the seeds write time arithmetic.
+//
+//   PROBING_ASSIGN_OR_RETURN(auto db, SqlDatabase::Create());
+//   db->LoadSegments(set.segments);
+//   PROBING_ASSIGN_OR_RETURN(QueryResult r, db->Query("SELECT count(*) FROM python.stacks"));
+#pragma once
+
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "probing/format/events.h"
+#include "probing/format/status.h"
+#include "probing/format/tables.h"
+
+namespace probing::analyzer {
+
+using SqlValue = std::variant<std::monostate, int64_t, double, std::string>;
+
+struct QueryResult {
+  std::vector<std::string> columns;
+  std::vector<std::vector<SqlValue>> rows;
+};
+
+class SqlDatabase {
+ public:
+  ~SqlDatabase();
+  // An in-memory database with every table of format/tables.h, empty.
+  static Result<std::unique_ptr<SqlDatabase>> Create();
+
+  // Inserts the ring tables' rows of these segments (prepared statements, one transaction).
+  Status LoadSegments(const std::vector<format::Segment>& segments);
+  // Inserts rows into a table of kind kControl (python.backtrace, df_settings) or a custom one
+  // (python.<name>, created with the given columns).
+  Status LoadRows(const std::string& table, const std::vector<std::string>& columns,
+                  const std::vector<std::string>& types,
+                  const std::vector<std::vector<SqlValue>>& rows);
+
+  // Runs one statement. Bad SQL gives SQLite's message; an unknown table lists the known ones.
+  Result<QueryResult> Query(const std::string& sql);
+  uint64_t rows_loaded() const { return rows_loaded_; }
+
+ private:
+  explicit SqlDatabase(void* db) : db_(db) {}
+  Status Exec(const std::string& sql);
+  std::string KnownTables();
+  void* db_;  // sqlite3*
+  uint64_t rows_loaded_ = 0;
+};
+
+// `interval '5 minutes'` -> `300` (seconds), for the seeds' time arithmetic.
+std::string RewriteIntervals(const std::string& sql);
+
+}  // namespace probing::analyzer

@@ -1,0 +1,212 @@
+#include "probing/analyzer/sql.h"
+
+#include <sqlite3.h>
+#include <time.h>
+
+#include <regex>
+
+namespace probing::analyzer {
+namespace {
+
+using format::AllTables;
+using format::ColumnTypeName;
+using format::TableSchema;
+using format::Value;
+
+sqlite3* Db(void* p) { return static_cast<sqlite3*>(p); }
+
+void NowFunction(sqlite3_context* ctx, int, sqlite3_value**) {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  sqlite3_result_double(ctx, static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9);
+}
+
+struct Stmt {
+  sqlite3_stmt* s = nullptr;
+  ~Stmt() { sqlite3_finalize(s); }
+};
+
+std::string Quoted(const std::string& table) {  // python.stacks -> "python"."stacks"
+  size_t dot = table.find('.');
+  return "\"" + table.substr(0, dot) + "\".\"" + table.substr(dot + 1) + "\"";
+}
+
+}  // namespace
+
+std::string RewriteIntervals(const std::string& sql) {
+  static const std::regex re(
+      R"(interval\s+'\s*([0-9]+(?:\.[0-9]+)?)\s*(second|sec|minute|min|hour|day)s?\s*')",
+      std::regex::icase);
+  std::string out;
+  auto begin = std::sregex_iterator(sql.begin(), sql.end(), re);
+  size_t last = 0;
+  for (auto it = begin; it != std::sregex_iterator(); ++it) {
+    const auto& m = *it;
+    double n = std::stod(m[1].str());
+    std::string unit = m[2].str();
+    for (auto& c : unit) c = static_cast<char>(tolower(c));
+    double mult = unit.rfind("sec", 0) == 0   ? 1
+                  : unit.rfind("min", 0) == 0 ? 60
+                  : unit == "hour"            ? 3600
+                                              : 86400;
+    out += sql.substr(last, static_cast<size_t>(m.position()) - last);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.17g", n * mult);
+    out += buf;
+    last = static_cast<size_t>(m.position() + m.length());
+  }
+  return out + sql.substr(last);
+}
+
+SqlDatabase::~SqlDatabase() { sqlite3_close(Db(db_)); }
+
+Result<std::unique_ptr<SqlDatabase>> SqlDatabase::Create() {
+  sqlite3* db = nullptr;
+  if (sqlite3_open(":memory:", &db) != SQLITE_OK) {
+    sqlite3_close(db);
+    return Internal("cannot open an in-memory SQLite database");
+  }
+  std::unique_ptr<SqlDatabase> d(new SqlDatabase(db));
+  sqlite3_create_function(db, "now", 0, SQLITE_UTF8, nullptr, NowFunction, nullptr, nullptr);
+  // Each table-name prefix is a schema of its own, so "python.stacks" is a real table name.
+  for (const char* schema : {"python", "system", "information_schema"})
+    PROBING_RETURN_IF_ERROR(d->Exec(std::string("ATTACH DATABASE ':memory:' AS ") + schema));
+  PROBING_RETURN_IF_ERROR(d->Exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF"));
+  for (const TableSchema& t : AllTables()) {
+    std::string sql = "CREATE TABLE IF NOT EXISTS " + Quoted(std::string(t.name)) + " (";
+    for (size_t i = 0; i < t.columns.size(); ++i)
+      sql += (i ? ", " : "") + std::string(t.columns[i].name) + " " +
+             ColumnTypeName(t.columns[i].type);
+    PROBING_RETURN_IF_ERROR(d->Exec(sql + ")"));
+  }
+  return d;
+}
+
+Status SqlDatabase::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(Db(db_), sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "error";
+    sqlite3_free(err);
+    return InvalidArgument(msg);
+  }
+  return Status::Ok();
+}
+
+Status SqlDatabase::LoadSegments(const std::vector<format::Segment>& segments) {
+  PROBING_RETURN_IF_ERROR(Exec("BEGIN"));
+  format::RowContext ctx;
+  for (const TableSchema& t : AllTables()) {
+    if (t.source != format::TableSource::kRing) continue;
+    std::string sql = "INSERT INTO " + Quoted(std::string(t.name)) + " VALUES (";
+    for (size_t i = 0; i < t.columns.size(); ++i) sql += i ? ",?" : "?";
+    Stmt st;
+    if (sqlite3_prepare_v2(Db(db_), (sql + ")").c_str(), -1, &st.s, nullptr) != SQLITE_OK)
+      return Internal(sqlite3_errmsg(Db(db_)));
+    for (const format::Segment& seg : segments) {
+      format::SegmentRows(seg, t.id, ctx, [&](std::span<const Value> row) {
+        for (size_t i = 0; i < row.size(); ++i) {
+          int c = static_cast<int>(i) + 1;
+          if (auto* v = std::get_if<int64_t>(&row[i]))
+            sqlite3_bind_int64(st.s, c, *v);
+          else if (auto* d = std::get_if<double>(&row[i]))
+            sqlite3_bind_double(st.s, c, *d);
+          else if (auto* s = std::get_if<std::string_view>(&row[i]))
+            sqlite3_bind_text(st.s, c, s->data(), static_cast<int>(s->size()), SQLITE_STATIC);
+          else
+            sqlite3_bind_null(st.s, c);
+        }
+        sqlite3_step(st.s);
+        sqlite3_reset(st.s);
+        ++rows_loaded_;
+      });
+    }
+  }
+  return Exec("COMMIT");
+}
+
+Status SqlDatabase::LoadRows(const std::string& table, const std::vector<std::string>& columns,
+                             const std::vector<std::string>& types,
+                             const std::vector<std::vector<SqlValue>>& rows) {
+  if (format::FindTable(table) == nullptr) {  // a custom table: create it as described
+    std::string sql = "CREATE TABLE IF NOT EXISTS " + Quoted(table) + " (";
+    for (size_t i = 0; i < columns.size(); ++i)
+      sql += (i ? ", \"" : "\"") + columns[i] + "\" " + (i < types.size() ? types[i] : "TEXT");
+    PROBING_RETURN_IF_ERROR(Exec(sql + ")"));
+  }
+  std::string sql = "INSERT INTO " + Quoted(table) + " (";
+  for (size_t i = 0; i < columns.size(); ++i) sql += (i ? ", \"" : "\"") + columns[i] + "\"";
+  sql += ") VALUES (";
+  for (size_t i = 0; i < columns.size(); ++i) sql += i ? ",?" : "?";
+  Stmt st;
+  if (sqlite3_prepare_v2(Db(db_), (sql + ")").c_str(), -1, &st.s, nullptr) != SQLITE_OK)
+    return Internal(std::string("loading ") + table + ": " + sqlite3_errmsg(Db(db_)));
+  PROBING_RETURN_IF_ERROR(Exec("BEGIN"));
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < columns.size(); ++i) {
+      int c = static_cast<int>(i) + 1;
+      if (auto* v = std::get_if<int64_t>(&row[i]))
+        sqlite3_bind_int64(st.s, c, *v);
+      else if (auto* d = std::get_if<double>(&row[i]))
+        sqlite3_bind_double(st.s, c, *d);
+      else if (auto* s = std::get_if<std::string>(&row[i]))
+        sqlite3_bind_text(st.s, c, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
+      else
+        sqlite3_bind_null(st.s, c);
+    }
+    sqlite3_step(st.s);
+    sqlite3_reset(st.s);
+    ++rows_loaded_;
+  }
+  return Exec("COMMIT");
+}
+
+std::string SqlDatabase::KnownTables() {
+  std::string out;
+  for (const char* schema : {"python", "system", "information_schema"}) {
+    Stmt st;
+    std::string sql = std::string("SELECT name FROM ") + schema +
+                      ".sqlite_master WHERE type='table' ORDER BY name";
+    if (sqlite3_prepare_v2(Db(db_), sql.c_str(), -1, &st.s, nullptr) != SQLITE_OK) continue;
+    while (sqlite3_step(st.s) == SQLITE_ROW)
+      out += (out.empty() ? "" : ", ") + std::string(schema) + "." +
+             reinterpret_cast<const char*>(sqlite3_column_text(st.s, 0));
+  }
+  return out;
+}
+
+Result<QueryResult> SqlDatabase::Query(const std::string& sql_in) {
+  std::string sql = RewriteIntervals(sql_in);
+  Stmt st;
+  const char* tail = nullptr;
+  if (sqlite3_prepare_v2(Db(db_), sql.c_str(), -1, &st.s, &tail) != SQLITE_OK) {
+    std::string msg = sqlite3_errmsg(Db(db_));
+    if (msg.rfind("no such table", 0) == 0) msg += "; known tables: " + KnownTables();
+    return InvalidArgument("SQL: " + msg);
+  }
+  if (st.s == nullptr) return InvalidArgument("SQL: empty statement");
+  QueryResult r;
+  int n = sqlite3_column_count(st.s);
+  for (int i = 0; i < n; ++i) r.columns.emplace_back(sqlite3_column_name(st.s, i));
+  int rc;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    std::vector<SqlValue> row;
+    row.reserve(n);
+    for (int i = 0; i < n; ++i) {
+      switch (sqlite3_column_type(st.s, i)) {
+        case SQLITE_INTEGER:
+          row.emplace_back(static_cast<int64_t>(sqlite3_column_int64(st.s, i)));
+          break;
+        case SQLITE_FLOAT: row.emplace_back(sqlite3_column_double(st.s, i)); break;
+        case SQLITE_NULL: row.emplace_back(std::monostate{}); break;
+        default:
+          row.emplace_back(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st.s, i)),
+                                       static_cast<size_t>(sqlite3_column_bytes(st.s, i))));
+      }
+    }
+    r.rows.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return InvalidArgument(std::string("SQL: ") + sqlite3_errmsg(Db(db_)));
+  return r;
+}
+
+}  // namespace probing::analyzer

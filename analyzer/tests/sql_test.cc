@@ -1,0 +1,88 @@
+#include "probing/analyzer/sql.h"
+
+#include <gtest/gtest.h>
+
+#include "probing/analyzer/trace_set.h"
+
+namespace probing::analyzer {
+namespace {
+
+std::unique_ptr<SqlDatabase> Loaded() {
+  auto set = LoadTraces({std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace"});
+  EXPECT_TRUE(set.ok());
+  auto db = SqlDatabase::Create();
+  EXPECT_TRUE(db.ok());
+  EXPECT_TRUE((*db)->LoadSegments(set->segments).ok());
+  return std::move(db).value();
+}
+
+TEST(Sql, RingTablesAnswerAsWritten) {
+  auto db = Loaded();
+  auto r = db->Query("SELECT count(*), count(DISTINCT sample_id) FROM python.stacks");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 18);  // 3 segments x two 3-frame samples
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][1]), 6);   // the third sample of each has no frames
+  r = db->Query("SELECT func, lineno FROM python.stacks WHERE depth = 0 GROUP BY 1, 2 ORDER BY 2");
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->rows.size(), 2u);
+  EXPECT_EQ(std::get<std::string>(r->rows[0][0]), "forward");
+  // The seeds' torch_trace query, unchanged.
+  r = db->Query("SELECT module, AVG(duration) FROM python.torch_trace GROUP BY module");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->columns, (std::vector<std::string>{"module", "AVG(duration)"}));
+  EXPECT_DOUBLE_EQ(std::get<double>(r->rows[0][1]), 0.0015);
+  r = db->Query("SELECT allocated FROM python.torch_trace WHERE stage = 'forward' LIMIT 1");
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(r->rows[0][0]));  // NULL on CPU, not 0
+  r = db->Query("SELECT pid, rank FROM system.process");
+  ASSERT_EQ(r->rows.size(), 1u);  // one row per process, however many segments
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 4242);
+}
+
+TEST(Sql, TimeArithmeticOfTheSeeds) {
+  EXPECT_EQ(RewriteIntervals("ts > now() - interval '5 minutes'"), "ts > now() - 300");
+  EXPECT_EQ(RewriteIntervals("x - INTERVAL '2 hours' + interval '1.5 sec'"), "x - 7200 + 1.5");
+  EXPECT_EQ(RewriteIntervals("no intervals 'here'"), "no intervals 'here'");
+  auto db = Loaded();
+  // The fixture is from 2023: nothing in the last 5 minutes, everything before now.
+  auto r = db->Query("SELECT count(*) FROM python.memory WHERE ts > now() - interval '5 minutes'");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 0);
+  r = db->Query("SELECT count(*) FROM python.memory WHERE ts < now() - 60");
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 3);
+}
+
+TEST(Sql, ErrorsAreSqlitesOwnAndNameTheKnownTables) {
+  auto db = Loaded();
+  auto r = db->Query("SELEC 1");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "SQL: near \"SELEC\": syntax error");
+  r = db->Query("SELECT * FROM python.nope");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("no such table: python.nope; known tables: python.backtrace"),
+            std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("system.process"), std::string::npos);
+}
+
+TEST(Sql, LiveAndCustomTablesLoadFromRows) {
+  auto db = SqlDatabase::Create();
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)
+                  ->LoadRows("information_schema.df_settings", {"name", "value"}, {},
+                             {{std::string("probing.sampler.hz"), std::string("100")}})
+                  .ok());
+  ASSERT_TRUE((*db)
+                  ->LoadRows("python.inventory", {"item", "count"}, {"TEXT", "INTEGER"},
+                             {{std::string("apple"), int64_t{3}}, {std::monostate{}, int64_t{1}}})
+                  .ok());
+  auto r = (*db)->Query("SELECT name, value FROM information_schema.df_settings");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::get<std::string>(r->rows[0][1]), "100");
+  r = (*db)->Query("SELECT sum(count), count(item) FROM python.inventory");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 4);
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][1]), 1);
+}
+
+}  // namespace
+}  // namespace probing::analyzer
