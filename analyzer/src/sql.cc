@@ -26,6 +26,28 @@ struct Stmt {
   ~Stmt() { sqlite3_finalize(s); }
 };
 
+// Binds one cell; text is copied (SQLITE_TRANSIENT) unless the caller keeps it alive.
+void Bind(sqlite3_stmt* st, int col, const Value& v) {
+  if (auto* i = std::get_if<int64_t>(&v))
+    sqlite3_bind_int64(st, col, *i);
+  else if (auto* d = std::get_if<double>(&v))
+    sqlite3_bind_double(st, col, *d);
+  else if (auto* s = std::get_if<std::string_view>(&v))
+    sqlite3_bind_text(st, col, s->data(), static_cast<int>(s->size()), SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, col);
+}
+void Bind(sqlite3_stmt* st, int col, const SqlValue& v) {
+  if (auto* s = std::get_if<std::string>(&v))
+    sqlite3_bind_text(st, col, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
+  else if (auto* i = std::get_if<int64_t>(&v))
+    sqlite3_bind_int64(st, col, *i);
+  else if (auto* d = std::get_if<double>(&v))
+    sqlite3_bind_double(st, col, *d);
+  else
+    sqlite3_bind_null(st, col);
+}
+
 std::string Quoted(const std::string& table) {  // python.stacks -> "python"."stacks"
   size_t dot = table.find('.');
   return "\"" + table.substr(0, dot) + "\".\"" + table.substr(dot + 1) + "\"";
@@ -51,7 +73,7 @@ std::string RewriteIntervals(const std::string& sql) {
                                               : 86400;
     out += sql.substr(last, static_cast<size_t>(m.position()) - last);
     char buf[64];
-    snprintf(buf, sizeof buf, "%.17g", n * mult);
+    if (snprintf(buf, sizeof buf, "%.17g", n * mult) < 0) buf[0] = '\0';
     out += buf;
     last = static_cast<size_t>(m.position() + m.length());
   }
@@ -104,17 +126,7 @@ Status SqlDatabase::LoadSegments(const std::vector<format::Segment>& segments) {
       return Internal(sqlite3_errmsg(Db(db_)));
     for (const format::Segment& seg : segments) {
       format::SegmentRows(seg, t.id, ctx, [&](std::span<const Value> row) {
-        for (size_t i = 0; i < row.size(); ++i) {
-          int c = static_cast<int>(i) + 1;
-          if (auto* v = std::get_if<int64_t>(&row[i]))
-            sqlite3_bind_int64(st.s, c, *v);
-          else if (auto* d = std::get_if<double>(&row[i]))
-            sqlite3_bind_double(st.s, c, *d);
-          else if (auto* s = std::get_if<std::string_view>(&row[i]))
-            sqlite3_bind_text(st.s, c, s->data(), static_cast<int>(s->size()), SQLITE_STATIC);
-          else
-            sqlite3_bind_null(st.s, c);
-        }
+        for (size_t i = 0; i < row.size(); ++i) Bind(st.s, static_cast<int>(i) + 1, row[i]);
         sqlite3_step(st.s);
         sqlite3_reset(st.s);
         ++rows_loaded_;
@@ -142,17 +154,8 @@ Status SqlDatabase::LoadRows(const std::string& table, const std::vector<std::st
     return Internal(std::string("loading ") + table + ": " + sqlite3_errmsg(Db(db_)));
   PROBING_RETURN_IF_ERROR(Exec("BEGIN"));
   for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size() && i < columns.size(); ++i) {
-      int c = static_cast<int>(i) + 1;
-      if (auto* v = std::get_if<int64_t>(&row[i]))
-        sqlite3_bind_int64(st.s, c, *v);
-      else if (auto* d = std::get_if<double>(&row[i]))
-        sqlite3_bind_double(st.s, c, *d);
-      else if (auto* s = std::get_if<std::string>(&row[i]))
-        sqlite3_bind_text(st.s, c, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
-      else
-        sqlite3_bind_null(st.s, c);
-    }
+    for (size_t i = 0; i < row.size() && i < columns.size(); ++i)
+      Bind(st.s, static_cast<int>(i) + 1, row[i]);
     sqlite3_step(st.s);
     sqlite3_reset(st.s);
     ++rows_loaded_;

@@ -67,25 +67,27 @@ void GilExecutor::Loop() {
   }
 }
 
-GilExecutor::Outcome GilExecutor::Run(std::function<void()> fn, int gil_timeout_ms,
-                                      int run_timeout_ms) {
+std::shared_ptr<GilExecutor::Job> GilExecutor::Enqueue(std::function<void()> fn) {
   auto job = std::make_shared<Job>();
   job->fn = std::move(fn);
-  std::unique_lock<std::mutex> lock(mu_);
-  if (stop_ || !started_) return Outcome::kStopped;
   queue_.push_back(job);
   cv_.notify_all();
+  return job;
+}
+
+GilExecutor::Outcome GilExecutor::Run(std::function<void()> fn, int gil_timeout_ms,
+                                      int run_timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stop_ || !started_) return Outcome::kStopped;
+  auto job = Enqueue(std::move(fn));
   return Wait(job, lock, gil_timeout_ms, run_timeout_ms);
 }
 
 GilExecutor::Outcome GilExecutor::RunInterruptible(std::function<void()> fn, int gil_timeout_ms,
                                                    int run_timeout_ms, int grace_ms) {
-  auto job = std::make_shared<Job>();
-  job->fn = std::move(fn);
   std::unique_lock<std::mutex> lock(mu_);
   if (stop_ || !started_) return Outcome::kStopped;
-  queue_.push_back(job);
-  cv_.notify_all();
+  auto job = Enqueue(std::move(fn));
   Outcome o = Wait(job, lock, gil_timeout_ms, run_timeout_ms);
   if (o != Outcome::kRunTimeout) return o;
   unsigned long ident = python_ident_;

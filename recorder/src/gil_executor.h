@@ -39,6 +39,7 @@ class GilExecutor {
     std::function<void()> fn;
     enum State { kQueued, kRunning, kDone, kCancelled } state = kQueued;
   };
+  std::shared_ptr<Job> Enqueue(std::function<void()> fn);  // mu_ held
   Outcome Wait(const std::shared_ptr<Job>& job, std::unique_lock<std::mutex>& lock,
                int gil_timeout_ms, int run_timeout_ms);
   void Loop();
