@@ -5,6 +5,7 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <type_traits>
 
 #include "printer.h"
 #include "probing/analyzer/sql.h"
@@ -162,13 +163,8 @@ int Run(int argc, char** argv) {
         std::cerr << "probing-analyze: " << r.status().message() << "\n";
         return 1;
       }
-      std::vector<std::vector<Cell>> rows;
-      for (auto& row : r->rows) {
-        std::vector<Cell> out;
-        for (auto& v : row) std::visit([&](auto&& x) { out.emplace_back(x); }, v);
-        rows.push_back(std::move(out));
-      }
-      probing::cli::PrintRows(*probing::cli::ParseOutputFormat(format_name), r->columns, rows,
+      static_assert(std::is_same_v<Cell, probing::analyzer::SqlValue>);
+      probing::cli::PrintRows(*probing::cli::ParseOutputFormat(format_name), r->columns, r->rows,
                               std::cout);
     } else if (!table.empty()) {
       int rc = PrintTable(*set, table, *probing::cli::ParseOutputFormat(format_name));

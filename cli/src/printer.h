@@ -15,7 +15,8 @@ namespace probing::cli {
 
 enum class OutputFormat { kTable, kCsv, kJson, kJsonl };
 
-// A printable cell: NULL, integer, real or text.
+// A printable cell: NULL, integer, real or text (the same type as analyzer::SqlValue, so query
+// results print without conversion).
 using Cell = std::variant<std::monostate, int64_t, double, std::string>;
 
 std::optional<OutputFormat> ParseOutputFormat(const std::string& s);

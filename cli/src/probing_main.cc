@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "printer.h"
 #include "probing/analyzer/trace_set.h"
@@ -39,14 +40,8 @@ T OrFail(probing::Result<T> r) {
   return std::move(r).value();
 }
 
-Cell ToCell(const json& v) {
-  if (v.is_null()) return std::monostate{};
-  if (v.is_boolean()) return int64_t{v.get<bool>() ? 1 : 0};
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number()) return v.get<double>();
-  if (v.is_string()) return v.get<std::string>();
-  return v.dump();
-}
+static_assert(std::is_same_v<Cell, probing::analyzer::SqlValue>);
+Cell ToCell(const json& v) { return probing::live::JsonToValue(v); }
 
 struct Options {
   std::string target;
@@ -259,13 +254,7 @@ int CmdQuery(const Options& o, const std::string& sql) {
     dir = OrFail(client.Get("/info"))["data_dir"].get<std::string>();
   }
   auto r = OrFail(probing::live::LiveQuery(client, dir, sql));
-  std::vector<std::vector<Cell>> rows;
-  for (auto& row : r.rows) {
-    std::vector<Cell> out;
-    for (auto& v : row) std::visit([&](auto&& x) { out.emplace_back(x); }, v);
-    rows.push_back(std::move(out));
-  }
-  probing::cli::PrintRows(o.fmt(), r.columns, rows, std::cout);
+  probing::cli::PrintRows(o.fmt(), r.columns, r.rows, std::cout);
   return 0;
 }
 

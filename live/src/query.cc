@@ -10,7 +10,13 @@ namespace {
 using analyzer::SqlValue;
 using json = nlohmann::json;
 
-SqlValue FromJson(const json& v) {
+bool Names(const std::string& sql, const std::string& table) {
+  return sql.find(table) != std::string::npos;
+}
+
+}  // namespace
+
+SqlValue JsonToValue(const json& v) {
   if (v.is_null()) return std::monostate{};
   if (v.is_boolean()) return int64_t{v.get<bool>() ? 1 : 0};
   if (v.is_number_integer()) return v.get<int64_t>();
@@ -18,12 +24,6 @@ SqlValue FromJson(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   return v.dump();
 }
-
-bool Names(const std::string& sql, const std::string& table) {
-  return sql.find(table) != std::string::npos;
-}
-
-}  // namespace
 
 Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string& ring_dir,
                                         const std::string& sql) {
@@ -37,9 +37,9 @@ Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string
     std::vector<std::vector<SqlValue>> rows;
     for (const auto& t : bt["threads"])
       for (const auto& f : t["frames"])
-        rows.push_back({FromJson(f["func"]), FromJson(f["file"]), FromJson(f["lineno"]),
-                        FromJson(f["depth"]), FromJson(f["frame_type"]), FromJson(t["thread_id"]),
-                        FromJson(t["thread_name"])});
+        rows.push_back({JsonToValue(f["func"]), JsonToValue(f["file"]), JsonToValue(f["lineno"]),
+                        JsonToValue(f["depth"]), JsonToValue(f["frame_type"]),
+                        JsonToValue(t["thread_id"]), JsonToValue(t["thread_name"])});
     PROBING_RETURN_IF_ERROR(db->LoadRows(
         "python.backtrace",
         {"func", "file", "lineno", "depth", "frame_type", "thread_id", "thread_name"}, {}, rows));
@@ -48,7 +48,7 @@ Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string
     PROBING_ASSIGN_OR_RETURN(json cfg, client.Get("/config"));
     std::vector<std::vector<SqlValue>> rows;
     for (const auto& s : cfg["settings"])
-      rows.push_back({FromJson(s["name"]), FromJson(s["value"])});
+      rows.push_back({JsonToValue(s["name"]), JsonToValue(s["value"])});
     PROBING_RETURN_IF_ERROR(
         db->LoadRows("information_schema.df_settings", {"name", "value"}, {}, rows));
   }
@@ -68,7 +68,7 @@ Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string
         std::vector<std::vector<SqlValue>> rows;
         for (const auto& r : t["rows"]) {
           std::vector<SqlValue> row;
-          for (const auto& v : r) row.push_back(FromJson(v));
+          for (const auto& v : r) row.push_back(JsonToValue(v));
           rows.push_back(std::move(row));
         }
         PROBING_RETURN_IF_ERROR(db->LoadRows(table, cols, types, rows));

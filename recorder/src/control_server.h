@@ -54,10 +54,10 @@ class ControlServer {
     int status = 200;
     std::string body;  // JSON
   };
-  // One request, already authenticated. Public for tests of the routing alone.
-  Reply Handle(const std::string& method, const std::string& target, const std::string& body);
 
  private:
+  // One request, already authenticated.
+  Reply Handle(const std::string& method, const std::string& target, const std::string& body);
   void AcceptLoop(int fd, bool tcp);
   void Serve(int fd, bool tcp);
   Reply Info();

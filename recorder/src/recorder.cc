@@ -214,7 +214,6 @@ class Recorder {
   std::unique_ptr<PythonWorker> worker_;
   std::unique_ptr<GilExecutor> gil_;
   std::unique_ptr<ControlServer> server_;
-  int64_t started_ns_ = 0;
   std::mutex mu_;
   StreamWriter stacks_;
   StreamWriter memory_;
@@ -321,7 +320,7 @@ int Recorder::Start() {
   ServerContext ctx;
   ctx.pid = pid_;
   ctx.process = process_;
-  ctx.started_ns = started_ns_ = MonotonicNs();
+  ctx.started_ns = MonotonicNs();
   ctx.data_dir = dir_;
   ctx.reader = reader_->Available() ? reader_.get() : nullptr;
   ctx.gil = gil_.get();

@@ -54,6 +54,8 @@ StackSampler::StackSampler(const ProbingPyOffsets& o, const SafeReader& r)
   code_window_ =
       Window({o.code_name, o.code_filename, o.code_firstlineno, o.code_linetable,
               o.code_firsttraceable, static_cast<uint32_t>(offsetof(PyObject, ob_type))});
+  frame_buf_.resize(frame_window_);
+  buf_.resize(code_window_);
   if (o.ts_native_thread_id == PROBING_NO_OFFSET) pthread_tid_offset_ = FindPthreadTidOffset(r);
 }
 
@@ -95,7 +97,6 @@ const CodeInfo* StackSampler::Code(uintptr_t addr) {
   // A code object already validated in this pass (threads share code) is not read again.
   auto hit = codes_.find(addr);
   if (hit != codes_.end() && hit->second.checked_pass == pass_) return &hit->second;
-  buf_.resize(code_window_);
   if (!r_.ReadBytes(addr, buf_.data(), buf_.size())) return nullptr;
   if (Field<uintptr_t>(buf_, offsetof(PyObject, ob_type)) != code_type_) return nullptr;
   auto name = Field<uintptr_t>(buf_, o_.code_name);
@@ -175,7 +176,7 @@ bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* o
   }
 
   const bool new_frames = compat::HasInterpreterFrames(o_);
-  std::vector<char> fbuf(frame_window_);
+  std::vector<char>& fbuf = frame_buf_;  // sized once: no allocation per thread per tick
   for (int depth = 0; frame != 0 && depth < kMaxDepth; ++depth) {
     if (!r_.ReadBytes(frame, fbuf.data(), fbuf.size())) {
       out->truncated = true;

@@ -72,7 +72,8 @@ class StackSampler {
   long pthread_tid_offset_ = -1;  // offset of the kernel tid inside glibc's struct pthread
   uint64_t pass_ = 0;
   std::unordered_map<uintptr_t, CodeInfo> codes_;
-  std::vector<char> buf_;
+  std::vector<char> buf_;        // one code object's header
+  std::vector<char> frame_buf_;  // one frame
 };
 
 }  // namespace probing::recorder

@@ -13,6 +13,9 @@
 
 namespace probing::live {
 
+// A JSON value from the control server as an SQL value (booleans as 0/1, objects as JSON text).
+analyzer::SqlValue JsonToValue(const nlohmann::json& v);
+
 Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string& ring_dir,
                                         const std::string& sql);
 
