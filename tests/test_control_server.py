@@ -79,8 +79,6 @@ def test_backtrace_names_every_thread_with_lines_and_locals(served):
     s, only = request(served, "GET", "/backtrace?thread=%d" % one)
     assert [t["thread_name"] for t in only["threads"]] == ["worker-2"]
     assert request(served, "GET", "/backtrace?thread=1")[0] == 404
-    s, r = request(served, "GET", "/backtrace?native=1")
-    assert s == 501 and "native frames" in r["error"]
 
 
 def test_config_get_set_and_bad_values(served):

@@ -121,9 +121,16 @@ int CmdBacktrace(const Options& o, long thread, bool locals, bool native) {
               << (t["truncated"].get<bool>() ? "  (stack cut short: a frame changed while read)"
                                              : "")
               << "\n";
+    if (t.contains("native_error"))
+      std::cout << "  (native frames: " << t["native_error"].get<std::string>() << ")\n";
     for (const auto& f : t["frames"]) {
-      std::cout << "  #" << f["depth"] << "  " << f["func"].get<std::string>() << " ("
-                << f["file"].get<std::string>() << ":" << f["lineno"] << ")\n";
+      std::cout << "  #" << f["depth"] << "  " << f["func"].get<std::string>();
+      if (f["frame_type"] == "Native")  // native: the module's file name, no line
+        std::cout << "  ["
+                  << std::filesystem::path(f["file"].get<std::string>()).filename().string()
+                  << "]\n";
+      else
+        std::cout << " (" << f["file"].get<std::string>() << ":" << f["lineno"] << ")\n";
       if (f.contains("locals"))
         for (auto& [k, v] : f["locals"].items())
           std::cout << "        " << k << " = " << (v.is_string() ? v.get<std::string>() : v.dump())
@@ -307,6 +314,7 @@ int Run(int argc, char** argv) {
       "Start one with the recorder: PROBING=1 python train.py (docs/recorder.md)."};
   app.set_version_flag("--version", "probing 0.1.0 (trace format v1)");
   app.require_subcommand(1);
+  app.fallthrough();  // -t, --token and --format may also come after the command
   Options o;
   app.add_option("-t,--target", o.target, "target process: a pid, or host:port")
       ->envname("PROBING_TARGET");
@@ -322,7 +330,8 @@ int Run(int argc, char** argv) {
   bool locals = false, native = false;
   bt->add_option("--thread", thread, "only this thread (OS thread id)");
   bt->add_flag("--locals", locals, "show each frame's local variables (needs the GIL within 5 s)");
-  bt->add_flag("--native", native, "merge native frames (not in this build yet)");
+  bt->add_flag("--native", native,
+               "native (C/C++) frames too, with the Python frames in place of the interpreter's");
   auto* ev = app.add_subcommand("eval", "run Python code in the target's __main__ namespace");
   std::string code;
   double timeout = 30;

@@ -70,6 +70,8 @@ static ProbingPyOffsets Compute(void) {
 #endif
 #if PY_VERSION_HEX >= 0x030C0000
   o.owned_by_cstack = FRAME_OWNED_BY_CSTACK;
+#else
+  o.frame_is_entry = offsetof(_PyInterpreterFrame, is_entry);
 #endif
   o.code_adaptive = offsetof(PyCodeObject, co_code_adaptive);
   o.code_firsttraceable = offsetof(PyCodeObject, _co_firsttraceable);

@@ -14,6 +14,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -21,6 +23,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "native_stack.h"
 #include "py_helpers.h"
 
 namespace probing::recorder {
@@ -404,36 +407,122 @@ ControlServer::Reply ControlServer::Eval(const std::string& body) {
   return {200, Dump(*out)};
 }
 
-ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::string>& q) {
-  if (Truthy(q, "native"))
-    return Error(501, "native frames are not in this build yet; Python frames: drop native=1");
-  if (sampler_ == nullptr)
-    return Error(503, "stack reading is off in this process (see its stderr)");
-  uint64_t only = 0;
-  if (auto it = q.find("thread"); it != q.end()) only = std::stoull(it->second);
-  json threads = json::array();
-  std::map<uint64_t, size_t> by_ident;  // pthread id -> index in threads
-  std::vector<uint64_t> ids;
-  {
-    std::lock_guard<std::mutex> lock(sampler_mu_);
-    sampler_->SampleAll([&](const ThreadStack& t) {
-      if (ctx_.is_ours(t.native_id)) return;
-      if (only != 0 && t.native_id != only) return;
-      json frames = json::array();
-      int depth = 0;
-      for (const FrameRef& f : t.frames)
-        frames.push_back({{"func", f.code->name},
+namespace {
+
+// One thread's Python frames as the wire has them, and which are entry frames (for merging).
+struct PythonStack {
+  bool read = false;
+  ThreadStack thread;  // its fields, without frames
+  json frames = json::array();
+  std::vector<bool> entry;
+
+  static PythonStack Of(const ThreadStack& t) {
+    PythonStack s;
+    s.read = true;
+    s.thread.tstate = t.tstate;
+    s.thread.pthread_id = t.pthread_id;
+    s.thread.native_id = t.native_id;
+    s.thread.holds_gil = t.holds_gil;
+    s.thread.truncated = t.truncated;
+    int depth = 0;
+    for (const FrameRef& f : t.frames) {
+      s.frames.push_back({{"func", f.code->name},
                           {"file", f.code->file},
                           {"lineno", f.line},
                           {"depth", depth++},
                           {"frame_type", "Python"}});
-      by_ident[t.pthread_id] = threads.size();
-      ids.push_back(t.native_id);
-      threads.push_back({{"thread_id", t.native_id},
-                         {"holds_gil", t.holds_gil},
-                         {"truncated", t.truncated},
-                         {"frames", frames}});
+      s.entry.push_back(f.entry);
+    }
+    return s;
+  }
+};
+
+// Native frames innermost first, each call of the eval loop replaced by the Python frames it
+// runs (one on 3.8-3.10; on 3.11+ up to the next entry frame). Python frames left over (the
+// unwind stopped early) come last; with no eval-loop frame found at all nothing is merged.
+json MergeFrames(const PythonStack& py, const std::vector<NativeFrame>& native) {
+  json out = json::array();
+  auto push = [&out](json f) {
+    f["depth"] = out.size();
+    out.push_back(std::move(f));
+  };
+  size_t next = 0;
+  for (const NativeFrame& n : native) {
+    if (NativeUnwinder::IsEvalFrame(n) && next < py.frames.size()) {
+      bool last = false;
+      while (!last && next < py.frames.size()) {
+        last = py.entry[next];
+        push(py.frames[next++]);
+      }
+      continue;
+    }
+    char ip[32], unnamed[300];
+    std::snprintf(ip, sizeof ip, "0x%" PRIxPTR, n.ip);
+    const size_t slash = n.module.rfind('/');
+    std::snprintf(unnamed, sizeof unnamed, "%s+0x%" PRIxPTR,
+                  n.module.empty() ? "??" : n.module.c_str() + slash + 1, n.offset);
+    push({{"func", n.symbol.empty() ? std::string(unnamed) : n.symbol},
+          {"file", n.module},
+          {"lineno", nullptr},
+          {"frame_type", "Native"},
+          {"ip", ip},
+          {"offset", n.offset}});
+  }
+  while (next < py.frames.size()) push(py.frames[next++]);
+  return out;
+}
+
+}  // namespace
+
+ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::string>& q) {
+  if (sampler_ == nullptr)
+    return Error(503, "stack reading is off in this process (see its stderr)");
+  uint64_t only = 0;
+  if (auto it = q.find("thread"); it != q.end()) only = std::stoull(it->second);
+  NativeUnwinder* unwinder = nullptr;
+  if (Truthy(q, "native")) {
+    std::string why;
+    unwinder = NativeUnwinder::Get(*ctx_.reader, &why);
+    if (unwinder == nullptr) return Error(503, why);
+  }
+  json threads = json::array();
+  std::map<uint64_t, size_t> by_ident;  // pthread id -> index in threads
+  std::vector<uint64_t> ids;
+  auto add_thread = [&](const ThreadStack& t, json frames) {
+    by_ident[t.pthread_id] = threads.size();
+    ids.push_back(t.native_id);
+    threads.push_back({{"thread_id", t.native_id},
+                       {"holds_gil", t.holds_gil},
+                       {"truncated", t.truncated},
+                       {"frames", std::move(frames)}});
+  };
+  {
+    std::lock_guard<std::mutex> lock(sampler_mu_);
+    std::vector<uint64_t> wanted;
+    sampler_->SampleAll([&](const ThreadStack& t) {
+      if (ctx_.is_ours(t.native_id)) return;
+      if (only != 0 && t.native_id != only) return;
+      if (unwinder != nullptr && t.native_id != 0) {
+        wanted.push_back(t.native_id);  // read again below, while it is stopped
+      } else {
+        add_thread(t, PythonStack::Of(t).frames);
+      }
     });
+    // Native: each thread is stopped in turn, and its Python stack read while it is stopped so
+    // that the two agree.
+    for (uint64_t tid : wanted) {
+      std::vector<NativeFrame> native;
+      std::string why;
+      PythonStack python;
+      auto read_python = [&] {
+        sampler_->SampleAll([&](const ThreadStack& t) { python = PythonStack::Of(t); }, tid);
+      };
+      bool ok = unwinder->Capture(static_cast<pid_t>(tid), &native, read_python, &why);
+      if (!python.read) read_python();  // it did not stop: read it as it runs
+      if (!python.read) continue;       // the thread ended meanwhile
+      add_thread(python.thread, ok ? MergeFrames(python, native) : python.frames);
+      if (!ok) threads.back()["native_error"] = why;
+    }
   }
   if (only != 0 && threads.empty()) return Error(404, "no Python thread " + std::to_string(only));
   // Names: the ones known; for a thread newer than them, ask the interpreter if it answers soon.

@@ -32,6 +32,7 @@ typedef struct ProbingPyOffsets {
   uint32_t frame_owner; /* 3.11+: char owner */
   uint32_t owned_by_generator;
   uint32_t owned_by_cstack; /* 3.12+, else PROBING_NO_OFFSET */
+  uint32_t frame_is_entry;  /* 3.11 only: bool is_entry (first frame of a C-level eval call) */
 
   /* PyCodeObject */
   uint32_t code_name;

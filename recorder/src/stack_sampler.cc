@@ -50,7 +50,8 @@ StackSampler::StackSampler(const ProbingPyOffsets& o, const SafeReader& r)
       code_type_(reinterpret_cast<uintptr_t>(&PyCode_Type)),
       unicode_type_(reinterpret_cast<uintptr_t>(&PyUnicode_Type)),
       bytes_type_(reinterpret_cast<uintptr_t>(&PyBytes_Type)) {
-  frame_window_ = Window({o.frame_back, o.frame_code, o.frame_lasti, o.frame_instr, o.frame_owner});
+  frame_window_ = Window(
+      {o.frame_back, o.frame_code, o.frame_lasti, o.frame_instr, o.frame_owner, o.frame_is_entry});
   code_window_ =
       Window({o.code_name, o.code_filename, o.code_firstlineno, o.code_linetable,
               o.code_firsttraceable, static_cast<uint32_t>(offsetof(PyObject, ob_type))});
@@ -153,7 +154,7 @@ uintptr_t StackSampler::GilHolder(uintptr_t interp, bool* locked) {
   return holder;
 }
 
-bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* out) {
+bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, uint64_t only, ThreadStack* out) {
   out->tstate = ts;
   out->holds_gil = gil_holder != 0 && gil_holder == ts;
   out->truncated = false;
@@ -165,6 +166,7 @@ bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* o
   } else {
     out->native_id = NativeIdFromPthread(out->pthread_id);
   }
+  if (only != 0 && out->native_id != only) return false;
 
   uintptr_t frame = 0;
   if (o_.ts_cframe != PROBING_NO_OFFSET) {
@@ -187,7 +189,10 @@ bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* o
     if (new_frames) {
       auto owner = static_cast<uint32_t>(Field<char>(fbuf, o_.frame_owner));
       if (o_.owned_by_cstack != PROBING_NO_OFFSET && owner == o_.owned_by_cstack) {
-        frame = back;  // a shim frame the interpreter pushes for C calls: not user code
+        // The shim frame each C-level call of the eval loop pushes first (3.12+): the frame
+        // seen just before it is that call's outermost one.
+        if (!out->frames.empty()) out->frames.back().entry = true;
+        frame = back;
         continue;
       }
       const CodeInfo* code = Code(code_addr);
@@ -204,7 +209,10 @@ bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* o
       if (lasti < 0 || lasti > (1 << 24)) lasti = 0;
       int line = compat::LineForAddress(o_, code->line_table, code->first_line,
                                         static_cast<int>(lasti * 2));
-      out->frames.push_back({code, code_addr, line < 0 ? code->first_line : line});
+      // 3.11 marks entry frames itself; 3.12+ marks them through the shim frames above.
+      const bool entry =
+          o_.frame_is_entry != PROBING_NO_OFFSET && Field<bool>(fbuf, o_.frame_is_entry);
+      out->frames.push_back({code, code_addr, line < 0 ? code->first_line : line, entry});
     } else {
       const CodeInfo* code = Code(code_addr);
       if (code == nullptr) {
@@ -216,14 +224,14 @@ bool StackSampler::ReadThread(uintptr_t ts, uintptr_t gil_holder, ThreadStack* o
       // 3.10 counts f_lasti in code units; 3.8 and 3.9 in bytes.
       int addr = o_.version_hex >= 0x030A0000 ? lasti * 2 : lasti;
       int line = compat::LineForAddress(o_, code->line_table, code->first_line, addr);
-      out->frames.push_back({code, code_addr, line < 0 ? code->first_line : line});
+      out->frames.push_back({code, code_addr, line < 0 ? code->first_line : line, true});
     }
     frame = back;
   }
   return true;
 }
 
-void StackSampler::SampleAll(const std::function<void(const ThreadStack&)>& emit) {
+void StackSampler::SampleAll(const std::function<void(const ThreadStack&)>& emit, uint64_t only) {
   PyInterpreterState* interp = PyInterpreterState_Head();  // lives as long as the process
   if (interp == nullptr) return;
   ++pass_;
@@ -233,7 +241,7 @@ void StackSampler::SampleAll(const std::function<void(const ThreadStack&)>& emit
   auto ts = reinterpret_cast<uintptr_t>(PyInterpreterState_ThreadHead(interp));
   ThreadStack stack;
   for (int n = 0; ts != 0 && n < kMaxThreads; ++n) {
-    if (ReadThread(ts, holder, &stack)) emit(stack);
+    if (ReadThread(ts, holder, only, &stack)) emit(stack);
     uintptr_t next = 0;
     if (!r_.ReadPtr(ts + o_.ts_next, &next)) break;
     ts = next;

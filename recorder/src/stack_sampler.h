@@ -32,6 +32,9 @@ struct FrameRef {
   const CodeInfo* code = nullptr;  // owned by the sampler's cache; valid until the next pass
   uintptr_t code_addr = 0;
   int line = 0;
+  // The outermost Python frame of one C-level call of the eval loop: a native backtrace shows
+  // this frame and the ones inside it in place of that eval-loop frame.
+  bool entry = true;
 };
 
 struct ThreadStack {
@@ -50,15 +53,16 @@ class StackSampler {
 
   StackSampler(const ProbingPyOffsets& offsets, const SafeReader& reader);
 
-  // Samples every thread of the main interpreter. `emit` is called once per thread.
-  void SampleAll(const std::function<void(const ThreadStack&)>& emit);
+  // Samples every thread of the main interpreter (or only the one with OS thread id `only`).
+  // `emit` is called once per thread.
+  void SampleAll(const std::function<void(const ThreadStack&)>& emit, uint64_t only = 0);
 
   size_t cached_code_objects() const { return codes_.size(); }
 
  private:
   bool ReadString(uintptr_t obj, std::string* out);
   const CodeInfo* Code(uintptr_t addr);
-  bool ReadThread(uintptr_t tstate, uintptr_t gil_holder, ThreadStack* out);
+  bool ReadThread(uintptr_t tstate, uintptr_t gil_holder, uint64_t only, ThreadStack* out);
   uintptr_t GilHolder(uintptr_t interp, bool* gil_locked);
   uint64_t NativeIdFromPthread(uint64_t pthread_id);
 
