@@ -1,7 +1,8 @@
 """Round-trip latency of the recorder's control server, and what client load costs the target.
 
 Latency: a 20-thread target (tests/targets/many_threads.py) with the recorder on; 200 requests
-each of GET /info, POST /eval "1+1" and GET /backtrace over the Unix socket, one keep-alive
+each of GET /info, POST /eval "1+1", GET /backtrace and GET /backtrace?native=1 (and how long
+each thread was held for it) over the Unix socket, one keep-alive
 connection (and, for info, a new connection per request); median and p99.
 
 Load: samples/train_mlp.py with the recorder on; windows of ~3 s alternate with and without 8
@@ -69,13 +70,22 @@ def latency(n):
         conn = Unix(p.pid)
         cases = [("info", "GET", "/info", None),
                  ("eval 1+1", "POST", "/eval", json.dumps({"code": "1+1"})),
-                 ("backtrace (21 threads)", "GET", "/backtrace", None)]
+                 ("backtrace (21 threads)", "GET", "/backtrace", None),
+                 ("backtrace native", "GET", "/backtrace?native=1", None)]
         print("request                      median      p99   [%d requests, keep-alive]" % n)
         for name, method, path, body in cases:
             for _ in range(20):
                 timed(conn, method, path, body)
             xs = sorted(timed(conn, method, path, body) for _ in range(n))
             print("%-26s %7.2f ms %7.2f ms" % (name, statistics.median(xs) * 1e3, xs[int(n * 0.99) - 1] * 1e3))
+        stops = []
+        for _ in range(20):
+            conn.request("GET", "/backtrace?native=1")
+            stops += [t["stopped_us"] for t in json.loads(conn.getresponse().read())["threads"]
+                      if "stopped_us" in t]
+        stops.sort()
+        print("%-26s %7.2f ms %7.2f ms" % ("native: each thread held", statistics.median(stops) / 1e3,
+                                           stops[int(len(stops) * 0.99) - 1] / 1e3))
         xs = []
         for _ in range(n):
             c = Unix(p.pid)

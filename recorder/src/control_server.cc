@@ -517,10 +517,12 @@ ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::s
       auto read_python = [&] {
         sampler_->SampleAll([&](const ThreadStack& t) { python = PythonStack::Of(t); }, tid);
       };
-      bool ok = unwinder->Capture(static_cast<pid_t>(tid), &native, read_python, &why);
+      int64_t stopped_ns = 0;
+      bool ok = unwinder->Capture(static_cast<pid_t>(tid), &native, read_python, &stopped_ns, &why);
       if (!python.read) read_python();  // it did not stop: read it as it runs
       if (!python.read) continue;       // the thread ended meanwhile
       add_thread(python.thread, ok ? MergeFrames(python, native) : python.frames);
+      if (ok) threads.back()["stopped_us"] = stopped_ns / 1000;
       if (!ok) threads.back()["native_error"] = why;
     }
   }

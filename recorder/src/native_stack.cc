@@ -5,9 +5,11 @@
 #include <libunwind.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -16,6 +18,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -43,11 +46,17 @@ struct Slot {
   std::atomic<int> state{kIdle};
   std::atomic<pid_t> tid{0};
   std::atomic<int64_t> deadline_ns{0};
+  std::atomic<int64_t> stopped_at_ns{0};
   greg_t regs[NGREG];
 };
 Slot g_slot;
 const greg_t* g_regs = nullptr;  // the registers being unwound (server thread, under g_mu)
 const SafeReader* g_reader = nullptr;
+// The stopped thread's stack, copied from its stack pointer up while it was stopped, so that it
+// is unwound after it goes on (server thread, under g_mu).
+const char* g_stack = nullptr;
+uintptr_t g_stack_base = 0;
+size_t g_stack_size = 0;
 std::mutex g_mu;
 
 int64_t MonotonicNs() {
@@ -65,6 +74,7 @@ void OnSignal(int, siginfo_t* info, void* context) {
       static_cast<pid_t>(syscall(SYS_gettid)) == g_slot.tid.load()) {
     int expected = kRequested;
     if (g_slot.state.compare_exchange_strong(expected, kCapturing)) {
+      g_slot.stopped_at_ns.store(MonotonicNs());
       std::memcpy(g_slot.regs, static_cast<ucontext_t*>(context)->uc_mcontext.gregs,
                   sizeof g_slot.regs);
       g_slot.state.store(kStopped);
@@ -114,6 +124,10 @@ int GregFor(unw_regnum_t reg) {
 // /proc/<pid>/maps and the files; they never call ptrace).
 int AccessMem(unw_addr_space_t, unw_word_t addr, unw_word_t* val, int write, void*) {
   if (write != 0) return -UNW_EINVAL;
+  if (addr >= g_stack_base && addr - g_stack_base + sizeof *val <= g_stack_size) {
+    std::memcpy(val, g_stack + (addr - g_stack_base), sizeof *val);
+    return 0;
+  }
   return g_reader->Read(addr, val) ? 0 : -UNW_EINVAL;
 }
 
@@ -259,13 +273,18 @@ void NativeUnwinder::Symbolize(const std::vector<uintptr_t>& ips, std::vector<Na
 }
 
 bool NativeUnwinder::Capture(pid_t tid, std::vector<NativeFrame>* out,
-                             const std::function<void()>& while_stopped, std::string* why) {
+                             const std::function<void()>& while_stopped, int64_t* stopped_ns,
+                             std::string* why) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto wait_for = [](auto done, int64_t ns) {
     const int64_t until = MonotonicNs() + ns;
-    while (!done()) {
+    for (int spins = 0; !done(); ++spins) {
       if (MonotonicNs() > until) return false;
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      if (spins < 2000) {
+        sched_yield();  // the thread usually takes the signal within microseconds
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
     }
     return true;
   };
@@ -289,13 +308,9 @@ bool NativeUnwinder::Capture(pid_t tid, std::vector<NativeFrame>* out,
     }
     wait_for([] { return g_slot.state.load() != kCapturing; }, kParkBudgetNs);
   }
-  std::vector<uintptr_t> ips;
   greg_t regs[NGREG];
   std::memcpy(regs, g_slot.regs, sizeof regs);
-  g_regs = regs;
-  unw_flush_cache(static_cast<unw_addr_space_t>(address_space_), 0, 0);
-  Unwind(&ips);
-  g_regs = nullptr;
+  const size_t copied = CopyStack(static_cast<uintptr_t>(regs[REG_RSP]));
   while_stopped();
   int expected = kStopped;
   if (!g_slot.state.compare_exchange_strong(expected, kRelease)) {
@@ -303,9 +318,38 @@ bool NativeUnwinder::Capture(pid_t tid, std::vector<NativeFrame>* out,
     *why = "the thread went on before its stack was read";
     return false;
   }
+  *stopped_ns = MonotonicNs() - g_slot.stopped_at_ns.load();
   wait_for([] { return g_slot.state.load() == kIdle; }, kParkBudgetNs);
+
+  std::vector<uintptr_t> ips;
+  g_regs = regs;
+  g_stack = stack_.data();
+  g_stack_base = static_cast<uintptr_t>(regs[REG_RSP]);
+  g_stack_size = copied;
+  unw_flush_cache(static_cast<unw_addr_space_t>(address_space_), 0, 0);
+  Unwind(&ips);
+  g_regs = nullptr;
+  g_stack_size = 0;
   Symbolize(ips, out);
   return true;
+}
+
+size_t NativeUnwinder::CopyStack(uintptr_t sp) {
+  // Page by page from the stack pointer up: the copy ends at the first unreadable page.
+  stack_.resize(kMaxStackCopy);
+  constexpr uintptr_t kPage = 4096;
+  iovec local{stack_.data(), kMaxStackCopy};
+  iovec remote[kMaxStackCopy / kPage];
+  int n = 0;
+  size_t total = 0;
+  for (uintptr_t at = sp; total < kMaxStackCopy && n < static_cast<int>(std::size(remote)); ++n) {
+    size_t len = std::min<size_t>(kPage - at % kPage, kMaxStackCopy - total);
+    remote[n] = {reinterpret_cast<void*>(at), len};
+    at += len;
+    total += len;
+  }
+  ssize_t got = process_vm_readv(getpid(), &local, 1, remote, static_cast<unsigned long>(n), 0);
+  return got > 0 ? static_cast<size_t>(got) : 0;
 }
 
 bool NativeUnwinder::IsEvalFrame(const NativeFrame& f) {

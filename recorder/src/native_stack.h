@@ -1,12 +1,13 @@
 // Native (C/C++) stacks of the other threads of this process, for `backtrace?native=1`.
 //
 // A thread is stopped by a signal whose handler only copies the interrupted registers and then
-// waits, with a deadline, until it is let go. While it waits, the server thread unwinds its stack
-// with libunwind through fault-safe reads (SafeReader) and unwind tables read from the ELF files
-// on disk, so nothing here takes the loader lock or touches memory that could fault, and a thread
-// that holds the GIL, the loader lock or malloc's lock is read all the same. Symbols are looked
-// up after the thread is let go. A thread that blocks the signal, or does not take it within
-// 100 ms, is reported as such; the deadline means it is never held longer than 250 ms.
+// waits, with a deadline, until it is let go. While it waits, the server thread copies its stack
+// (fault-safe, at most 512 KiB from the stack pointer up) and runs `while_stopped`; after it is
+// let go, the copy is unwound with libunwind and unwind tables read from the ELF files on disk,
+// so nothing here takes the loader lock or touches memory that could fault, and a thread that
+// holds the GIL, the loader lock or malloc's lock is read all the same. A thread that blocks the
+// signal, or does not take it within 100 ms, is reported as such; the deadline means it is never
+// held longer than 250 ms.
 //
 //   std::string why;
 //   NativeUnwinder* u = NativeUnwinder::Get(reader, &why);
@@ -36,6 +37,7 @@ struct NativeFrame {
 class NativeUnwinder {
  public:
   static constexpr int kMaxFrames = 256;
+  static constexpr size_t kMaxStackCopy = 512 * 1024;  // of a stopped thread's stack
 
   // The one unwinder of this process, installing its signal handler on first use. Null with
   // `why` when the signal is already used by someone else or libunwind cannot be set up.
@@ -43,9 +45,9 @@ class NativeUnwinder {
 
   // Stops thread `tid`, unwinds it, runs `while_stopped` (the thread is still stopped), lets it
   // go and then names the frames. False with `why` when the thread could not be read. Callers
-  // serialize (one capture at a time).
+  // serialize (one capture at a time). `stopped_ns`: how long the thread was held.
   bool Capture(pid_t tid, std::vector<NativeFrame>* out, const std::function<void()>& while_stopped,
-               std::string* why);
+               int64_t* stopped_ns, std::string* why);
 
   // True for the interpreter's eval loop, whose place the Python frames take in a merged stack.
   static bool IsEvalFrame(const NativeFrame& f);
@@ -54,12 +56,14 @@ class NativeUnwinder {
   explicit NativeUnwinder(const SafeReader& reader) : reader_(reader) {}
   bool Init(std::string* why);
   void Unwind(std::vector<uintptr_t>* ips);
+  size_t CopyStack(uintptr_t sp);  // into stack_; bytes copied
   void Symbolize(const std::vector<uintptr_t>& ips, std::vector<NativeFrame>* out);
 
   const SafeReader& reader_;
   void* address_space_ = nullptr;  // unw_addr_space_t
   void* upt_ = nullptr;            // struct UPT_info*: ELF unwind tables of this pid
   ElfSymbols symbols_;
+  std::vector<char> stack_;
 };
 
 }  // namespace probing::recorder
