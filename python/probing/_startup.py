@@ -25,7 +25,11 @@ def _start():
         from probing._recorder import library_path
 
         lib = ctypes.CDLL(library_path())
-        if lib.probing_start() == 0 and not getattr(sys, "_probing_hooks_registered", False):
+        started = lib.probing_start() == 0
+        if started:
+            # With the GIL held: PyTorch tracing is ready before the program's first line.
+            ctypes.PyDLL(library_path()).probing_python_setup()
+        if started and not getattr(sys, "_probing_hooks_registered", False):
             # Now, before the program can fork: a child must know at once whether to start its
             # own recorder (PROBING=2). The recorder's own thread would register these too, but
             # only once it gets the GIL.

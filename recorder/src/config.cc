@@ -61,6 +61,10 @@ Config::Config() {
        "PROBING_PORT", false},
       {"probing.torch.enabled", "true", "true", "trace PyTorch modules (true/false)",
        "PROBING_TORCH_PROFILING", false},
+      {"probing.torch.exprs", "", "",
+       "variables recorded once per traced step into python.variables: name@function, "
+       "comma-separated (e.g. loss@train,acc1@train)",
+       "PROBE_TORCH_EXPRS", false},
       {"probing.sampler.hz", "100", "100", "stack samples per second per thread, 1 to 10000",
        "PROBING_SAMPLER_HZ", false},
       {"probing.sampler.enabled", "true", "true",
@@ -69,6 +73,12 @@ Config::Config() {
        "where the rings live: <data_dir>/<pid>/ (set with PROBING_DATA_DIR at start)",
        "PROBING_DATA_DIR", true},
   };
+}
+
+std::string Config::torch_exprs() const {
+  std::string v;
+  Lookup("probing.torch.exprs", &v);
+  return v;
 }
 
 std::string Config::data_dir() const {
@@ -139,7 +149,18 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
       return key + " must be a whole number from 1 to 10000, not '" + value + "'";
     sampler_hz_ = static_cast<int>(n);
     entry->value = std::to_string(n);
+  } else if (key == "probing.torch.exprs") {
+    std::string items = value, item;
+    std::istringstream in(items);
+    while (std::getline(in, item, ',')) {
+      auto at = item.find('@');
+      if (item.find_first_not_of(" ") != std::string::npos &&
+          (at == std::string::npos || at == 0 || at + 1 == item.size()))
+        return key + " must be name@function items separated by commas, not '" + value + "'";
+    }
+    entry->value = value;
   }
+  generation_.fetch_add(1, std::memory_order_acq_rel);
   return "";
 }
 

@@ -1,7 +1,7 @@
 // The recorder's configuration: every key with its value, default, description and valid range,
 // in one place. Keys and environment variables follow the seeds (probing.sample_rate,
 // probing.buffer_size, probing.server.port, probing.torch.enabled; PROBING_PORT,
-// PROBING_TORCH_PROFILING, PROBING_SAMPLE_RATE) plus ours (probing.sampler.hz,
+// PROBING_TORCH_PROFILING, PROBING_SAMPLE_RATE, PROBE_TORCH_EXPRS) plus ours (probing.sampler.hz,
 // PROBING_SAMPLER_HZ, PROBING_DATA_DIR). Documented in docs/configuration.md.
 //
 //   Config& c = Config::Get();
@@ -47,6 +47,9 @@ class Config {
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
   std::string data_dir() const;
+  std::string torch_exprs() const;
+  // Changes on every successful Set: readers on hot paths re-read only when it moved.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
  private:
   Config();
@@ -60,6 +63,7 @@ class Config {
   std::atomic<long> buffer_kib_{10000};
   std::atomic<int> server_port_{0};
   std::atomic<bool> torch_enabled_{true};
+  std::atomic<uint64_t> generation_{0};
 };
 
 }  // namespace probing::recorder

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "log.h"
 #include "native_stack.h"
+#include "py_module.h"
 #include "py_helpers.h"
 
 namespace probing::recorder {
@@ -339,6 +340,11 @@ ControlServer::Reply ControlServer::Info() {
             {"data_dir", ctx_.data_dir},
             {"socket", socket_name()},
             {"enabled", enabled}};
+  TorchState t = GetTorchState();  // as of the tracer's last step end
+  j["torch"] = {{"tracing", t.installed},  // torch imported and the tracer installed
+                {"step", t.step},
+                {"step_traced", t.traced},
+                {"hooks_installed", t.hooks}};
   return {200, Dump(j)};
 }
 

@@ -126,10 +126,13 @@ bool PythonWorker::Setup() {
   Py_XINCREF(fn);
   collect_fn_ = fn;
   Py_DECREF(ns);
+  std::string why;
+  if (!InstallPython(sink_, &why)) Log(why + "; PyTorch tracing is off");
   return fn != nullptr;
 }
 
 bool PythonWorker::Collect() {
+  PollPython();
   auto* fn = static_cast<PyObject*>(collect_fn_);
   PyObject* r = PyObject_CallObject(fn, nullptr);
   if (r == nullptr || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 5) {

@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 
+#include "py_module.h"
+
 namespace probing::recorder {
 
 struct PythonStats {
@@ -25,7 +27,9 @@ struct PythonStats {
 class PythonWorker {
  public:
   // `library_path`: this recorder's own file, so Python can register its exit and fork hooks.
-  explicit PythonWorker(std::string library_path) : library_path_(std::move(library_path)) {}
+  // `sink` receives the PyTorch tracer's rows (py_module.h).
+  PythonWorker(std::string library_path, PythonSink* sink)
+      : library_path_(std::move(library_path)), sink_(sink) {}
   void Start();
   // Stops Python-side work; waits (at most `timeout_ms`) for a job under way to finish.
   void Stop(int timeout_ms);
@@ -44,6 +48,7 @@ class PythonWorker {
   bool Collect();
 
   std::string library_path_;
+  PythonSink* sink_;
   mutable std::mutex mu_;
   PythonStats stats_;
   std::atomic<bool> stop_{false};

@@ -30,6 +30,7 @@
 #include "gil_executor.h"
 #include "log.h"
 #include "probing/format/ring.h"
+#include "py_module.h"
 #include "probing/format/segment.h"
 #include "py_offsets.h"
 #include "python_stats.h"
@@ -47,6 +48,7 @@ using format::Stream;
 constexpr int64_t kSealIntervalNs = 1'000'000'000;  // readers see data at most ~1 s old
 constexpr uint32_t kStackSlot = 64 << 10;
 constexpr uint32_t kMemorySlot = 4 << 10;
+constexpr uint32_t kTorchSlot = 16 << 10;
 
 int64_t RealtimeNs() {
   timespec ts;
@@ -178,7 +180,7 @@ struct StreamWriter {
   }
 };
 
-class Recorder {
+class Recorder : public PythonSink {
  public:
   static Recorder*& Instance() {
     static Recorder* r = nullptr;  // leaked: threads may run while statics are destroyed
@@ -190,6 +192,10 @@ class Recorder {
   void MarkForkedChild() { forked_child_ = true; }
   int mode() const { return mode_; }
   pid_t pid() const { return pid_; }
+
+  // PythonSink: rows from the PyTorch tracer, once per traced step (GIL released).
+  void TorchRows(uint64_t thread, uint64_t step, const std::vector<TorchRow>& rows) override;
+  void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) override;
 
  private:
   void SamplerLoop();
@@ -217,6 +223,8 @@ class Recorder {
   std::mutex mu_;
   StreamWriter stacks_;
   StreamWriter memory_;
+  StreamWriter torch_;
+  StreamWriter variables_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> forked_child_{false};
   // Segment-local id caches, dropped when the builder's generation changes.
@@ -249,10 +257,11 @@ bool Recorder::CreateRings(std::string* why) {
     w->opened_ns = MonotonicNs();
     return true;
   };
-  // Shares of probing.buffer_size; the rest is kept for the streams that come with PyTorch
-  // tracing and variables.
+  // Shares of probing.buffer_size.
   return make(&stacks_, "stacks.ring", Stream::kStacks, kStackSlot, 0.70) &&
-         make(&memory_, "memory.ring", Stream::kMemory, kMemorySlot, 0.10);
+         make(&memory_, "memory.ring", Stream::kMemory, kMemorySlot, 0.10) &&
+         make(&torch_, "torch.ring", Stream::kTorch, kTorchSlot, 0.15) &&
+         make(&variables_, "variables.ring", Stream::kVariables, kMemorySlot, 0.05);
 }
 
 void Recorder::WriteMetadata() {
@@ -268,7 +277,7 @@ void Recorder::WriteMetadata() {
   j["rank"] = process_.rank;
   j["recorder_version"] = "0.1.0";
   j["library"] = LibraryPath();
-  j["rings"] = {"stacks.ring", "memory.ring"};
+  j["rings"] = {"stacks.ring", "memory.ring", "torch.ring", "variables.ring"};
   std::string tmp = dir_ + "/process.json.tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -313,7 +322,7 @@ int Recorder::Start() {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  worker_ = std::make_unique<PythonWorker>(LibraryPath());
+  worker_ = std::make_unique<PythonWorker>(LibraryPath(), this);
   worker_->Start();
   gil_ = std::make_unique<GilExecutor>();
   gil_->Start();
@@ -344,6 +353,45 @@ void Recorder::Shutdown() {
   int64_t now = MonotonicNs();
   stacks_.MaybeSeal(now, true);
   memory_.MaybeSeal(now, true);
+  torch_.MaybeSeal(now, true);
+  variables_.MaybeSeal(now, true);
+}
+
+uint32_t ThreadIn(SegmentBuilder& b, const std::map<uint64_t, std::string>& names, pid_t pid,
+                  uint64_t thread) {
+  return b.InternThread(thread, b.InternString(ThreadName(names, pid, thread)));
+}
+
+void Recorder::TorchRows(uint64_t thread, uint64_t step, const std::vector<TorchRow>& rows) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_.load() || forked_child_.load() || torch_.failed) return;
+  SegmentBuilder& b = *torch_.builder;
+  const uint32_t tid = ThreadIn(b, names_, pid_, thread);
+  for (const TorchRow& r : rows) {
+    format::TorchEvent e;
+    e.ts = r.start_ns;
+    e.thread = tid;
+    e.step = step;
+    e.seq = r.seq;
+    e.module = b.InternString(r.module);
+    e.stage = static_cast<format::TorchStage>(r.stage);
+    e.duration_ns = r.duration_ns;
+    e.allocated = r.allocated;
+    e.max_allocated = r.max_allocated;
+    e.cached = r.cached;
+    b.AddTorch(e);
+  }
+  torch_.MaybeSeal(MonotonicNs(), false);
+}
+
+void Recorder::VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_.load() || forked_child_.load() || variables_.failed) return;
+  SegmentBuilder& b = *variables_.builder;
+  const uint32_t tid = ThreadIn(b, names_, pid_, thread);
+  for (const VariableRow& r : rows)
+    b.AddVariable(r.ts_ns, tid, step, b.InternString(r.func), b.InternString(r.name), r.value);
+  variables_.MaybeSeal(MonotonicNs(), false);
 }
 
 uint32_t Recorder::ThreadId(const ThreadStack& t) {
@@ -452,6 +500,8 @@ void Recorder::SamplerLoop() {
     }
     stacks_.MaybeSeal(now, false);
     memory_.MaybeSeal(now, false);
+    torch_.MaybeSeal(now, false);
+    variables_.MaybeSeal(now, false);
   }
 }
 
@@ -501,6 +551,19 @@ extern "C" __attribute__((visibility("default"))) int probing_config_set(const c
   if (err.empty()) return 0;
   if (error != nullptr && error_size > 0) snprintf(error, error_size, "%s", err.c_str());
   return -1;
+}
+
+// With the GIL held (ctypes.PyDLL): the Python side at once, so that `import torch` in the
+// program's first lines is traced. The recorder's own Python thread does it otherwise.
+extern "C" __attribute__((visibility("default"))) int probing_python_setup(void) {
+  Recorder* r = Recorder::Instance();
+  if (r == nullptr || !Py_IsInitialized()) return -1;
+  std::string why;
+  if (!probing::recorder::InstallPython(r, &why)) {
+    Log(why);
+    return -1;
+  }
+  return 0;
 }
 
 extern "C" __attribute__((visibility("default"))) void probing_shutdown(void) {

@@ -1,0 +1,50 @@
+// The recorder's face inside the interpreter: the built-in module `_probing_recorder`, through
+// which the PyTorch tracer (torch_tracer.py, embedded at build time) hands over its rows once per
+// traced step and reads the settings. Everything here runs with the GIL held.
+//
+//   InstallPython(&sink, &why);   // once: the module, then the tracer (now or at `import torch`)
+//   PollPython();                 // about once a second: installs the tracer once torch is there
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace probing::recorder {
+
+struct TorchRow {
+  uint64_t seq = 0;
+  std::string module;
+  uint8_t stage = 0;  // format::TorchStage
+  int64_t start_ns = 0;  // since the Unix epoch
+  uint64_t duration_ns = 0;
+  std::optional<uint64_t> allocated, max_allocated, cached;  // bytes
+};
+
+struct VariableRow {
+  int64_t ts_ns = 0;
+  std::string func, name, value;
+};
+
+class PythonSink {
+ public:
+  virtual ~PythonSink() = default;
+  virtual void TorchRows(uint64_t thread, uint64_t step, const std::vector<TorchRow>& rows) = 0;
+  virtual void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) = 0;
+};
+
+// Creates `_probing_recorder` (once per process) and starts the tracer. False with `why`.
+bool InstallPython(PythonSink* sink, std::string* why);
+// Installs the tracer once torch is fully imported (the import hook does it sooner).
+void PollPython();
+// The tracer's state as of its last step end (no GIL needed); all false before it installs.
+struct TorchState {
+  bool installed = false;
+  uint64_t step = 0;
+  bool traced = false;
+  bool hooks = false;
+};
+TorchState GetTorchState();
+
+}  // namespace probing::recorder

@@ -1,0 +1,171 @@
+"""PyTorch module tracing and variable tracking (python.torch_trace, python.variables) against
+the samples under Debian's /usr/bin/python3 with torch: every module each traced step, dense
+seq, durations that add up, NULL memory on CPU, identical training, variables, sampling, and
+switching off at run time."""
+import collections
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import BUILD, ROOT, read_table
+from control_client import request, wait_for_server
+
+PY = "/usr/bin/python3"
+
+
+def _has_torch():
+    return os.path.exists(PY) and subprocess.run(
+        [PY, "-c", "import torch, torchvision"], capture_output=True).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _has_torch(), reason="needs torch and torchvision for %s" % PY)
+
+
+def run_sample(tmp_path, script, *args, probing="1", env=None, timeout=300):
+    e = dict(os.environ)
+    e.pop("PYTHONPATH", None)
+    e.update({"PROBING": probing, "PROBING_DATA_DIR": str(tmp_path / "data"),
+              "PYTHONUSERBASE": str(BUILD / "pyuser")})
+    e.update(env or {})
+    r = subprocess.run([PY, str(ROOT / "samples" / script), *map(str, args)], capture_output=True,
+                       text=True, env=e, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def data_dir(tmp_path):
+    (d,) = list((tmp_path / "data").iterdir())
+    return d
+
+
+MLP_LEAVES = {str(i) for i in range(15)} | {"CrossEntropyLoss"}
+
+
+def test_every_module_each_step_with_dense_seq_and_consistent_durations(tmp_path, analyze_bin):
+    r = run_sample(tmp_path, "train_mlp.py", "--steps", 100)
+    rows = read_table(analyze_bin, [data_dir(tmp_path)], "python.torch_trace")
+    by_step = collections.defaultdict(list)
+    for row in rows:
+        by_step[row["step"]].append(row)
+    assert sorted(by_step) == list(range(100))
+    for step, rs in by_step.items():
+        assert sorted(x["seq"] for x in rs) == list(range(len(rs))), step
+        fwd = {x["module"] for x in rs if x["stage"] == "forward"}
+        bwd = {x["module"] for x in rs if x["stage"] == "backward"}
+        assert MLP_LEAVES | {"Sequential"} == fwd, step
+        assert MLP_LEAVES | {"Sequential"} == bwd, step
+        assert [x["module"] for x in rs if x["stage"] == "step"] == ["SGD"]
+        assert max(rs, key=lambda x: x["seq"])["stage"] == "step"
+        assert all(x["allocated"] is None and x["max_allocated"] is None and x["cached"] is None
+                   for x in rs)
+        assert all(x["duration"] >= 0 and x["thread_id"] > 0 for x in rs)
+    # The top-level rows (the roots' forward and backward, the optimizer step) add up to the
+    # step time the sample measures itself (its second line: steps 51-100).
+    ms = float(re.findall(r"step 100 loss \S+ (\S+) ms/step", r.stdout)[0])
+    top = [sum(x["duration"] for x in by_step[s]
+               if x["module"] in ("Sequential", "CrossEntropyLoss", "SGD")) for s in range(50, 100)]
+    assert abs(sum(top) / len(top) * 1e3 - ms) / ms < 0.2, (sum(top) / len(top) * 1e3, ms)
+    # Children nest inside their parent.
+    s = by_step[60]
+    seq_fwd = {x["module"]: x for x in s if x["stage"] == "forward"}
+    assert seq_fwd["Sequential"]["duration"] >= sum(
+        seq_fwd[m]["duration"] for m in MLP_LEAVES - {"CrossEntropyLoss"})
+    assert seq_fwd["Sequential"]["time"] <= seq_fwd["0"]["time"]
+
+
+def test_inplace_relu_resnet_trains_identically_with_qualified_names(tmp_path, analyze_bin):
+    plain = run_sample(tmp_path / "plain", "train_resnet.py", "--steps", 5, "--every", 5,
+                       probing="0")
+    traced = run_sample(tmp_path, "train_resnet.py", "--steps", 5, "--every", 5)
+    loss = lambda out: float(re.search(r"loss (\S+)", out).group(1))
+    assert abs(loss(plain.stdout) - loss(traced.stdout)) < 1e-6
+    rows = read_table(analyze_bin, [data_dir(tmp_path)], "python.torch_trace")
+    names = {x["module"] for x in rows}
+    assert {"ResNet", "conv1", "layer1.0.conv1", "layer1.0.relu", "layer4.1.bn2", "fc"} <= names
+    step2 = [x for x in rows if x["step"] == 2]
+    for leaf in ("layer1.0.conv1", "layer3.1.conv2", "fc"):
+        assert {x["stage"] for x in step2 if x["module"] == leaf} == {"forward", "backward"}
+    # ReLU(inplace=True) is used twice per block: two forward rows in call order.
+    relu = [x for x in step2 if x["module"] == "layer1.0.relu" and x["stage"] == "forward"]
+    assert len(relu) == 2
+
+
+def test_variables_match_what_the_sample_prints(tmp_path, analyze_bin):
+    r = run_sample(tmp_path, "train_mlp.py", "--steps", 100,
+                   env={"PROBE_TORCH_EXPRS": "loss@train_step, x@main"})
+    rows = read_table(analyze_bin, [data_dir(tmp_path)], "python.variables")
+    loss = {x["step"]: x["value"] for x in rows if x["name"] == "loss"}
+    assert sorted(loss) == list(range(100))
+    assert all(x["func"] == "train_step" for x in rows if x["name"] == "loss")
+    printed = [float(v) for v in re.findall(r"loss (\S+)", r.stdout)]
+    assert [round(float(loss[49]), 4), round(float(loss[99]), 4)] == printed
+    x = [v for v in rows if v["name"] == "x"]
+    assert x and x[0]["func"] == "main" and x[0]["value"].startswith("tensor(")
+    assert len(x[0]["value"]) <= 200
+
+
+def test_sample_rate_from_the_environment(tmp_path, analyze_bin):
+    run_sample(tmp_path, "train_mlp.py", "--steps", 40, env={"PROBING_SAMPLE_RATE": "0.25"})
+    rows = read_table(analyze_bin, [data_dir(tmp_path)], "python.torch_trace")
+    assert sorted({x["step"] for x in rows}) == [3, 7, 11, 15, 19, 23, 27, 31, 35, 39]
+
+
+def test_off_from_the_environment(tmp_path, analyze_bin):
+    run_sample(tmp_path, "train_mlp.py", "--steps", 20, env={"PROBING_TORCH_PROFILING": "off"})
+    assert read_table(analyze_bin, [data_dir(tmp_path)], "python.torch_trace") == []
+
+
+def test_switching_off_and_on_at_run_time(tmp_path, probing_bin, run):
+    e = dict(os.environ, PROBING="1", PROBING_DATA_DIR=str(tmp_path / "data"),
+             PYTHONUSERBASE=str(BUILD / "pyuser"))
+    p = subprocess.Popen([PY, str(ROOT / "samples" / "train_mlp.py")], env=e,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_server(p.pid)
+        deadline = time.time() + 60
+        while request(p.pid, "GET", "/info")[1]["torch"]["step"] < 20:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        r = run(probing_bin, "-t", p.pid, "config", "probing.torch.enabled=false")
+        assert r.returncode == 0, r.stderr
+        step_at_off = request(p.pid, "GET", "/info")[1]["torch"]["step"]
+        time.sleep(0.5)
+        info = request(p.pid, "GET", "/info")[1]["torch"]
+        assert info["hooks_installed"] is False and info["step"] > step_at_off
+        time.sleep(2.5)  # rings are sealed every second
+
+        def last_step():
+            r = run(probing_bin, "-t", p.pid, "--format", "json", "query",
+                    "SELECT max(step) AS s FROM python.torch_trace")
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)[0]["s"]
+
+        off = last_step()
+        assert off <= step_at_off + 1
+        time.sleep(1.5)
+        assert last_step() == off
+        run(probing_bin, "-t", p.pid, "config", "probing.torch.enabled=true")
+        time.sleep(2.5)
+        assert last_step() > off + 1
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_inference_steps_are_outermost_forwards(tmp_path, target, analyze_bin):
+    t = target(PY, "infer.py", 50)
+    t.wait_ready()
+    code, out, err = t.finish()
+    assert code == 0, err
+    rows = read_table(analyze_bin, [t.data_dir / str(t.proc.pid)], "python.torch_trace")
+    steps = collections.defaultdict(list)
+    for row in rows:
+        steps[row["step"]].append(row)
+    assert len(steps) == 50
+    assert all(sorted(x["module"] for x in rs) == ["0", "1", "2", "Sequential"]
+               for rs in steps.values())
+    assert all(x["stage"] == "forward" for x in rows)
