@@ -12,7 +12,10 @@ extra CPU time of a traced block over its plain block, divided by the module cal
 backward) in it. torch.profiler is entered before a block's untimed step and left after its
 timed ones (its start-up and post-processing are not timed: its steady state).
 
-    python3 bench/torch_overhead.py [--workload mlp|transformer|resnet|all] [--rounds N]
+    python3 bench/torch_overhead.py [--workload mlp|transformer|resnet|tiny|all] [--rounds N]
+
+`tiny` (64 modules of 8 features) is where the cost of one call is read: there the hooks are a
+large share of the step, far above the machine's noise.
 
 Re-executes itself with PROBING=1 and the build tree's package when started without them.
 """
@@ -55,7 +58,21 @@ def resnet():
     return model, x, y, 2
 
 
-WORKLOADS = {"mlp": mlp, "transformer": transformer, "resnet": resnet}
+def tiny():
+    """Many tiny modules: the hooks' cost dominates, so the cost per call is measured well above
+    the machine's noise."""
+    import torch
+    from torch import nn
+
+    blocks = []
+    for _ in range(32):
+        blocks += [nn.Linear(8, 8), nn.Tanh()]
+    model = nn.Sequential(*blocks, nn.Linear(8, 10))
+    x, y = torch.randn(4, 8), torch.randint(0, 10, (4,))
+    return model, x, y, 10
+
+
+WORKLOADS = {"mlp": mlp, "transformer": transformer, "resnet": resnet, "tiny": tiny}
 
 
 def measure(lib, name, rounds):
@@ -120,7 +137,9 @@ def measure(lib, name, rounds):
             cells.append("%.3f (%.2f, %.2f)" % (statistics.median(ratios), min(ratios), max(ratios)))
         print("  %-15s %-30s %s" % (m, cells[0], cells[1]))
     extra = statistics.median([t - p for t, p in zip(cpu["traced"], cpu["plain"])])
-    print("  one traced module call (CPU time): %.2f us" % (extra / (steps * calls[0] * 2) * 1e6))
+    per_call = extra / (steps * calls[0] * 2)
+    print("  one traced module call (forward or backward, CPU time): %.2f us" % (per_call * 1e6))
+    return per_call
 
 
 def main():
@@ -131,7 +150,8 @@ def main():
     ensure_recorder()
     lib = recorder()
     config(lib, "probing.sampler.enabled", "false")
-    for name in (sorted(WORKLOADS) if args.workload == "all" else [args.workload]):
+    names = sorted(WORKLOADS) if args.workload == "all" else [args.workload]
+    for name in names:
         measure(lib, name, args.rounds)
 
 

@@ -4,6 +4,8 @@
 // tables (Objects/lnotab_notes.txt for 3.8-3.10, InternalDocs/locations.md for 3.11+).
 #pragma once
 
+#include <Python.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -121,6 +123,21 @@ inline void AppendUtf8(std::string* out, uint32_t c) {
     out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
     out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
   }
+}
+
+inline  // The object a weak reference points to, for an identity check only (never
+        // dereferenced): 3.13
+    // deprecates PyWeakref_GetObject for PyWeakref_GetRef, which 3.8-3.12 lack.
+    const void*
+    WeakTarget(PyObject* ref) {
+#if PY_VERSION_HEX >= 0x030D0000
+  PyObject* obj = nullptr;
+  if (PyWeakref_GetRef(ref, &obj) <= 0) return nullptr;
+  Py_DECREF(obj);
+  return obj;
+#else
+  return PyWeakref_GetObject(ref);
+#endif
 }
 
 }  // namespace probing::recorder::compat

@@ -24,8 +24,8 @@
 #include "config.h"
 #include "log.h"
 #include "native_stack.h"
-#include "py_module.h"
 #include "py_helpers.h"
+#include "py_module.h"
 
 namespace probing::recorder {
 namespace {
@@ -340,7 +340,7 @@ ControlServer::Reply ControlServer::Info() {
             {"data_dir", ctx_.data_dir},
             {"socket", socket_name()},
             {"enabled", enabled}};
-  TorchState t = GetTorchState();  // as of the tracer's last step end
+  TorchState t = GetTorchState();          // as of the tracer's last step end
   j["torch"] = {{"tracing", t.installed},  // torch imported and the tracer installed
                 {"step", t.step},
                 {"step_traced", t.traced},

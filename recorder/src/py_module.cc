@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "torch_hooks.h"
 #include "torch_tracer_py.h"  // kTorchTracerSource, generated from torch_tracer.py
 
 namespace probing::recorder {
@@ -15,17 +16,6 @@ PythonSink* g_sink = nullptr;
 std::atomic<bool> g_installed{false}, g_traced{false}, g_hooks{false};
 std::atomic<uint64_t> g_step{0};
 PyObject* g_namespace = nullptr;  // the tracer's globals (owned, never freed)
-
-bool ToU64(PyObject* o, uint64_t* out) {
-  if (!PyLong_Check(o)) return false;
-  unsigned long long v = PyLong_AsUnsignedLongLong(o);
-  if (PyErr_Occurred()) {
-    PyErr_Clear();
-    return false;
-  }
-  *out = v;
-  return true;
-}
 
 bool ToI64(PyObject* o, int64_t* out) {
   if (!PyLong_Check(o)) return false;
@@ -46,14 +36,6 @@ bool ToStr(PyObject* o, std::string* out) {
     return false;
   }
   out->assign(s, static_cast<size_t>(n));
-  return true;
-}
-
-bool ToOptU64(PyObject* o, std::optional<uint64_t>* out) {
-  if (o == Py_None) return true;
-  uint64_t v;
-  if (!ToU64(o, &v)) return false;
-  *out = v;
   return true;
 }
 
@@ -88,42 +70,6 @@ PyObject* LogMessage(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
-// torch_rows(rows, offset_ns, thread, step); a row is
-// [seq, module, stage, start_perf_ns, end_perf_ns, allocated, max_allocated, cached].
-PyObject* TorchRowsFn(PyObject*, PyObject* args) {
-  PyObject* rows;
-  long long offset;
-  unsigned long long thread, step;
-  if (!PyArg_ParseTuple(args, "O!LKK", &PyList_Type, &rows, &offset, &thread, &step))
-    return nullptr;
-  std::vector<TorchRow> out;
-  out.reserve(static_cast<size_t>(PyList_GET_SIZE(rows)));
-  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); ++i) {
-    PyObject* r = PyList_GET_ITEM(rows, i);
-    if (!PyList_Check(r) || PyList_GET_SIZE(r) != 8) return BadRow("torch");
-    TorchRow t;
-    uint64_t stage;
-    int64_t start, end;
-    if (!ToU64(PyList_GET_ITEM(r, 0), &t.seq) || !ToStr(PyList_GET_ITEM(r, 1), &t.module) ||
-        !ToU64(PyList_GET_ITEM(r, 2), &stage) || stage > 2 ||
-        !ToI64(PyList_GET_ITEM(r, 3), &start) || !ToI64(PyList_GET_ITEM(r, 4), &end) ||
-        !ToOptU64(PyList_GET_ITEM(r, 5), &t.allocated) ||
-        !ToOptU64(PyList_GET_ITEM(r, 6), &t.max_allocated) ||
-        !ToOptU64(PyList_GET_ITEM(r, 7), &t.cached))
-      return BadRow("torch");
-    t.stage = static_cast<uint8_t>(stage);
-    t.start_ns = start + offset;
-    t.duration_ns = end > start ? static_cast<uint64_t>(end - start) : 0;
-    out.push_back(std::move(t));
-  }
-  if (g_sink != nullptr && !out.empty()) {
-    Py_BEGIN_ALLOW_THREADS;  // the sink takes the recorder's lock
-    g_sink->TorchRows(thread, step, out);
-    Py_END_ALLOW_THREADS;
-  }
-  Py_RETURN_NONE;
-}
-
 // variable_rows(rows, thread, step); a row is (ts_ns, func, name, value).
 PyObject* VariableRowsFn(PyObject*, PyObject* args) {
   PyObject* rows;
@@ -151,13 +97,18 @@ PyMethodDef kMethods[] = {
     {"settings", Settings, METH_NOARGS, "(torch enabled, sample rate, exprs, generation)"},
     {"log", LogMessage, METH_O, "one line on stderr, prefixed probing:"},
     {"state", StateFn, METH_VARARGS, "the tracer's (step, traced, hooks on)"},
-    {"torch_rows", TorchRowsFn, METH_VARARGS, "rows of python.torch_trace for one step"},
     {"variable_rows", VariableRowsFn, METH_VARARGS, "rows of python.variables for one step"},
     {nullptr, nullptr, 0, nullptr}};
 
-PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_probing_recorder",
-                       "The Probing recorder inside this process (private).", -1, kMethods,
-                       nullptr, nullptr, nullptr, nullptr};
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT,
+                       "_probing_recorder",
+                       "The Probing recorder inside this process (private).",
+                       -1,
+                       kMethods,
+                       nullptr,
+                       nullptr,
+                       nullptr,
+                       nullptr};
 
 PyObject* CallTracer(const char* fn) {
   if (g_namespace == nullptr) return nullptr;
@@ -172,12 +123,14 @@ PyObject* CallTracer(const char* fn) {
 
 bool InstallPython(PythonSink* sink, std::string* why) {
   g_sink = sink;  // a forked child's new recorder takes over
+  SetTorchSink(sink);
   if (g_namespace != nullptr) return true;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   PyObject* m = PyDict_GetItemString(modules, "_probing_recorder");
   if (m == nullptr) {
     m = PyModule_Create(&kModule);
-    if (m == nullptr || PyDict_SetItemString(modules, "_probing_recorder", m) != 0) {
+    if (m == nullptr || !AddTorchHooks(m) ||
+        PyDict_SetItemString(modules, "_probing_recorder", m) != 0) {
       PyErr_Clear();
       *why = "could not create _probing_recorder";
       return false;

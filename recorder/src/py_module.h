@@ -16,7 +16,7 @@ namespace probing::recorder {
 struct TorchRow {
   uint64_t seq = 0;
   std::string module;
-  uint8_t stage = 0;  // format::TorchStage
+  uint8_t stage = 0;     // format::TorchStage
   int64_t start_ns = 0;  // since the Unix epoch
   uint64_t duration_ns = 0;
   std::optional<uint64_t> allocated, max_allocated, cached;  // bytes
@@ -31,7 +31,8 @@ class PythonSink {
  public:
   virtual ~PythonSink() = default;
   virtual void TorchRows(uint64_t thread, uint64_t step, const std::vector<TorchRow>& rows) = 0;
-  virtual void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) = 0;
+  virtual void VariableRows(uint64_t thread, uint64_t step,
+                            const std::vector<VariableRow>& rows) = 0;
 };
 
 // Creates `_probing_recorder` (once per process) and starts the tracer. False with `why`.

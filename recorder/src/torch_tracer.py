@@ -1,75 +1,38 @@
 # PyTorch module tracing and variable tracking, run inside the target (embedded in the recorder
 # library at build time; docs/torch.md says what it measures). Rows go to the recorder through
-# the built-in module _probing_recorder, once per traced step. Standard library and torch only;
-# never imports threading. Nothing here may raise into the user's code: every hook catches
-# everything, and the first failure turns tracing off and is logged once.
+# the built-in module _probing_recorder, whose C functions (torch_hooks.cc) are the module hooks
+# and keep the step's rows. Standard library and torch only; never imports threading. Nothing
+# here may raise into the user's code: the first failure turns tracing off and is logged once.
 import sys
 import time
-from collections import OrderedDict
-import weakref
 import _thread
 
 _rec = sys.modules["_probing_recorder"]
 _perf = time.perf_counter_ns
-_FORWARD, _BACKWARD, _STEP = 0, 1, 2
 _VALUE_CAP = 200
-
-
-class _Slot:
-    """A tensor whose gradient marks the start of some modules' backward (its producers) and the
-    end of others' (its consumers)."""
-
-    __slots__ = ("ref", "starts", "ends", "tracer")
-
-    def __init__(self, tensor, tracer):
-        self.ref = weakref.ref(tensor)
-        self.starts = []
-        self.ends = []
-        self.tracer = tracer
-
-    def __call__(self, grad):
-        tr = self.tracer
-        try:
-            t = _perf()
-            if not tr.backward_done_queued:
-                tr.backward_seen()
-            for row in self.starts:
-                if row[3] is None:
-                    row[3] = t
-                    row[0] = tr.seq
-                    tr.seq += 1
-            for row in self.ends:
-                if row[4] is None:
-                    row[4] = t
-        except Exception as e:  # never into autograd
-            tr.fail(e)
-        return None
 
 
 class _Tracer:
     def __init__(self, torch):
         self.torch = torch
         self.Tensor = torch.Tensor
-        self.names = {}  # id(module) -> (weakref, qualified name)
-        self.local = _thread._local()
         self.step = 0
-        self.seq = 0
         self.traced = False
         self.training = False  # an optimizer exists: steps are optimizer steps
         self.in_step = False
-        self.rows = []  # [seq, module, stage, start, end, allocated, max_allocated, cached]
-        self.backward_rows = []
-        self.slots = {}
-        self.backward_done_queued = False
         self.handles = None
         self.enabled = False
         self.rate = 1.0
         self.exprs = []
         self.generation = -1
         self.failed = False
-        self.cuda = None
-        self.fast_hooks = torch.__version__.startswith("1.")
-        self.grad_enabled = torch.is_grad_enabled
+        self.cuda = False
+        # The rows, the per-call hooks and backward timing live in C (torch_hooks.cc).
+        # torch 1.x: tensor hooks are added to _backward_hooks directly (what
+        # Tensor.register_hook does, without its handle: 1.5 us instead of 7); else through it.
+        _rec.configure(self.resolve, self.inference_end, torch.Tensor, torch.is_grad_enabled,
+                       torch.autograd.Variable._execution_engine.queue_callback, self.memory,
+                       torch.__version__.startswith("1."))
         self.refresh()
 
     # -- settings and hooks ----------------------------------------------------------------
@@ -89,13 +52,14 @@ class _Tracer:
         self.traced = self.enabled and int((s + 1) * r) > int(s * r)
         # Training: hooks only while a traced step runs. Inference: always, to see step edges.
         self.set_hooks(self.enabled and (self.traced or not self.training))
+        _rec.begin(self.traced, self.training, self.cuda)
         _rec.state(self.step, self.traced, self.handles is not None)
 
     def set_hooks(self, on):
         if on and self.handles is None:
             m = self.torch.nn.modules.module
-            self.handles = (m.register_module_forward_pre_hook(self.pre),
-                            m.register_module_forward_hook(self.post))
+            self.handles = (m.register_module_forward_pre_hook(_rec.pre),
+                            m.register_module_forward_hook(_rec.post))
         elif not on and self.handles is not None:
             for h in self.handles:
                 h.remove()
@@ -108,123 +72,28 @@ class _Tracer:
             _rec.log("PyTorch tracing turned off after an error: %s: %s" % (type(e).__name__, e))
             try:
                 self.set_hooks(False)
+                _rec.begin(False, self.training, False)
             except Exception:
                 pass
 
-    # -- names ---------------------------------------------------------------------------------
-    def name_of(self, module, stack):
-        entry = self.names.get(id(module))
-        if entry is not None and entry[0]() is module:
-            return entry[1]
-        if not stack:  # outermost: name it and everything under it
-            for qual, sub in module.named_modules():
-                e = self.names.get(id(sub))
-                if e is None or e[0]() is not sub:
-                    self.names[id(sub)] = (weakref.ref(sub), qual or type(sub).__name__)
-            return self.names[id(module)][1]
-        name = stack[-1][0][1] + "." + type(module).__name__  # not a registered child
-        self.names[id(module)] = (weakref.ref(module), name)
-        return name
+    # -- names (asked by the C hooks on a miss) ------------------------------------------------
+    def resolve(self, module, parent):
+        """[(module, qualified name)] to remember: everything under an outermost module (itself
+        named by its class), or one module called under a parent it is not registered in."""
+        if parent is None:
+            return [(sub, qual or type(sub).__name__) for qual, sub in module.named_modules()]
+        return [(module, parent + "." + type(module).__name__)]
 
-    # -- forward -------------------------------------------------------------------------------
-    def pre(self, module, inputs):
+    def inference_end(self):
         try:
-            local = self.local
-            stack = getattr(local, "stack", None)
-            if stack is None:
-                stack = local.stack = []
-            if not self.traced:
-                stack.append(None)
-                return None
-            row = [self.seq, self.name_of(module, stack), _FORWARD, _perf(), None, None, None, None]
-            self.seq += 1
-            stack.append((row, inputs))
+            if not self.training:
+                self.end_step(None)
         except Exception as e:
             self.fail(e)
-        return None
 
-    def post(self, module, inputs, output):
-        try:
-            stack = self.local.stack
-            if not stack:
-                return None  # hooks came on during this call
-            top = stack.pop()
-            if top is not None:
-                row = top[0]
-                row[4] = _perf()
-                if self.cuda:
-                    self.memory(row)
-                self.rows.append(row)
-                if self.grad_enabled():
-                    Tensor = self.Tensor
-                    out = output if isinstance(output, Tensor) else self.first_tensor(output)
-                    if out is not None and out.requires_grad:
-                        self.backward_row(row[1], inputs, out)
-            if not stack and not self.training:
-                self.end_step(None)  # inference: one outermost forward is a step
-        except Exception as e:
-            self.fail(e)
-        return None
-
-    def memory(self, row):
+    def memory(self):
         c = self.torch.cuda
-        row[5] = c.memory_allocated()
-        row[6] = c.max_memory_allocated()
-        row[7] = c.memory_reserved()
-
-    # -- backward ------------------------------------------------------------------------------
-    def first_tensor(self, value):
-        if isinstance(value, self.Tensor):
-            return value
-        if isinstance(value, (tuple, list)):
-            for v in value:
-                if isinstance(v, self.Tensor):
-                    return v
-        return None
-
-    def slot(self, tensor):
-        s = self.slots.get(id(tensor))
-        if s is None or s.ref() is not tensor:
-            s = self.slots[id(tensor)] = _Slot(tensor, self)
-            if self.fast_hooks:
-                try:
-                    # What Tensor.register_hook does on torch 1.x, without its handle and
-                    # checks: 1.5 us instead of 7 per module call.
-                    hooks = tensor._backward_hooks
-                    if hooks is None:
-                        hooks = tensor._backward_hooks = OrderedDict()
-                        if tensor.grad_fn is not None:
-                            tensor.grad_fn._register_hook_dict(tensor)
-                    hooks[s] = s
-                    return s
-                except Exception:
-                    self.fast_hooks = False
-            tensor.register_hook(s)
-        return s
-
-    def backward_row(self, name, inputs, out):
-        """A module's backward starts when its output's gradient is ready and ends when its
-        input's is (or, for an input needing no gradient, when the backward pass ends). Tensor
-        hooks only: they neither wrap outputs nor break in-place operations."""
-        row = [None, name, _BACKWARD, None, None, None, None, None]
-        self.slot(out).starts.append(row)
-        inp = inputs[0] if inputs and isinstance(inputs[0], self.Tensor) else None
-        if inp is None and inputs:
-            inp = self.first_tensor(inputs)
-        if inp is not None and inp.requires_grad:
-            self.slot(inp).ends.append(row)
-        self.backward_rows.append(row)
-
-    def backward_seen(self):
-        self.backward_done_queued = True
-        self.torch.autograd.Variable._execution_engine.queue_callback(self.backward_done)
-
-    def backward_done(self):
-        t = _perf()
-        self.backward_done_queued = False
-        for row in self.backward_rows:
-            if row[3] is not None and row[4] is None:
-                row[4] = t
+        return (c.memory_allocated(), c.max_memory_allocated(), c.memory_reserved())
 
     # -- steps ---------------------------------------------------------------------------------
     def optimizer_step(self, fn, args, kwargs):
@@ -243,30 +112,20 @@ class _Tracer:
                 self.fail(e)
 
     def end_step(self, step_row):
-        if self.traced:
-            if step_row is not None:
-                self.rows.append([self.seq, step_row[0], _STEP, step_row[1], step_row[2],
-                                  None, None, None])
-            self.flush()
+        traced = self.traced
+        if step_row is None:
+            _rec.end_step(self.step, None, 0, 0)
+        else:
+            _rec.end_step(self.step, step_row[0], step_row[1], step_row[2])
+        if traced and self.exprs:
+            offset = time.time_ns() - _perf()
+            _rec.variable_rows(self.variables(offset), _thread.get_native_id(), self.step)
         self.step += 1
-        self.seq = 0
-        self.rows = []
-        self.backward_rows = []
-        self.slots = {}
-        self.local.stack = []
-        self.cuda = self.torch.cuda.is_initialized()
+        try:
+            self.cuda = bool(self.torch.cuda.is_initialized())
+        except Exception:
+            self.cuda = False
         self.refresh()
-
-    def flush(self):
-        rows = self.rows
-        for row in self.backward_rows:
-            if row[3] is not None and row[4] is not None:
-                rows.append(row)
-        offset = time.time_ns() - _perf()
-        tid = _thread.get_native_id()
-        _rec.torch_rows(rows, offset, tid, self.step)
-        if self.exprs:
-            _rec.variable_rows(self.variables(offset), tid, self.step)
 
     def variables(self, offset):
         out = []
@@ -274,8 +133,11 @@ class _Tracer:
         wanted = {}
         for func, name in self.exprs:
             wanted.setdefault(func, []).append(name)
-        f = sys._getframe(2)
+        f = sys._getframe(1)
         while f is not None:
+            if f.f_globals is _GLOBALS:  # our own frames
+                f = f.f_back
+                continue
             names = wanted.get(f.f_code.co_name)
             if names:
                 local = f.f_locals
@@ -296,6 +158,7 @@ class _Tracer:
 
 
 _tracer = None
+_GLOBALS = globals()
 
 
 def _wrap_step(fn):

@@ -1,0 +1,23 @@
+// The hot path of PyTorch tracing in C: the global module forward hooks, the tensor hooks that
+// time backward, and the rows of the step being traced. torch_tracer.py keeps the rest (settings,
+// optimizer wrapping, names, variables) and calls in here; every function runs with the GIL
+// held. A traced module call costs two C calls and, for backward, one tensor-hook registration
+// and one C call from autograd (bench/torch_overhead.py).
+//
+//   PyObject* fns = TorchHookFunctions();   // {"pre": ..., "post": ..., ...} for the tracer
+#pragma once
+
+#include <Python.h>
+
+#include "py_module.h"
+
+namespace probing::recorder {
+
+// Adds the hook functions to `module` (_probing_recorder): pre, post, begin, end_step,
+// backward_pending. False with a Python error set.
+bool AddTorchHooks(PyObject* module);
+
+// Where end_step sends a step's rows.
+void SetTorchSink(PythonSink* sink);
+
+}  // namespace probing::recorder
