@@ -6,10 +6,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <type_traits>
 
 #include "printer.h"
@@ -17,6 +19,7 @@
 #include "probing/format/tables.h"
 #include "probing/live/control_client.h"
 #include "probing/live/query.h"
+#include "probing/live/rdma.h"
 
 namespace {
 
@@ -273,6 +276,62 @@ uint64_t DirSize(const fs::path& p) {
   return n;
 }
 
+// The machine's RDMA ports: counters now and rates over `interval` seconds.
+int CmdRdma(const Options& o, const std::string& root, double interval) {
+  if (!o.target.empty() && o.target.find(':') != std::string::npos)
+    throw Usage("rdma reads this machine's " + root +
+                "; run it on the target's host (with -t PID or without -t)");
+  auto first = OrFail(probing::live::ReadRdmaPorts(root));
+  if (first.empty()) {
+    std::cout << "no RDMA devices found (" << root << " has no ports)\n";
+    return 0;
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+  auto second = OrFail(probing::live::ReadRdmaPorts(root));
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto rate = [&](uint64_t a, uint64_t b) -> Cell {
+    return b >= a ? Cell(static_cast<double>(b - a) / secs) : Cell(std::monostate{});
+  };
+  std::vector<std::vector<Cell>> rows;
+  for (const auto& p : second) {
+    const probing::live::RdmaPort* before = nullptr;
+    for (const auto& q : first)
+      if (q.device == p.device && q.port == p.port) before = &q;
+    auto c = [&](const char* name) -> Cell {
+      auto it = p.counters.find(name);
+      return it == p.counters.end() ? Cell(std::monostate{})
+                                    : Cell(static_cast<int64_t>(it->second));
+    };
+    auto pc = [&](const char* name) -> uint64_t {
+      auto it = p.counters.find(name);
+      return it == p.counters.end() ? 0 : it->second;
+    };
+    auto bc = [&](const char* name) -> uint64_t {
+      if (before == nullptr) return 0;
+      auto it = before->counters.find(name);
+      return it == before->counters.end() ? 0 : it->second;
+    };
+    uint64_t errors = pc("port_rcv_errors") + pc("port_xmit_discards") + pc("symbol_error") +
+                      pc("link_downed") + pc("port_rcv_remote_physical_errors");
+    rows.push_back(
+        {p.device, static_cast<int64_t>(p.port), p.state, p.rate, p.link_layer,
+         static_cast<int64_t>(p.tx_bytes()), static_cast<int64_t>(p.rx_bytes()),
+         before ? rate(before->tx_bytes(), p.tx_bytes()) : Cell(std::monostate{}),
+         before ? rate(before->rx_bytes(), p.rx_bytes()) : Cell(std::monostate{}),
+         c("port_xmit_packets"), c("port_rcv_packets"),
+         before ? rate(bc("port_xmit_packets"), pc("port_xmit_packets")) : Cell(std::monostate{}),
+         before ? rate(bc("port_rcv_packets"), pc("port_rcv_packets")) : Cell(std::monostate{}),
+         static_cast<int64_t>(errors)});
+  }
+  probing::cli::PrintRows(o.fmt(),
+                          {"device", "port", "state", "rate", "link_layer", "tx_bytes", "rx_bytes",
+                           "tx_bytes_per_s", "rx_bytes_per_s", "tx_packets", "rx_packets",
+                           "tx_packets_per_s", "rx_packets_per_s", "errors"},
+                          rows, std::cout);
+  return 0;
+}
+
 int CmdList(const Options& o, bool gc) {
   std::string dir = probing::live::DefaultDataDir();
   std::vector<std::vector<Cell>> rows;
@@ -355,6 +414,14 @@ int Run(int argc, char** argv) {
   bool gc = false;
   list->add_flag("--gc", gc, "remove the data of dead processes, and say how much");
 
+  auto* rdma = app.add_subcommand(
+      "rdma", "RDMA ports of this machine: state, rate, traffic counters and rates (sysfs)");
+  std::string rdma_root = "/sys/class/infiniband";
+  double rdma_interval = 1.0;
+  rdma->add_option("--sysfs", rdma_root, "where the devices are (default /sys/class/infiniband)");
+  rdma->add_option("--interval", rdma_interval, "seconds between the two readings for rates")
+      ->check(CLI::Range(0.05, 3600.0));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -370,6 +437,7 @@ int Run(int argc, char** argv) {
     if (*list) return CmdList(o, gc);
     if (*mem) return CmdMemory(o, last);
     if (*query) return CmdQuery(o, sql);
+    if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);
   } catch (const Usage& e) {
     std::cerr << "probing: " << e.what() << "\n";
     return 2;
