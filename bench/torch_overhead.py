@@ -26,16 +26,22 @@ import time
 from probing_bench import config, ensure_recorder, recorder
 
 
-def mlp():
+def linear_stack(width, layers, activation, batch):
+    """`layers` Linear(width, width) with `activation` between them, then Linear(width, 10)."""
     import torch
     from torch import nn
 
     blocks = []
-    for _ in range(7):
-        blocks += [nn.Linear(128, 128), nn.ReLU()]
-    model = nn.Sequential(*blocks, nn.Linear(128, 10))
-    x, y = torch.randn(32, 128), torch.randint(0, 10, (32,))
-    return model, x, y, 10
+    for _ in range(layers - 1):
+        blocks += [nn.Linear(width, width), activation()]
+    model = nn.Sequential(*blocks, nn.Linear(width, 10))
+    return model, torch.randn(batch, width), torch.randint(0, 10, (batch,))
+
+
+def mlp():
+    from torch import nn
+
+    return (*linear_stack(128, 8, nn.ReLU, 32), 10)
 
 
 def transformer():
@@ -61,15 +67,9 @@ def resnet():
 def tiny():
     """Many tiny modules: the hooks' cost dominates, so the cost per call is measured well above
     the machine's noise."""
-    import torch
     from torch import nn
 
-    blocks = []
-    for _ in range(32):
-        blocks += [nn.Linear(8, 8), nn.Tanh()]
-    model = nn.Sequential(*blocks, nn.Linear(8, 10))
-    x, y = torch.randn(4, 8), torch.randint(0, 10, (4,))
-    return model, x, y, 10
+    return (*linear_stack(8, 33, nn.Tanh, 4), 10)
 
 
 WORKLOADS = {"mlp": mlp, "transformer": transformer, "resnet": resnet, "tiny": tiny}

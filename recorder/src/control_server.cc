@@ -350,18 +350,9 @@ ControlServer::Reply ControlServer::Info() {
 
 bool ControlServer::EnsureHelpers() {
   if (helpers_ != nullptr) return true;
-  PyObject* ns = PyDict_New();
-  if (ns == nullptr) return false;
-  PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins());
-  PyObject* r = PyRun_String(kServerHelpers, Py_file_input, ns, ns);
-  if (r == nullptr) {
-    PyErr_Clear();
-    Py_DECREF(ns);
-    return false;
-  }
-  Py_DECREF(r);
-  helpers_ = ns;
-  return true;
+  std::string why;
+  helpers_ = RunPythonSource(kServerHelpers, {}, &why);
+  return helpers_ != nullptr;
 }
 
 ControlServer::Reply ControlServer::Eval(const std::string& body) {

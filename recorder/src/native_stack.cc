@@ -13,13 +13,11 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iterator>
-#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>

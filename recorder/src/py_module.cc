@@ -121,6 +121,37 @@ PyObject* CallTracer(const char* fn) {
 
 }  // namespace
 
+void* RunPythonSource(const char* source, std::initializer_list<PyGlobal> globals,
+                      std::string* why) {
+  PyObject* ns = PyDict_New();
+  if (ns == nullptr) {
+    PyErr_Clear();
+    *why = "out of memory";
+    return nullptr;
+  }
+  PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins());
+  for (const PyGlobal& g : globals)
+    PyDict_SetItemString(ns, g.name, static_cast<PyObject*>(g.value));
+  PyObject* r = PyRun_String(source, Py_file_input, ns, ns);
+  if (r == nullptr) {
+    PyObject *type, *value, *trace;
+    PyErr_Fetch(&type, &value, &trace);
+    PyObject* text = value != nullptr ? PyObject_Str(value) : nullptr;
+    const char* msg = text != nullptr ? PyUnicode_AsUTF8(text) : nullptr;
+    *why = std::string(type != nullptr ? reinterpret_cast<PyTypeObject*>(type)->tp_name : "error") +
+           ": " + (msg != nullptr ? msg : "");
+    Py_XDECREF(text);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(trace);
+    PyErr_Clear();
+    Py_DECREF(ns);
+    return nullptr;
+  }
+  Py_DECREF(r);
+  return ns;
+}
+
 bool InstallPython(PythonSink* sink, std::string* why) {
   g_sink = sink;  // a forked child's new recorder takes over
   SetTorchSink(sink);
@@ -137,20 +168,14 @@ bool InstallPython(PythonSink* sink, std::string* why) {
     }
     Py_DECREF(m);
   }
-  PyObject* ns = PyDict_New();
-  PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins());
   PyObject* name = PyUnicode_FromString("_probing_torch_tracer");
-  PyDict_SetItemString(ns, "__name__", name);
+  void* ns = RunPythonSource(kTorchTracerSource, {{"__name__", name}}, why);
   Py_XDECREF(name);
-  PyObject* r = PyRun_String(kTorchTracerSource, Py_file_input, ns, ns);
-  if (r == nullptr) {
-    PyErr_Print();
-    Py_DECREF(ns);
-    *why = "the PyTorch tracer did not load";
+  if (ns == nullptr) {
+    *why = "the PyTorch tracer did not load: " + *why;
     return false;
   }
-  Py_DECREF(r);
-  g_namespace = ns;
+  g_namespace = static_cast<PyObject*>(ns);
   PollPython();
   return true;
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,15 @@ class PythonSink {
   virtual void VariableRows(uint64_t thread, uint64_t step,
                             const std::vector<VariableRow>& rows) = 0;
 };
+
+// Runs Python source of ours in a fresh namespace holding `__builtins__` and `globals` (borrowed
+// values). The namespace (a new reference), or null with `why` = "Type: message" of the error.
+struct PyGlobal {
+  const char* name;
+  void* value;  // PyObject*, borrowed
+};
+void* RunPythonSource(const char* source, std::initializer_list<PyGlobal> globals,
+                      std::string* why);
 
 // Creates `_probing_recorder` (once per process) and starts the tracer. False with `why`.
 bool InstallPython(PythonSink* sink, std::string* why);

@@ -107,26 +107,20 @@ void PythonWorker::Run() {
 }
 
 bool PythonWorker::Setup() {
-  PyObject* ns = PyDict_New();
-  if (ns == nullptr) return false;
-  PyObject* builtins = PyEval_GetBuiltins();  // borrowed
-  PyDict_SetItemString(ns, "__builtins__", builtins);
+  std::string why;
   PyObject* path = PyUnicode_FromString(library_path_.c_str());
-  PyDict_SetItemString(ns, "_probing_lib_path", path);
+  auto* ns = static_cast<PyObject*>(
+      path != nullptr ? RunPythonSource(kSetupSource, {{"_probing_lib_path", path}}, &why)
+                      : nullptr);
   Py_XDECREF(path);
-  PyObject* r = PyRun_String(kSetupSource, Py_file_input, ns, ns);
-  if (r == nullptr) {
-    PyErr_Clear();
-    Log("Python-side set-up failed; thread names and Python memory figures are off");
-    Py_DECREF(ns);
+  if (ns == nullptr) {
+    Log("Python-side set-up failed (" + why + "); thread names and Python memory figures are off");
     return false;
   }
-  Py_DECREF(r);
   PyObject* fn = PyDict_GetItemString(ns, "_probing_collect");  // borrowed
   Py_XINCREF(fn);
   collect_fn_ = fn;
   Py_DECREF(ns);
-  std::string why;
   if (!InstallPython(sink_, &why)) Log(why + "; PyTorch tracing is off");
   return fn != nullptr;
 }

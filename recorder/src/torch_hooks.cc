@@ -68,7 +68,8 @@ struct State {
   std::vector<Row> rows, backward;
   std::unordered_map<PyObject*, SlotObject*> slots;  // tensor -> slot (owned)
   std::unordered_map<PyObject*, ModuleName> modules;
-  std::vector<std::string> names;
+  std::vector<std::string> names;  // interned: each distinct name once
+  std::unordered_map<std::string, uint32_t> name_ids;
   PyTypeObject* slot_type = nullptr;
   PyObject *s_requires_grad, *s_backward_hooks, *s_grad_fn, *s_register_hook_dict, *s_register_hook;
 };
@@ -89,8 +90,9 @@ std::vector<int64_t>& Stack() {
 }
 
 uint32_t Intern(const char* name) {
-  g.names.emplace_back(name);
-  return static_cast<uint32_t>(g.names.size() - 1);
+  auto [it, added] = g.name_ids.try_emplace(name, static_cast<uint32_t>(g.names.size()));
+  if (added) g.names.emplace_back(name);
+  return it->second;
 }
 
 bool LookupName(PyObject* module, uint32_t* out) {

@@ -4,7 +4,8 @@
 // held. A traced module call costs two C calls and, for backward, one tensor-hook registration
 // and one C call from autograd (bench/torch_overhead.py).
 //
-//   PyObject* fns = TorchHookFunctions();   // {"pre": ..., "post": ..., ...} for the tracer
+//   AddTorchHooks(module);    // _probing_recorder.pre, .post, .configure, .begin, .end_step
+//   SetTorchSink(recorder);   // where end_step writes a step's rows
 #pragma once
 
 #include <Python.h>

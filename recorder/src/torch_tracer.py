@@ -29,7 +29,7 @@ class _Tracer:
         self.cuda = False
         # The rows, the per-call hooks and backward timing live in C (torch_hooks.cc).
         # torch 1.x: tensor hooks are added to _backward_hooks directly (what
-        # Tensor.register_hook does, without its handle: 1.5 us instead of 7); else through it.
+        # Tensor.register_hook does, without building its handle); else through it.
         _rec.configure(self.resolve, self.inference_end, torch.Tensor, torch.is_grad_enabled,
                        torch.autograd.Variable._execution_engine.queue_callback, self.memory,
                        torch.__version__.startswith("1."))
