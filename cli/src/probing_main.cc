@@ -17,6 +17,7 @@
 #include "printer.h"
 #include "probing/analyzer/trace_set.h"
 #include "probing/format/tables.h"
+#include "probing/injector/injector.h"
 #include "probing/live/control_client.h"
 #include "probing/live/query.h"
 #include "probing/live/rdma.h"
@@ -155,6 +156,94 @@ int CmdEval(const Options& o, const std::string& code, double timeout) {
     std::cerr << r["exception"]["traceback"].get<std::string>();
     return 1;
   }
+  return 0;
+}
+
+// Where recorder builds are: $PROBING_RECORDER_DIR when set, else beside this program (build
+// tree: build/lib; installed: lib/probing).
+std::vector<std::string> RecorderDirs() {
+  const char* only = std::getenv("PROBING_RECORDER_DIR");
+  if (only != nullptr && *only != '\0') return {only};
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    dirs.push_back((exe.parent_path().parent_path() / "lib").string());
+    dirs.push_back((exe.parent_path().parent_path() / "lib" / "probing").string());
+  }
+  return dirs;
+}
+
+double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+int CmdInject(const Options& o, double timeout, const std::string& library,
+              const std::vector<std::string>& settings) {
+  const auto began = std::chrono::steady_clock::now();
+  if (o.target.empty()) throw Usage("inject needs -t/--target: the pid of a Python process");
+  auto target = OrFail(probing::live::ParseTarget(o.target));
+  if (target.tcp()) throw Usage("inject works on a local pid, not host:port");
+  for (const auto& kv : settings)
+    if (kv.find('=') == std::string::npos || kv.front() == '=')
+      throw Usage("--set takes KEY=VALUE, got '" + kv + "'");
+  probing::injector::Options io;
+  io.pid = target.pid;
+  io.recorder_dirs = RecorderDirs();
+  io.library = library;
+  io.safe_point_timeout_ms = static_cast<int64_t>(timeout * 1000);
+  io.on_slow = [](const std::string& m) { std::cerr << "probing: " << m << "\n"; };
+  auto outcome = OrFail(probing::injector::Inject(io));
+  if (outcome.already_running) {
+    std::cerr << "probing: the recorder is already running in process " << target.pid
+              << "; nothing was changed\n";
+  }
+  // The recorder answers once its control server is up; its rings fill from then on.
+  probing::live::ControlClient client(target, o.token, 5);
+  json info;
+  for (;;) {
+    auto r = client.Get("/info");
+    if (r.ok()) {
+      info = std::move(r).value();
+      break;
+    }
+    if (std::chrono::steady_clock::now() - began > std::chrono::seconds(10))
+      throw Failure("the recorder was loaded into process " + std::to_string(target.pid) +
+                    " but does not answer (" + r.status().message() +
+                    "); the target's standard error says why");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const double answered_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began).count();
+  for (const auto& kv : settings) {
+    size_t eq = kv.find('=');
+    OrFail(client.Post("/config", {{"key", kv.substr(0, eq)}, {"value", kv.substr(eq + 1)}}));
+  }
+  if (o.fmt() != OutputFormat::kTable) {
+    std::vector<std::vector<Cell>> rows{
+        {int64_t{target.pid}, outcome.already_running, outcome.python, outcome.library,
+         int64_t{outcome.thread}, Ms(outcome.stopped_ns), Ms(outcome.check_ns),
+         Ms(outcome.dlopen_ns), Ms(outcome.start_ns), int64_t{outcome.attempts},
+         Ms(outcome.checks_ns), answered_ms}};
+    probing::cli::PrintRows(o.fmt(),
+                            {"pid", "already_running", "python", "library", "thread",
+                             "stopped_ms", "check_ms", "dlopen_ms", "start_ms", "attempts",
+                             "checks_ms", "answered_ms"},
+                            rows, std::cout);
+    return 0;
+  }
+  if (outcome.already_running) return 0;
+  char line[256];
+  std::cout << "Successfully injected probes into process " << target.pid << "\n";
+  std::cout << "  python     " << outcome.python << " (" << outcome.library << ")\n";
+  snprintf(line, sizeof line, "  thread     %d stopped %.2f ms to load it (%d stop%s to find a safe point)\n",
+           outcome.thread, Ms(outcome.stopped_ns), outcome.attempts,
+           outcome.attempts == 1 ? "" : "s");
+  std::cout << line;
+  snprintf(line, sizeof line, "             (safe-point check %.2f ms, dlopen %.2f ms, start %.2f ms)\n",
+           Ms(outcome.check_ns), Ms(outcome.dlopen_ns), Ms(outcome.start_ns));
+  std::cout << line;
+  snprintf(line, sizeof line, "  answering  on %s after %.1f ms\n",
+           info.value("socket", std::string("its socket")).c_str(), answered_ms);
+  std::cout << line;
   return 0;
 }
 
@@ -381,6 +470,19 @@ int Run(int argc, char** argv) {
   app.add_option("--format", o.format, "how rows are printed: table, csv, json, jsonl")
       ->check(CLI::IsMember({"table", "csv", "json", "jsonl"}));
 
+  auto* inject = app.add_subcommand(
+      "inject", "load the recorder into a running Python process (ptrace; docs/inject.md)");
+  double inject_timeout = 5;
+  std::string inject_library;
+  std::vector<std::string> inject_settings;
+  inject->add_option("--timeout", inject_timeout,
+                     "seconds to look for a safe point to stop a thread at (default 5)")
+      ->check(CLI::Range(0.01, 600.0));
+  inject->add_option("--library", inject_library,
+                     "this recorder build instead of the one matching the target's Python");
+  inject->add_option("--set", inject_settings,
+                     "KEY=VALUE: a setting applied once the recorder answers (repeatable)");
+
   auto* tables = app.add_subcommand(
       "tables", "list every SQL table and its columns (with -t: the target's own too)");
   auto* info = app.add_subcommand("info", "what the recorder in the target says about itself");
@@ -429,6 +531,7 @@ int Run(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   try {
+    if (*inject) return CmdInject(o, inject_timeout, inject_library, inject_settings);
     if (*tables) return CmdTables(o);
     if (*info) return CmdInfo(o);
     if (*bt) return CmdBacktrace(o, thread, locals, native);

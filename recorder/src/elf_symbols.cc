@@ -129,6 +129,20 @@ std::optional<uint64_t> ElfSymbols::Module::VaddrOfFileOffset(uint64_t file_offs
   return std::nullopt;
 }
 
+std::optional<uint64_t> ElfSymbols::Module::FileOffsetOfVaddr(uint64_t vaddr) const {
+  for (const Segment& s : segments_)
+    if (vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz) return vaddr - s.vaddr + s.offset;
+  return std::nullopt;
+}
+
+std::optional<uint64_t> ElfSymbols::Module::Find(const std::string& name) const {
+  for (const Sym& s : syms_)
+    if (std::strncmp(s.name, name.c_str(), name.size()) == 0 &&
+        (s.name[name.size()] == '\0' || s.name[name.size()] == '@'))
+      return s.value;
+  return std::nullopt;
+}
+
 const ElfSymbols::Module* ElfSymbols::Load(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) return nullptr;

@@ -34,6 +34,10 @@ class ElfSymbols {
     // The ELF virtual address of file offset `file_offset` (for turning a mapped address into a
     // vaddr: vaddr = address - map_start + map_offset + (p_vaddr - p_offset) of its segment).
     std::optional<uint64_t> VaddrOfFileOffset(uint64_t file_offset) const;
+    // The other way round: the file offset that holds ELF virtual address `vaddr`.
+    std::optional<uint64_t> FileOffsetOfVaddr(uint64_t vaddr) const;
+    // The ELF virtual address of the function called `name` (a versioned "name@..." matches too).
+    std::optional<uint64_t> Find(const std::string& name) const;
 
    private:
     friend class ElfSymbols;

@@ -52,6 +52,20 @@ TEST(ElfSymbols, NamesAFunctionOfThisBinaryWithItsOffset) {
   EXPECT_EQ(syms.Load(w.path), m);  // kept
 }
 
+TEST(ElfSymbols, FindsAFunctionByNameAndItsFileOffset) {
+  auto addr = reinterpret_cast<uintptr_t>(&ProbingElfSymbolsTestTarget);
+  Where w = Locate(addr);
+  ElfSymbols syms;
+  const ElfSymbols::Module* m = syms.Load(w.path);
+  ASSERT_NE(m, nullptr);
+  auto vaddr = m->Find("ProbingElfSymbolsTestTarget");
+  ASSERT_TRUE(vaddr.has_value());
+  EXPECT_EQ(m->VaddrOfFileOffset(w.file_offset), vaddr);
+  EXPECT_EQ(m->FileOffsetOfVaddr(*vaddr), w.file_offset);
+  EXPECT_FALSE(m->Find("ProbingElfSymbolsTestTarge").has_value());  // whole names only
+  EXPECT_FALSE(m->Find("no_such_function_here").has_value());
+}
+
 TEST(ElfSymbols, AnAddressOutsideEverySymbolIsUnnamed) {
   Where w = Locate(reinterpret_cast<uintptr_t>(&ProbingElfSymbolsTestTarget));
   ElfSymbols syms;
