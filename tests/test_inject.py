@@ -141,14 +141,30 @@ def test_torch_training_is_traced_after_injection(spawn, probing_bin, env):
     assert rows[0]["n"] > 0
 
 
+def test_a_target_in_a_virtual_environment(python, spawn, probing_bin, env, tmp_path):
+    """A venv of its own, without our package: the recorder is found beside `probing`."""
+    venv = tmp_path / "venv"
+    r = subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip("no venv module for %s: %s" % (python, r.stderr.strip()[-200:]))
+    p = spawn(str(venv / "bin" / "python"), "sleep", 1.5)
+    check_injected(probing_bin, env, p)
+    finish(p, probing_bin, env)
+
+
 def test_twice_says_already_running_and_changes_nothing(spawn, probing_bin, env):
     p = spawn(_find_python("system"), "sleep", 3)
     check_injected(probing_bin, env, p)
-    maps_before = open("/proc/%d/maps" % p.pid).read()
+    def mapped_files():  # anonymous memory moves on its own (the recorder's threads allocate)
+        lines = open("/proc/%d/maps" % p.pid).read().splitlines()
+        return sorted(line.split(None, 5)[5] for line in lines if len(line.split(None, 5)) == 6)
+
+    files_before = mapped_files()
     r = inject(probing_bin, env, p.pid)
     assert r.returncode == 0
     assert "already running" in r.stderr
-    assert open("/proc/%d/maps" % p.pid).read() == maps_before
+    assert mapped_files() == files_before  # nothing loaded twice
     finish(p, probing_bin, env)
 
 
