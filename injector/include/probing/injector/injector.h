@@ -4,10 +4,11 @@
 // keep running) at a safe point: its unwound stack holds no frame of the dynamic loader, of
 // malloc's family or of another libc function that takes a lock the load needs. In that thread
 // the target's own libc functions are called, found in its ELF files on disk: mmap (a private
-// stack and the path), dlopen of the recorder build for the target's Python version, the
-// recorder's `probing_start`, munmap. Each call returns to address 0, a fault we catch. Every
-// register (general, x87/SSE/AVX), errno and every byte written are restored, and a system call
-// the thread was blocked in resumes as if nothing had happened. No Python code runs in the
+// stack and the path), dlopen of the recorder build for the target's Python version, munmap,
+// then the recorder's `probing_start_detached` (which starts it in a thread of its own). Each
+// call returns to address 0, a fault we catch. Every register (general, x87/SSE/AVX), errno and
+// every byte written are restored, and a system call the thread was blocked in resumes as if
+// nothing had happened. No Python code runs in the
 // hijacked thread: the recorder's own thread takes the GIL later (docs/inject.md).
 //
 //   probing::injector::Options o;
@@ -47,7 +48,7 @@ struct Outcome {
   int attempts = 0;              // stops until a safe point was found
   int64_t stopped_ns = 0;        // how long that thread was stopped for the load
   int64_t checks_ns = 0;         // the other stops (safe-point checks), summed
-  // Parts of stopped_ns: the safe-point check, dlopen, and probing_start.
+  // Parts of stopped_ns: the safe-point check, dlopen, and probing_start_detached.
   int64_t check_ns = 0, dlopen_ns = 0, start_ns = 0;
   int64_t total_ns = 0;          // from the start of Inject to its return
 };
