@@ -103,6 +103,11 @@ std::optional<std::string> VersionFromFiles(const ProcessImage& image, pid_t pid
   return std::nullopt;
 }
 
+Status NotPython(pid_t pid) {
+  return InvalidArgument("process " + Pid(pid) +
+                         " is not a Python process (no python3.X or libpython3.X among its files)");
+}
+
 Result<std::string> FindLibrary(const Options& o, const std::string& version) {
   if (!o.library.empty()) {
     if (access(o.library.c_str(), R_OK) != 0)
@@ -232,13 +237,6 @@ Result<int> LoadAndStart(Tracee& t, ProcessImage& image, const Functions& f,
 
 }  // namespace
 
-Result<std::string> PythonVersionOf(pid_t pid) {
-  PROBING_ASSIGN_OR_RETURN(ProcessImage image, ProcessImage::Read(pid));
-  if (auto v = VersionFromFiles(image, pid)) return *v;
-  return InvalidArgument("process " + Pid(pid) +
-                         " is not a Python process (no python3.X or libpython3.X among its files)");
-}
-
 Result<Outcome> Inject(const Options& o) {
   const int64_t begin = MonotonicNs();
   const pid_t pid = o.pid;
@@ -256,7 +254,8 @@ Result<Outcome> Inject(const Options& o) {
     return Unavailable(PermissionReason(pid, EPERM));
   PROBING_ASSIGN_OR_RETURN(ProcessImage image, std::move(read));
   Outcome out;
-  PROBING_ASSIGN_OR_RETURN(out.python, PythonVersionOf(pid));
+  if (auto v = VersionFromFiles(image, pid)) out.python = *v;
+  else return NotPython(pid);
   for (const Mapping& m : image.maps())
     if (m.path.find("/probing_recorder_cp") != std::string::npos) {
       out.already_running = true;
@@ -292,7 +291,7 @@ Result<Outcome> Inject(const Options& o) {
       Status stopped = t->Stop(deadline);
       if (!stopped.ok()) {
         if (Gone(pid)) return Unavailable("process " + Pid(pid) + " exited during injection");
-        if (stopped.message() == "timeout") break;
+        if (MonotonicNs() >= deadline) break;  // it did not stop in time
         continue;
       }
       ++out.attempts;

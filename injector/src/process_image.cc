@@ -3,40 +3,23 @@
 #include <elf.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 namespace probing::injector {
 
 Result<ProcessImage> ProcessImage::Read(pid_t pid) {
   const std::string file = "/proc/" + std::to_string(pid) + "/maps";
-  std::ifstream in(file);
-  if (!in) {
-    if (errno == ENOENT) return NotFound("no such process " + std::to_string(pid));
-    return Unavailable("cannot read " + file + ": " + std::strerror(errno) +
-                       " (the process belongs to another user? run as that user or as root)");
-  }
+  errno = 0;
   ProcessImage image(pid);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string range, perms, offset, dev, inode, path;
-    ls >> range >> perms >> offset >> dev >> inode;
-    std::getline(ls >> std::ws, path);
-    const size_t dash = range.find('-');
-    if (dash == std::string::npos) continue;
-    Mapping m;
-    m.start = std::strtoull(range.c_str(), nullptr, 16);
-    m.end = std::strtoull(range.c_str() + dash + 1, nullptr, 16);
-    m.offset = std::strtoull(offset.c_str(), nullptr, 16);
-    m.exec = perms.size() > 2 && perms[2] == 'x';
-    if (!path.empty() && path[0] == '/') m.path = path;
-    image.maps_.push_back(std::move(m));
-  }
-  if (image.maps_.empty())  // a zombie, or a kernel thread
+  image.maps_ = recorder::ReadProcMaps(file);
+  if (image.maps_.empty()) {
+    if (errno == ENOENT) return NotFound("no such process " + std::to_string(pid));
+    if (errno == EACCES || errno == EPERM)
+      return Unavailable("cannot read " + file + ": " + std::strerror(errno));
+    // a zombie, or a kernel thread
     return NotFound("process " + std::to_string(pid) + " has no memory mapped (exited?)");
+  }
   return image;
 }
 

@@ -12,15 +12,12 @@
 #include <vector>
 
 #include "elf_symbols.h"
+#include "proc_maps.h"
 #include "probing/format/status.h"
 
 namespace probing::injector {
 
-struct Mapping {
-  uintptr_t start = 0, end = 0, offset = 0;
-  bool exec = false;
-  std::string path;  // as the target names it; empty for anonymous memory
-};
+using Mapping = recorder::MapEntry;  // paths as the target names them
 
 class ProcessImage {
  public:

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "unwind_accessors.h"
+
 // libunwind's search of a binary-search .eh_frame_hdr table, exported but not declared.
 extern "C" int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip,
                                                   unw_dyn_info_t* di, unw_proc_info_t* pi,
@@ -125,10 +127,6 @@ int AccessReg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, vo
   return 0;
 }
 
-int AccessFpreg(unw_addr_space_t, unw_regnum_t, unw_fpreg_t*, int, void*) { return -UNW_EBADREG; }
-int NoDynInfo(unw_addr_space_t, unw_word_t*, void*) { return -UNW_ENOINFO; }
-int NoResume(unw_addr_space_t, unw_cursor_t*, void*) { return -UNW_EINVAL; }
-
 void PutUnwindInfo(unw_addr_space_t, unw_proc_info_t* pi, void*) {
   std::free(pi->unwind_info);
   pi->unwind_info = nullptr;
@@ -170,17 +168,8 @@ SafePoint CheckSafePoint(pid_t tid, ProcessImage& image) {
     out.why = "its registers could not be read";
     return out;
   }
-  static unw_accessors_t accessors = [] {
-    unw_accessors_t a{};
-    a.find_proc_info = FindProcInfo;
-    a.put_unwind_info = PutUnwindInfo;
-    a.get_dyn_info_list_addr = NoDynInfo;
-    a.access_mem = AccessMem;
-    a.access_reg = AccessReg;
-    a.access_fpreg = AccessFpreg;
-    a.resume = NoResume;
-    return a;
-  }();
+  static unw_accessors_t accessors =
+      recorder::UnwindAccessors(FindProcInfo, PutUnwindInfo, AccessMem, AccessReg);
   unw_addr_space_t as = unw_create_addr_space(&accessors, 0);
   unw_cursor_t cursor;
   if (as == nullptr || unw_init_remote(&cursor, as, &ctx) != 0) {

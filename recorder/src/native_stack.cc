@@ -22,6 +22,9 @@
 #include <sstream>
 #include <thread>
 
+#include "proc_maps.h"
+#include "unwind_accessors.h"
+
 namespace probing::recorder {
 namespace {
 
@@ -136,34 +139,6 @@ int AccessReg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, vo
   return 0;
 }
 
-int AccessFpreg(unw_addr_space_t, unw_regnum_t, unw_fpreg_t*, int, void*) { return -UNW_EBADREG; }
-
-int NoDynInfo(unw_addr_space_t, unw_word_t*, void*) { return -UNW_ENOINFO; }
-
-int NoResume(unw_addr_space_t, unw_cursor_t*, void*) { return -UNW_EINVAL; }
-
-struct Mapping {
-  uintptr_t start, end, offset;
-  std::string path;
-};
-
-std::vector<Mapping> ReadMaps() {
-  std::vector<Mapping> maps;
-  std::ifstream in("/proc/self/maps");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::string range, perms, offset, dev, inode, path;
-    ls >> range >> perms >> offset >> dev >> inode;
-    std::getline(ls >> std::ws, path);
-    auto dash = range.find('-');
-    if (dash == std::string::npos || path.empty() || path[0] != '/') continue;
-    maps.push_back({std::strtoull(range.c_str(), nullptr, 16),
-                    std::strtoull(range.c_str() + dash + 1, nullptr, 16),
-                    std::strtoull(offset.c_str(), nullptr, 16), path});
-  }
-  return maps;
-}
 
 std::string Demangle(const char* name) {
   int status = 0;
@@ -204,14 +179,8 @@ bool NativeUnwinder::Init(std::string* why) {
            " already has a handler in this process";
     return false;
   }
-  static unw_accessors_t accessors{};
-  accessors.find_proc_info = _UPT_find_proc_info;
-  accessors.put_unwind_info = _UPT_put_unwind_info;
-  accessors.get_dyn_info_list_addr = NoDynInfo;
-  accessors.access_mem = AccessMem;
-  accessors.access_reg = AccessReg;
-  accessors.access_fpreg = AccessFpreg;
-  accessors.resume = NoResume;
+  static unw_accessors_t accessors =
+      UnwindAccessors(_UPT_find_proc_info, _UPT_put_unwind_info, AccessMem, AccessReg);
   unw_addr_space_t as = unw_create_addr_space(&accessors, 0);
   void* upt = _UPT_create(getpid());
   if (as == nullptr || upt == nullptr) {
@@ -246,14 +215,14 @@ void NativeUnwinder::Unwind(std::vector<uintptr_t>* ips) {
 }
 
 void NativeUnwinder::Symbolize(const std::vector<uintptr_t>& ips, std::vector<NativeFrame>* out) {
-  std::vector<Mapping> maps = ReadMaps();
+  std::vector<MapEntry> maps = ReadProcMaps("/proc/self/maps");
   for (size_t i = 0; i < ips.size(); ++i) {
     NativeFrame f;
     f.ip = ips[i];
     // A return address may point past the end of a call to a noreturn function: look up ip-1.
     const uintptr_t lookup = i == 0 ? f.ip : f.ip - 1;
-    for (const Mapping& m : maps) {
-      if (lookup < m.start || lookup >= m.end) continue;
+    for (const MapEntry& m : maps) {
+      if (m.path.empty() || lookup < m.start || lookup >= m.end) continue;
       f.module = m.path;
       f.offset = lookup - m.start + m.offset;  // file offset until a symbol is found
       const ElfSymbols::Module* mod = symbols_.Load(m.path);

@@ -91,6 +91,14 @@ def helper(directory):
     return lib
 
 
+def run_threads(n, fn):
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def main():
     directory, mode, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     if mode in ("malloc", "epoll"):
@@ -122,11 +130,7 @@ def main():
                 counts[i] += 1
                 time.sleep(0.01)
 
-        threads = [threading.Thread(target=count, args=(i,)) for i in range(20)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(20, count)
         print("threads counted %d, least %d" % (sum(counts), min(counts)))
     elif mode == "malloc":
         results = [0] * 8
@@ -134,11 +138,7 @@ def main():
         def run(i):
             results[i] = lib.hammer(seconds)
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(8, run)
         print("allocated %d, least %d" % (sum(results), min(results)))
     elif mode == "epoll":
         print("eintr %d" % lib.epoll_eintr(seconds))

@@ -58,8 +58,4 @@ struct Outcome {
 // exiting, no safe point in time, or the load failing in the target (with dlerror's message).
 Result<Outcome> Inject(const Options& options);
 
-// Python's minor version of a running process ("3.11"), from its interpreter's file name; for
-// error messages and tests.
-Result<std::string> PythonVersionOf(pid_t pid);
-
 }  // namespace probing::injector
