@@ -10,7 +10,7 @@ BUILD_TYPE  ?= RelWithDebInfo
 # CI builds with -Werror; a developer's build only warns.
 WERROR      ?= $(if $(CI),ON,OFF)
 
-.PHONY: all deps configure build test test-unit test-sanitize test-python bench demo install clean format-code
+.PHONY: all deps configure build test test-assets test-unit test-sanitize test-python bench demo install clean format-code
 
 all: build
 
@@ -28,9 +28,13 @@ build: configure
 
 # Unit tests (GoogleTest, fuzz corpora, benchmark smoke runs), the same under address and
 # undefined-behaviour sanitizers, then the end-to-end tests (pytest, real processes).
-test: build test-sanitize
+test: build test-sanitize test-assets
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
 	@scripts/run-pytest $(PYTHON) tests
+
+# Published files our exports are checked against (speedscope's schema), from the npm registry.
+test-assets:
+	@scripts/fetch-test-assets $(BUILD_DIR)
 
 test-unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
@@ -42,7 +46,7 @@ test-sanitize: deps
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900 -L sanitize
 
-test-python: build
+test-python: build test-assets
 	@scripts/run-pytest $(PYTHON) tests
 
 bench: build

@@ -3,6 +3,9 @@
 #include <sqlite3.h>
 #include <time.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <regex>
 
 namespace probing::analyzer {
@@ -161,6 +164,51 @@ Status SqlDatabase::LoadRows(const std::string& table, const std::vector<std::st
     ++rows_loaded_;
   }
   return Exec("COMMIT");
+}
+
+Status SqlDatabase::SaveTo(const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  std::remove(tmp.c_str());
+  Stmt attach;
+  if (sqlite3_prepare_v2(Db(db_), "ATTACH DATABASE ? AS saved", -1, &attach.s, nullptr) !=
+      SQLITE_OK)
+    return Internal(sqlite3_errmsg(Db(db_)));
+  sqlite3_bind_text(attach.s, 1, tmp.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(attach.s) != SQLITE_DONE)
+    return InvalidArgument("cannot create " + tmp + ": " + sqlite3_errmsg(Db(db_)));
+  Status st = Exec("BEGIN");
+  for (const char* schema : {"python", "system", "information_schema"}) {
+    if (!st.ok()) break;
+    Stmt list;
+    std::string sql = std::string("SELECT name, sql FROM ") + schema +
+                      ".sqlite_master WHERE type='table' ORDER BY name";
+    if (sqlite3_prepare_v2(Db(db_), sql.c_str(), -1, &list.s, nullptr) != SQLITE_OK) continue;
+    while (st.ok() && sqlite3_step(list.s) == SQLITE_ROW) {
+      std::string name = reinterpret_cast<const char*>(sqlite3_column_text(list.s, 0));
+      std::string create = reinterpret_cast<const char*>(sqlite3_column_text(list.s, 1));
+      // The same columns and types, under the full name in the main schema of the file.
+      size_t paren = create.find('(');
+      std::string full = std::string(schema) + "." + name;
+      st = Exec("CREATE TABLE saved.\"" + full + "\" " + create.substr(paren));
+      if (st.ok())
+        st = Exec("INSERT INTO saved.\"" + full + "\" SELECT * FROM " + schema + ".\"" + name + "\"");
+    }
+  }
+  if (st.ok()) {
+    st = Exec("COMMIT");
+  } else {
+    (void)Exec("ROLLBACK");  // the first error is the one to report
+  }
+  Status detached = Exec("DETACH DATABASE saved");
+  if (!st.ok() || !detached.ok()) {
+    std::remove(tmp.c_str());
+    return InvalidArgument("writing " + path + ": " + (st.ok() ? detached : st).message());
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return InvalidArgument("cannot write " + path + ": " + std::strerror(errno));
+  }
+  return Status::Ok();
 }
 
 std::string SqlDatabase::KnownTables() {

@@ -1,13 +1,20 @@
 // `probing-analyze`: postmortem analysis of recordings (.ptrace files) and of the ring
 // directories dead processes leave behind. Exit codes: 0 success, 1 failure, 2 bad usage.
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <set>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <type_traits>
 
 #include "printer.h"
+#include "probing/analyzer/export.h"
 #include "probing/analyzer/sql.h"
 #include "probing/analyzer/trace_set.h"
 #include "probing/format/tables.h"
@@ -15,6 +22,15 @@
 namespace {
 
 using probing::cli::Cell;
+
+template <typename T>
+T OrFail(probing::Result<T> r) {
+  if (!r.ok()) throw std::runtime_error(r.status().message());
+  return std::move(r).value();
+}
+void OrFail(const probing::Status& st) {
+  if (!st.ok()) throw std::runtime_error(st.message());
+}
 
 std::string FormatTime(int64_t ns) {
   time_t secs = static_cast<time_t>(ns / 1000000000);
@@ -112,12 +128,69 @@ void PrintStats(const probing::analyzer::TraceSet& set) {
                           rows, std::cout);
 }
 
+// A time given to --since/--until: seconds from the start of the data ("30"), before its end
+// ("-10"), or a Unix time in seconds (anything from 1e9 on).
+probing::Result<int64_t> ParseWhen(const std::string& text, const probing::analyzer::Summary& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size())
+    return probing::InvalidArgument("'" + text +
+                                    "' is not a time: seconds from the start (30), before the "
+                                    "end (-10), or a Unix time");
+  if (v >= 1e9) return static_cast<int64_t>(v * 1e9);
+  if (text[0] == '-') return s.last_ts + static_cast<int64_t>(v * 1e9);
+  return s.first_ts + static_cast<int64_t>(v * 1e9);
+}
+
+// The stack samples a --where clause keeps, as (pid, sample_id).
+probing::Result<std::set<std::pair<int64_t, int64_t>>> SamplesWhere(
+    probing::analyzer::SqlDatabase& db, const std::string& where) {
+  PROBING_ASSIGN_OR_RETURN(
+      auto r, db.Query("SELECT DISTINCT pid, sample_id FROM python.stacks WHERE " + where));
+  std::set<std::pair<int64_t, int64_t>> keep;
+  for (const auto& row : r.rows)
+    if (auto* pid = std::get_if<int64_t>(&row[0]))
+      if (auto* id = std::get_if<int64_t>(&row[1])) keep.emplace(*pid, *id);
+  return keep;
+}
+
+// Opens an output file, or standard output for "-".
+class Output {
+ public:
+  explicit Output(const std::string& path) : path_(path) {
+    if (path != "-") {
+      file_.open(path, std::ios::binary | std::ios::trunc);
+      if (!file_) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+    }
+  }
+  std::ostream& stream() { return path_ == "-" ? std::cout : file_; }
+  void Close() {
+    if (path_ == "-") return;
+    file_.close();
+    if (!file_) throw std::runtime_error("writing " + path_ + " failed: " + std::strerror(errno));
+  }
+  std::string where() const { return path_ == "-" ? "standard output" : path_; }
+
+ private:
+  std::string path_;
+  std::ofstream file_;
+};
+
 int Run(int argc, char** argv) {
   CLI::App app{
       "probing-analyze: postmortem analysis of Probing recordings.\n"
       "Reads .ptrace files (`probing record`) and the ring directories a process\n"
       "leaves under $PROBING_DATA_DIR/<pid>/. Damaged data is skipped and counted;\n"
-      "everything whole still loads. With no other option, prints a summary."};
+      "everything whole still loads. With no SQL, table or export, prints a summary.\n"
+      "\n"
+      "  probing-analyze run.ptrace \"SELECT func, count(*) FROM python.stacks GROUP BY func\"\n"
+      "  probing-analyze run.ptrace --flamegraph flame.svg --since 10 --until 20\n"
+      "  probing-analyze rank0.ptrace rank1.ptrace --db runs.db"};
   app.set_version_flag("--version", "probing-analyze 0.1.0 (trace format v1)");
   std::vector<std::string> inputs;
   app.add_option("inputs", inputs,
@@ -132,6 +205,28 @@ int Run(int argc, char** argv) {
   std::string format_name = "table";
   app.add_option("--format", format_name, "how rows are printed: table, csv, json, jsonl")
       ->check(CLI::IsMember({"table", "csv", "json", "jsonl"}));
+  std::string db_path;
+  app.add_option("--db", db_path,
+                 "also keep the tables in this SQLite file (tables named \"python.stacks\" etc.)");
+  std::string svg_path, folded_path, speedscope_path, chrome_path, title;
+  app.add_option("--flamegraph", svg_path,
+                 "write an interactive flame graph (SVG: click to zoom, Ctrl-F to search)");
+  app.add_option("--folded", folded_path,
+                 "write folded stacks (flamegraph.pl's input; '-' for standard output)");
+  app.add_option("--speedscope", speedscope_path, "write a speedscope profile (JSON)");
+  app.add_option("--chrome-trace", chrome_path,
+                 "write the PyTorch module timeline for Perfetto / chrome://tracing (JSON)");
+  app.add_option("--title", title, "the flame graph's title (default: the recorded command)");
+  std::optional<uint64_t> thread;
+  std::string since, until, where;
+  app.add_option("--thread", thread, "exports: only this thread (OS thread id)");
+  app.add_option("--since", since,
+                 "exports: from this time: seconds from the start (30), before the end (-10), or "
+                 "a Unix time");
+  app.add_option("--until", until, "exports: up to this time (as --since)");
+  app.add_option("--where", where,
+                 "exports: only stack samples with a frame matching this SQL condition on "
+                 "python.stacks, e.g. \"func = 'forward'\"");
 
   try {
     app.parse(argc, argv);
@@ -139,49 +234,111 @@ int Run(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 2;
   }
-  {
-    std::string sql;
-    std::error_code ec;
-    if (inputs.size() > 1 && !std::filesystem::exists(inputs.back(), ec)) {
-      sql = inputs.back();
-      inputs.pop_back();
-    }
-    auto set = probing::analyzer::LoadTraces(inputs);
-    if (!set.ok()) {
-      std::cerr << "probing-analyze: " << set.status().message() << "\n";
-      return 1;
-    }
-    if (!sql.empty()) {
-      auto db = probing::analyzer::SqlDatabase::Create();
-      if (!db.ok()) {
-        std::cerr << "probing-analyze: " << db.status().message() << "\n";
-        return 1;
-      }
-      auto st = (*db)->LoadSegments(set->segments);
-      auto r = st.ok() ? (*db)->Query(sql) : probing::Result<probing::analyzer::QueryResult>(st);
-      if (!r.ok()) {
-        std::cerr << "probing-analyze: " << r.status().message() << "\n";
-        return 1;
-      }
-      static_assert(std::is_same_v<Cell, probing::analyzer::SqlValue>);
-      probing::cli::PrintRows(*probing::cli::ParseOutputFormat(format_name), r->columns, r->rows,
-                              std::cout);
-    } else if (!table.empty()) {
-      int rc = PrintTable(*set, table, *probing::cli::ParseOutputFormat(format_name));
-      if (rc != 0) return rc;
-    } else {
-      PrintSummary(probing::analyzer::Summarize(*set));
-    }
-    if (stats) {
-      std::cout << "\nInputs:\n";
-      PrintStats(*set);
-    }
-    uint64_t damaged = 0;
-    for (const auto& s : set->sources) damaged += s.segments_corrupt + (s.bytes_skipped ? 1 : 0);
-    if (damaged > 0 && !stats)
-      std::cerr << "probing-analyze: some input was damaged and skipped; --stats tells what\n";
-    return 0;
+  const auto format = *probing::cli::ParseOutputFormat(format_name);
+  std::string sql;
+  std::error_code ec;
+  if (inputs.size() > 1 && !std::filesystem::exists(inputs.back(), ec)) {
+    sql = inputs.back();
+    inputs.pop_back();
   }
+  const bool exports =
+      !svg_path.empty() || !folded_path.empty() || !speedscope_path.empty() || !chrome_path.empty();
+  if (!exports && (thread || !since.empty() || !until.empty() || !where.empty())) {
+    std::cerr << "probing-analyze: --thread, --since, --until and --where choose what an export "
+                 "(--flamegraph, --folded, --speedscope, --chrome-trace) takes; give one\n";
+    return 2;
+  }
+  if ((folded_path == "-" ? 1 : 0) + (!sql.empty() || !table.empty() ? 1 : 0) > 1) {
+    std::cerr << "probing-analyze: --folded - and rows printed would share standard output\n";
+    return 2;
+  }
+  auto set = OrFail(probing::analyzer::LoadTraces(inputs));
+
+  std::unique_ptr<probing::analyzer::SqlDatabase> db;
+  if (!sql.empty() || !db_path.empty() || !where.empty()) {
+    db = OrFail(probing::analyzer::SqlDatabase::Create());
+    OrFail(db->LoadSegments(set.segments));
+  }
+  if (!sql.empty()) {
+    auto r = OrFail(db->Query(sql));
+    static_assert(std::is_same_v<Cell, probing::analyzer::SqlValue>);
+    probing::cli::PrintRows(format, r.columns, r.rows, std::cout);
+  } else if (!table.empty()) {
+    int rc = PrintTable(set, table, format);
+    if (rc != 0) return rc;
+  } else if (!exports && db_path.empty()) {
+    PrintSummary(probing::analyzer::Summarize(set));
+  }
+  if (!db_path.empty()) {
+    OrFail(db->SaveTo(db_path));
+    std::cerr << "probing-analyze: wrote " << db->rows_loaded() << " rows to " << db_path << "\n";
+  }
+
+  if (exports) {
+    const auto summary = probing::analyzer::Summarize(set, 1);
+    probing::analyzer::SampleFilter filter;
+    filter.thread = thread;
+    if (!since.empty()) filter.since_ns = OrFail(ParseWhen(since, summary));
+    if (!until.empty()) filter.until_ns = OrFail(ParseWhen(until, summary));
+    if (!where.empty()) filter.samples = OrFail(SamplesWhere(*db, where));
+    if (!svg_path.empty() || !folded_path.empty()) {
+      auto folded = probing::analyzer::FoldStacks(set.segments, filter);
+      if (!folded_path.empty()) {
+        Output out(folded_path);
+        probing::analyzer::WriteFolded(folded, out.stream());
+        out.Close();
+        std::cerr << "probing-analyze: wrote " << folded.stacks.size() << " folded stacks ("
+                  << folded.samples << " samples) to " << out.where() << "\n";
+      }
+      if (!svg_path.empty()) {
+        probing::analyzer::FlameGraphOptions o;
+        o.title = !title.empty() ? title
+                  : summary.processes.size() == 1 ? "Flame graph: " + summary.processes[0]
+                                                  : "Flame graph";
+        o.subtitle = std::to_string(folded.samples) + " samples";
+        if (summary.last_ts > summary.first_ts)
+          o.subtitle += " over " + std::to_string((summary.last_ts - summary.first_ts) / 1000000000) +
+                        " s";
+        if (thread) o.subtitle += ", thread " + std::to_string(*thread);
+        if (!since.empty()) o.subtitle += ", since " + since;
+        if (!until.empty()) o.subtitle += ", until " + until;
+        if (!where.empty()) o.subtitle += ", where " + where;
+        Output out(svg_path);
+        probing::analyzer::WriteFlameGraphSvg(folded, o, out.stream());
+        out.Close();
+        std::cerr << "probing-analyze: wrote a flame graph of " << folded.samples << " samples to "
+                  << out.where() << "\n";
+      }
+      if (folded.samples == 0)
+        std::cerr << "probing-analyze: no stack samples with Python frames matched\n";
+    }
+    if (!speedscope_path.empty()) {
+      Output out(speedscope_path);
+      probing::analyzer::WriteSpeedscope(
+          set.segments, filter,
+          summary.processes.empty() ? std::string("probing") : summary.processes[0], out.stream());
+      out.Close();
+      std::cerr << "probing-analyze: wrote a speedscope profile to " << out.where() << "\n";
+    }
+    if (!chrome_path.empty()) {
+      Output out(chrome_path);
+      uint64_t calls = probing::analyzer::WriteChromeTrace(set.segments, filter, out.stream());
+      out.Close();
+      std::cerr << "probing-analyze: wrote " << calls << " PyTorch calls as a Chrome trace to "
+                << out.where() << (calls == 0 ? " (no python.torch_trace rows matched)" : "")
+                << "\n";
+    }
+  }
+
+  if (stats) {
+    std::cout << "\nInputs:\n";
+    PrintStats(set);
+  }
+  uint64_t damaged = 0;
+  for (const auto& s : set.sources) damaged += s.segments_corrupt + (s.bytes_skipped ? 1 : 0);
+  if (damaged > 0 && !stats)
+    std::cerr << "probing-analyze: some input was damaged and skipped; --stats tells what\n";
+  return 0;
 }
 
 }  // namespace

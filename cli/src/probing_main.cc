@@ -2,7 +2,11 @@
 // Argument parsing and printing only; the work is in the libraries. Exit codes: 0 success,
 // 1 a failed operation, 2 bad usage.
 #include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -15,12 +19,14 @@
 #include <type_traits>
 
 #include "printer.h"
+#include "probing/analyzer/export.h"
 #include "probing/analyzer/trace_set.h"
 #include "probing/format/tables.h"
 #include "probing/injector/injector.h"
 #include "probing/live/control_client.h"
 #include "probing/live/query.h"
 #include "probing/live/rdma.h"
+#include "probing/live/recording.h"
 
 namespace {
 
@@ -42,6 +48,9 @@ template <typename T>
 T OrFail(probing::Result<T> r) {
   if (!r.ok()) throw Failure(r.status().message());
   return std::move(r).value();
+}
+void OrFail(const probing::Status& st) {
+  if (!st.ok()) throw Failure(st.message());
 }
 
 static_assert(std::is_same_v<Cell, probing::analyzer::SqlValue>);
@@ -357,6 +366,226 @@ int CmdQuery(const Options& o, const std::string& sql) {
   return 0;
 }
 
+// Set by SIGINT/SIGTERM while recording: finish the file cleanly instead of dying.
+volatile sig_atomic_t g_stop_signal = 0;
+void OnStopSignal(int sig) { g_stop_signal = sig; }
+
+double Since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Starts `command` with the recorder on (PROBING=1). From a build tree, the probing package is
+// found through its user site (build/pyuser), unless PYTHONUSERBASE says otherwise.
+pid_t Launch(const std::vector<std::string>& command) {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  fs::path pyuser = exe.parent_path().parent_path() / "pyuser";
+  pid_t child = fork();
+  if (child < 0) throw Failure(std::string("cannot start ") + command[0] + ": " + strerror(errno));
+  if (child == 0) {
+    const char* probing = getenv("PROBING");  // NOLINT(concurrency-mt-unsafe): one thread here
+    if (probing == nullptr || std::string(probing).empty() || std::string(probing) == "0")
+      setenv("PROBING", "1", 1);
+    if (getenv("PYTHONUSERBASE") == nullptr && !ec && fs::exists(pyuser, ec))
+      setenv("PYTHONUSERBASE", pyuser.c_str(), 1);
+    std::vector<char*> argv;
+    for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    std::cerr << "probing: cannot run " << command[0] << ": " << strerror(errno) << "\n";
+    _exit(127);
+  }
+  return child;
+}
+
+std::string Size(uint64_t bytes) {
+  char buf[32];
+  if (bytes >= (10u << 20))
+    snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  else
+    snprintf(buf, sizeof buf, "%.1f KiB", static_cast<double>(bytes) / 1024);
+  return buf;
+}
+
+int CmdRecord(const Options& o, const std::string& out, double duration, double interval,
+              const std::vector<std::string>& command) {
+  if (out.empty()) throw Usage("record needs -o/--output FILE.ptrace");
+  pid_t pid = 0, child = 0;
+  std::string dir;
+  const auto began = std::chrono::steady_clock::now();
+  if (!command.empty()) {
+    if (!o.target.empty()) throw Usage("record takes -t PID or a command after --, not both");
+    child = pid = Launch(command);
+    dir = probing::live::DefaultDataDir() + "/" + std::to_string(pid);
+    // The recorder creates its rings as the interpreter starts; wait for them.
+    for (;;) {
+      if (fs::exists(dir + "/process.json")) break;
+      int status = 0;
+      if (waitpid(child, &status, WNOHANG) == child)
+        throw Failure(command[0] + " exited (" +
+                      (WIFEXITED(status) ? "code " + std::to_string(WEXITSTATUS(status))
+                                         : "signal " + std::to_string(WTERMSIG(status))) +
+                      ") before its recorder started: is it a Python program, with the probing "
+                      "package importable?");
+      if (Since(began) > 30) {
+        kill(child, SIGTERM);
+        waitpid(child, nullptr, 0);
+        throw Failure("no recorder started in " + command[0] + " within 30 s (looked for " + dir +
+                      "): is it a Python program, with the probing package importable?");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  } else {
+    if (o.target.empty())
+      throw Usage("record needs -t PID, or a command: probing record -o run.ptrace -- python train.py");
+    auto target = OrFail(probing::live::ParseTarget(o.target));
+    if (target.tcp()) throw Usage("record reads the rings on the target's machine; run it there");
+    pid = target.pid;
+    dir = RingDir(o);
+  }
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;  // no SA_RESTART: the sleep below ends at once
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  auto rec = OrFail(probing::live::Recording::Create(dir, out));
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto started = std::chrono::steady_clock::now();
+  auto last_line = started;
+  int child_status = -1;
+  bool interrupted_child = false;
+  std::string ended = "the duration was reached";
+  auto alive = [&] {
+    if (child != 0) {
+      if (child_status >= 0) return false;
+      int status = 0;
+      if (waitpid(child, &status, WNOHANG) == child) {
+        child_status = status;
+        return false;
+      }
+      return true;
+    }
+    if (kill(pid, 0) != 0 && errno != EPERM) return false;
+    // A zombie has ended too: its parent has just not reaped it yet.
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), {});
+    size_t paren = text.rfind(')');
+    return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] != 'Z';
+  };
+  for (;;) {
+    OrFail(rec.Poll());
+    if (tty && Since(last_line) >= 0.5) {
+      last_line = std::chrono::steady_clock::now();
+      const double t = Since(started);
+      const auto& p = rec.progress();
+      fprintf(stderr, "\rrecording process %d: %.1f s, %llu segments, %s, %.0f events/s%s   ",
+              pid, t, static_cast<unsigned long long>(p.segments), Size(p.bytes).c_str(),
+              t > 0 ? static_cast<double>(p.events) / t : 0.0,
+              p.lost ? (", " + std::to_string(p.lost) + " lost").c_str() : "");
+      fflush(stderr);
+    }
+    if (!alive()) {
+      ended = "process " + std::to_string(pid) + " ended";
+      break;
+    }
+    if (g_stop_signal != 0) {
+      ended = g_stop_signal == SIGINT ? "interrupted" : "stopped (SIGTERM)";
+      break;
+    }
+    if (duration > 0 && Since(started) >= duration) break;
+    std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+  }
+  if (child != 0 && child_status < 0) {
+    // The command was started for this recording: it ends with it. A Ctrl-C from the terminal
+    // reached it already; otherwise it gets one SIGINT, then SIGKILL after 10 s. Its recorder
+    // writes its last segments as it exits, and the polls below copy them.
+    const auto stop_at = std::chrono::steady_clock::now();
+    bool sent = false;
+    while (alive()) {
+      const double waited = Since(stop_at);
+      if (!sent && (g_stop_signal == 0 || waited > 2)) {
+        kill(child, SIGINT);
+        sent = interrupted_child = true;
+      }
+      if (waited > 12) kill(child, SIGKILL);
+      OrFail(rec.Poll());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (!sent) interrupted_child = true;  // the terminal's Ctrl-C ended it
+  }
+  OrFail(rec.Finish());
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  if (tty) fprintf(stderr, "\n");
+  const auto& p = rec.progress();
+  char line[512];
+  snprintf(line, sizeof line,
+           "probing: recorded %llu segments (%llu events, %s) from process %d in %.1f s to %s; %s\n",
+           static_cast<unsigned long long>(p.segments), static_cast<unsigned long long>(p.events),
+           Size(p.bytes).c_str(), pid, Since(started), out.c_str(), ended.c_str());
+  std::cerr << line;
+  if (p.lost > 0)
+    std::cerr << "probing: " << p.lost
+              << " segment(s) were overwritten in the rings before they could be copied"
+              << (p.corrupt ? " or failed their checksum" : "")
+              << "; the recording says so where they were (probing-analyze --stats)\n";
+  std::cerr << "probing: analyze it with: probing-analyze " << out << "\n";
+  if (child != 0 && !interrupted_child && child_status >= 0) {
+    if (WIFEXITED(child_status) && WEXITSTATUS(child_status) != 0) {
+      std::cerr << "probing: " << command[0] << " exited with code " << WEXITSTATUS(child_status)
+                << "\n";
+      return WEXITSTATUS(child_status);
+    }
+    if (WIFSIGNALED(child_status)) {
+      std::cerr << "probing: " << command[0] << " was killed by signal " << WTERMSIG(child_status)
+                << "\n";
+      return 128 + WTERMSIG(child_status);
+    }
+  }
+  return 0;
+}
+
+// A flame graph of the samples in the target's rings (the latest `duration` seconds of them).
+int CmdFlamegraph(const Options& o, std::string out, bool folded, double duration, long thread) {
+  if (o.target.empty()) throw Usage("flamegraph needs -t/--target: the pid of a process");
+  auto target = OrFail(probing::live::ParseTarget(o.target));
+  std::string dir = RingDir(o);
+  auto set = OrFail(probing::analyzer::LoadTraces({dir}));
+  probing::analyzer::SampleFilter filter;
+  if (thread > 0) filter.thread = static_cast<uint64_t>(thread);
+  if (duration > 0) {
+    timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    filter.since_ns = static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec -
+                      static_cast<int64_t>(duration * 1e9);
+  }
+  auto stacks = probing::analyzer::FoldStacks(set.segments, filter);
+  if (stacks.samples == 0)
+    throw Failure("no stack samples with Python frames in " + dir +
+                  (duration > 0 ? " from the last " + std::to_string(static_cast<int>(duration)) + " s"
+                                : std::string()) +
+                  (thread > 0 ? " for thread " + std::to_string(thread) : std::string()));
+  if (folded) {
+    probing::analyzer::WriteFolded(stacks, std::cout);
+    return 0;
+  }
+  if (out.empty()) out = "flamegraph-" + std::to_string(target.pid) + ".svg";
+  auto summary = probing::analyzer::Summarize(set, 1);
+  probing::analyzer::FlameGraphOptions fo;
+  fo.title = summary.processes.size() == 1 ? "Flame graph: " + summary.processes[0] : "Flame graph";
+  fo.subtitle = std::to_string(stacks.samples) + " samples" +
+                (duration > 0 ? ", the last " + std::to_string(static_cast<int>(duration)) + " s"
+                              : std::string(", all the rings hold")) +
+                (thread > 0 ? ", thread " + std::to_string(thread) : std::string());
+  std::ofstream file(out, std::ios::trunc);
+  if (!file) throw Failure("cannot write " + out + ": " + strerror(errno));
+  probing::analyzer::WriteFlameGraphSvg(stacks, fo, file);
+  file.close();
+  if (!file) throw Failure("writing " + out + " failed: " + strerror(errno));
+  std::cout << "Wrote a flame graph of " << stacks.samples << " samples to " << out
+            << " (open it in a browser: click to zoom, Ctrl-F to search)\n";
+  return 0;
+}
+
 uint64_t DirSize(const fs::path& p) {
   uint64_t n = 0;
   std::error_code ec;
@@ -516,6 +745,38 @@ int Run(int argc, char** argv) {
   bool gc = false;
   list->add_flag("--gc", gc, "remove the data of dead processes, and say how much");
 
+  auto* record = app.add_subcommand(
+      "record",
+      "save what the target records to a .ptrace file (probing-analyze reads it); -t PID, or "
+      "-- COMMAND... to start a Python program with the recorder on and record from its start");
+  std::string record_out;
+  double record_duration = 0, record_interval = 0.1;
+  std::vector<std::string> record_command;
+  record->add_option("-o,--output", record_out, "the recording to write (replaced)")->required();
+  record->add_option("--duration", record_duration,
+                     "seconds to record (default: until Ctrl-C or the target ends)")
+      ->check(CLI::Range(0.0, 1e9));
+  record->add_option("--interval", record_interval, "seconds between copies from the rings")
+      ->check(CLI::Range(0.01, 10.0));
+  record->add_option("command", record_command,
+                     "after --: a command to start with PROBING=1 and record (it is interrupted "
+                     "when the recording ends first)");
+  record->positionals_at_end();
+
+  auto* flame = app.add_subcommand(
+      "flamegraph", "a flame graph (interactive SVG) of the stack samples in the target's rings");
+  std::string flame_out;
+  bool flame_folded = false;
+  double flame_duration = 0;
+  long flame_thread = 0;
+  flame->add_option("-o,--output", flame_out, "the SVG to write (default flamegraph-PID.svg)");
+  flame->add_flag("--folded", flame_folded,
+                  "print folded stacks (flamegraph.pl's input) instead of writing an SVG");
+  flame->add_option("--duration", flame_duration,
+                    "only the latest S seconds of samples (default: all the rings hold)")
+      ->check(CLI::Range(0.0, 1e9));
+  flame->add_option("--thread", flame_thread, "only this thread (OS thread id)");
+
   auto* rdma = app.add_subcommand(
       "rdma", "RDMA ports of this machine: state, rate, traffic counters and rates (sysfs)");
   std::string rdma_root = "/sys/class/infiniband";
@@ -541,6 +802,8 @@ int Run(int argc, char** argv) {
     if (*mem) return CmdMemory(o, last);
     if (*query) return CmdQuery(o, sql);
     if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);
+    if (*record) return CmdRecord(o, record_out, record_duration, record_interval, record_command);
+    if (*flame) return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread);
   } catch (const Usage& e) {
     std::cerr << "probing: " << e.what() << "\n";
     return 2;

@@ -18,6 +18,7 @@ constexpr Column kStacksColumns[] = {
     {"file", kText, "source file"},
     {"lineno", kInteger, "current line in that frame"},
     {"holds_gil", kInteger, "1 if the thread held the GIL when sampled"},
+    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kTorchColumns[] = {
     {"step", kInteger, "training step (optimizer steps; outermost forwards in inference)"},
@@ -31,6 +32,7 @@ constexpr Column kTorchColumns[] = {
     {"time", kReal, "start of the call, seconds since the Unix epoch"},
     {"thread_id", kInteger, "OS thread id"},
     {"rank", kInteger, "distributed rank; NULL when unknown"},
+    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kVariablesColumns[] = {
     {"step", kInteger, "training step"},
@@ -39,6 +41,7 @@ constexpr Column kVariablesColumns[] = {
     {"value", kText, "repr of the value (capped); a one-element tensor as its number"},
     {"time", kReal, "seconds since the Unix epoch"},
     {"thread_id", kInteger, "OS thread id"},
+    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kMemoryColumns[] = {
     {"ts", kReal, "seconds since the Unix epoch"},
@@ -52,11 +55,13 @@ constexpr Column kMemoryColumns[] = {
     {"threads", kInteger, "threads in the process"},
     {"cuda_allocated", kInteger, "CUDA memory allocated, bytes; NULL without CUDA"},
     {"cuda_reserved", kInteger, "CUDA memory reserved, bytes; NULL without CUDA"},
+    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kMetricsColumns[] = {
     {"name", kText, "metric name given to @probing.metric"},
     {"value", kReal, "reading"},
     {"time", kReal, "seconds since the Unix epoch"},
+    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kProcessColumns[] = {
     {"pid", kInteger, "process id"},
@@ -140,7 +145,8 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
   auto thread_tid = [&](uint32_t t) { return static_cast<int64_t>(seg.threads[t].tid); };
   switch (table) {
     case TableId::kStacks: {
-      std::array<Value, 9> row;
+      std::array<Value, 10> row;
+      row[9] = int64_t{seg.info.pid};
       for (size_t i = 0; i < seg.samples.size(); ++i) {
         const StackSample& s = seg.samples[i];
         const Thread& th = seg.threads[s.thread];
@@ -167,7 +173,8 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
     }
     case TableId::kTorchTrace: {
       Value rank = Rank(seg);
-      std::array<Value, 11> row;
+      std::array<Value, 12> row;
+      row[11] = int64_t{seg.info.pid};
       for (const TorchEvent& e : seg.torch) {
         row[0] = static_cast<int64_t>(e.step);
         row[1] = static_cast<int64_t>(e.seq);
@@ -185,7 +192,8 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
       return;
     }
     case TableId::kVariables: {
-      std::array<Value, 6> row;
+      std::array<Value, 7> row;
+      row[6] = int64_t{seg.info.pid};
       for (const VariableEvent& e : seg.variables) {
         row[0] = static_cast<int64_t>(e.step);
         row[1] = seg.String(e.func);
@@ -198,7 +206,8 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
       return;
     }
     case TableId::kMemory: {
-      std::array<Value, 11> row;
+      std::array<Value, 12> row;
+      row[11] = int64_t{seg.info.pid};
       for (const MemoryEvent& e : seg.memory) {
         row[0] = Seconds(e.ts);
         row[1] = static_cast<int64_t>(e.rss);
@@ -219,7 +228,8 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
       return;
     }
     case TableId::kMetrics: {
-      std::array<Value, 3> row;
+      std::array<Value, 4> row;
+      row[3] = int64_t{seg.info.pid};
       for (const MetricEvent& e : seg.metrics) {
         row[0] = seg.String(e.name);
         row[1] = e.value;

@@ -41,6 +41,10 @@ class SqlDatabase {
                   const std::vector<std::string>& types,
                   const std::vector<std::vector<SqlValue>>& rows);
 
+  // Writes every table into a new SQLite file at `path` (replacing it once complete), each
+  // named as here, "python.stacks" (other clients quote it: SELECT * FROM "python.stacks").
+  Status SaveTo(const std::string& path);
+
   // Runs one statement. Bad SQL gives SQLite's message; an unknown table lists the known ones.
   Result<QueryResult> Query(const std::string& sql);
   uint64_t rows_loaded() const { return rows_loaded_; }

@@ -1,0 +1,260 @@
+#include "probing/analyzer/export.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+namespace probing::analyzer {
+namespace {
+
+using format::Segment;
+using json = nlohmann::ordered_json;
+
+std::string Clean(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c == ';') c = ':';
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  return out;
+}
+
+std::string ThreadName(const Segment& seg, uint32_t thread) {
+  const auto& th = seg.threads[thread];
+  std::string name = Clean(seg.String(th.name));
+  return (name.empty() ? "thread" : name) + " (" + std::to_string(th.tid) + ")";
+}
+
+bool ManyProcesses(const std::vector<Segment>& segments) {
+  for (const Segment& seg : segments)
+    if (seg.info.pid != segments.front().info.pid) return true;
+  return false;
+}
+
+// The sample_id python.stacks gives sample i of seg (format/src/tables.cc).
+int64_t SampleId(const Segment& seg, size_t i) {
+  return static_cast<int64_t>((seg.info.seq << 24) + i);
+}
+
+bool TakesSample(const SampleFilter& f, const Segment& seg, size_t i) {
+  const auto& s = seg.samples[i];
+  if (!f.Takes(seg.threads[s.thread].tid, s.ts)) return false;
+  return !f.samples || f.samples->count({int64_t{seg.info.pid}, SampleId(seg, i)}) > 0;
+}
+
+// Frames of one call site, root first.
+template <typename Fn>
+void WalkRootFirst(const Segment& seg, uint32_t callsite, Fn&& fn) {
+  std::vector<uint32_t> chain;
+  for (uint32_t cs = callsite; cs != 0 && chain.size() < 100000; cs = seg.callsites[cs].parent)
+    chain.push_back(cs);
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) fn(seg.callsites[*it]);
+}
+
+double Micros(int64_t ns) { return static_cast<double>(ns) / 1e3; }
+
+}  // namespace
+
+bool SampleFilter::TakesTime(int64_t ts) const {
+  return (!since_ns || ts >= *since_ns) && (!until_ns || ts <= *until_ns);
+}
+
+bool SampleFilter::Takes(uint64_t tid, int64_t ts) const {
+  return (!thread || *thread == tid) && TakesTime(ts);
+}
+
+std::string FrameName(std::string_view func, std::string_view file, uint32_t first_line) {
+  return Clean(func) + " (" + Clean(file) + ":" + std::to_string(first_line) + ")";
+}
+
+FoldedStacks FoldStacks(const std::vector<Segment>& segments, const SampleFilter& filter) {
+  FoldedStacks out;
+  const bool many = !segments.empty() && ManyProcesses(segments);
+  for (const Segment& seg : segments) {
+    // Count per (thread, call site) first: the ids are local to the segment, and a segment
+    // holds the same few stacks many times over.
+    std::map<std::pair<uint32_t, uint32_t>, uint64_t> counts;
+    for (size_t i = 0; i < seg.samples.size(); ++i) {
+      if (!TakesSample(filter, seg, i)) continue;
+      const auto& s = seg.samples[i];
+      if (s.callsite == 0) {
+        ++out.without_frames;
+        continue;
+      }
+      ++counts[{s.thread, s.callsite}];
+    }
+    std::unordered_map<uint32_t, std::string> frame_names;
+    for (const auto& [key, n] : counts) {
+      std::string line = many ? "process " + std::to_string(seg.info.pid) + ";" : "";
+      line += ThreadName(seg, key.first);
+      WalkRootFirst(seg, key.second, [&](const format::CallSite& c) {
+        auto [it, fresh] = frame_names.try_emplace(c.frame);
+        if (fresh) {
+          const auto& f = seg.frames[c.frame];
+          it->second = FrameName(seg.String(f.func), seg.String(f.file), f.first_line);
+        }
+        line += ';';
+        line += it->second;
+      });
+      out.stacks[line] += n;
+      out.samples += n;
+    }
+  }
+  return out;
+}
+
+void WriteFolded(const FoldedStacks& folded, std::ostream& out) {
+  for (const auto& [stack, n] : folded.stacks) out << stack << ' ' << n << '\n';
+}
+
+void WriteSpeedscope(const std::vector<Segment>& segments, const SampleFilter& filter,
+                     const std::string& name, std::ostream& out) {
+  json frames = json::array();
+  std::map<std::string, size_t> frame_index;  // FrameName -> index in frames
+  struct Profile {
+    std::string name;
+    std::vector<std::pair<int64_t, std::vector<size_t>>> samples;  // (ts, root-first frames)
+  };
+  std::map<std::pair<uint32_t, uint64_t>, Profile> profiles;  // (pid, tid)
+  const bool many = !segments.empty() && ManyProcesses(segments);
+  for (const Segment& seg : segments) {
+    std::unordered_map<uint32_t, size_t> local;  // segment frame id -> index
+    for (size_t i = 0; i < seg.samples.size(); ++i) {
+      const auto& s = seg.samples[i];
+      if (s.callsite == 0 || !TakesSample(filter, seg, i)) continue;
+      auto& p = profiles[{seg.info.pid, seg.threads[s.thread].tid}];
+      if (p.name.empty())
+        p.name = (many ? "process " + std::to_string(seg.info.pid) + " " : std::string()) +
+                 ThreadName(seg, s.thread);
+      std::vector<size_t> stack;
+      WalkRootFirst(seg, s.callsite, [&](const format::CallSite& c) {
+        auto [it, fresh] = local.try_emplace(c.frame);
+        if (fresh) {
+          const auto& f = seg.frames[c.frame];
+          std::string key = FrameName(seg.String(f.func), seg.String(f.file), f.first_line);
+          auto [g, added] = frame_index.try_emplace(key, frames.size());
+          if (added)
+            frames.push_back({{"name", std::string(seg.String(f.func))},
+                              {"file", std::string(seg.String(f.file))},
+                              {"line", f.first_line}});
+          it->second = g->second;
+        }
+        stack.push_back(it->second);
+      });
+      p.samples.emplace_back(s.ts, std::move(stack));
+    }
+  }
+  json list = json::array();
+  for (auto& [key, p] : profiles) {
+    std::stable_sort(p.samples.begin(), p.samples.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    json samples = json::array(), weights = json::array();
+    for (auto& [ts, stack] : p.samples) {
+      samples.push_back(std::move(stack));
+      weights.push_back(1);
+    }
+    list.push_back({{"type", "sampled"},
+                    {"name", p.name},
+                    {"unit", "none"},
+                    {"startValue", 0},
+                    {"endValue", p.samples.size()},
+                    {"samples", std::move(samples)},
+                    {"weights", std::move(weights)}});
+  }
+  json doc = {{"$schema", "https://www.speedscope.app/file-format-schema.json"},
+              {"shared", {{"frames", std::move(frames)}}},
+              {"profiles", std::move(list)},
+              {"name", name},
+              {"activeProfileIndex", 0},
+              {"exporter", "probing-analyze 0.1.0"}};
+  out << doc.dump() << '\n';
+}
+
+uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilter& filter,
+                          std::ostream& out) {
+  json events = json::array();
+  std::set<uint32_t> processes;
+  std::set<std::pair<uint32_t, uint64_t>> threads;
+  struct Span {
+    int64_t begin = INT64_MAX, end = INT64_MIN;
+  };
+  std::map<std::tuple<uint32_t, uint64_t, uint64_t>, Span> steps;  // (pid, tid, step)
+  uint64_t calls = 0;
+  // Times count from the first event (its Unix time is in otherData): microseconds since the
+  // epoch would leave a double a quarter of a microsecond of precision, and a call could end
+  // after the step around it.
+  int64_t base = INT64_MAX;
+  for (const Segment& seg : segments) {
+    for (const auto& e : seg.torch) base = std::min(base, e.ts);
+    for (const auto& m : seg.memory) base = std::min(base, m.ts);
+  }
+  if (base == INT64_MAX) base = 0;
+  auto at = [base](int64_t ns) { return Micros(ns - base); };
+  for (const Segment& seg : segments) {
+    const uint32_t pid = seg.info.pid;
+    for (const auto& p : seg.processes) {
+      if (!processes.insert(p.pid).second) continue;
+      std::string label = std::string(seg.String(p.cmdline));
+      if (p.rank >= 0) label += " (rank " + std::to_string(p.rank) + ")";
+      events.push_back({{"name", "process_name"},
+                        {"ph", "M"},
+                        {"pid", p.pid},
+                        {"args", {{"name", label}}}});
+    }
+    for (const auto& e : seg.torch) {
+      const uint64_t tid = seg.threads[e.thread].tid;
+      if (!filter.Takes(tid, e.ts)) continue;
+      if (threads.insert({pid, tid}).second)
+        events.push_back({{"name", "thread_name"},
+                          {"ph", "M"},
+                          {"pid", pid},
+                          {"tid", tid},
+                          {"args", {{"name", std::string(seg.String(seg.threads[e.thread].name))}}}});
+      const int64_t end = e.ts + static_cast<int64_t>(e.duration_ns);
+      json args = {{"step", e.step}, {"seq", e.seq}};
+      if (e.allocated) args["allocated_mb"] = static_cast<double>(*e.allocated) / (1 << 20);
+      events.push_back({{"name", std::string(seg.String(e.module))},
+                        {"cat", format::TorchStageName(e.stage)},
+                        {"ph", "X"},
+                        {"ts", at(e.ts)},
+                        {"dur", Micros(end - e.ts)},
+                        {"pid", pid},
+                        {"tid", tid},
+                        {"args", std::move(args)}});
+      auto& span = steps[{pid, tid, e.step}];
+      span.begin = std::min(span.begin, e.ts);
+      span.end = std::max(span.end, end);
+      ++calls;
+    }
+    for (const auto& m : seg.memory) {
+      if (!filter.TakesTime(m.ts)) continue;  // process-wide: the thread filter does not apply
+      json args = {{"rss_mb", static_cast<double>(m.rss) / (1 << 20)}};
+      if (m.cuda_allocated) args["cuda_allocated_mb"] = static_cast<double>(*m.cuda_allocated) / (1 << 20);
+      if (m.cuda_reserved) args["cuda_reserved_mb"] = static_cast<double>(*m.cuda_reserved) / (1 << 20);
+      events.push_back({{"name", "memory"},
+                        {"ph", "C"},
+                        {"ts", at(m.ts)},
+                        {"pid", pid},
+                        {"args", std::move(args)}});
+    }
+  }
+  for (const auto& [key, span] : steps) {
+    const auto& [pid, tid, step] = key;
+    events.push_back({{"name", "step " + std::to_string(step)},
+                      {"cat", "train_step"},
+                      {"ph", "X"},
+                      {"ts", at(span.begin)},
+                      {"dur", Micros(span.end - span.begin)},
+                      {"pid", pid},
+                      {"tid", tid},
+                      {"args", {{"step", step}}}});
+  }
+  json doc = {{"traceEvents", std::move(events)},
+              {"displayTimeUnit", "ms"},
+              {"otherData",
+               {{"exporter", "probing-analyze 0.1.0"}, {"unix_time_ns_at_zero", base}}}};
+  out << doc.dump() << '\n';
+  return calls;
+}
+
+}  // namespace probing::analyzer

@@ -1,0 +1,161 @@
+#include "probing/analyzer/export.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "../../format/tests/test_events.h"
+#include "probing/format/segment.h"
+
+namespace probing::analyzer {
+namespace {
+
+using namespace probing::format;
+using json = nlohmann::json;
+using testing::kBaseTs;
+
+// Two threads: main runs train -> forward (3 samples) and train -> load (1); the loader thread
+// runs fetch (2 samples), and once has no Python frame at all.
+Segment TwoThreads(uint32_t pid = 100, uint64_t seq = 0) {
+  SegmentBuilder b(Stream::kStacks, pid);
+  b.SetProcess({pid, kBaseTs, -1, "3.11.2", "python t.py", "h"});
+  uint32_t main_t = b.InternThread(pid, b.InternString("MainThread"));
+  uint32_t loader = b.InternThread(pid + 1, b.InternString("loader;0"));
+  FrameLine fwd[] = {{"forward", "m.py", 5, 6}, {"train", "t.py", 1, 3}};
+  FrameLine load[] = {{"load", "t.py", 9, 10}, {"train", "t.py", 1, 4}};
+  FrameLine fetch[] = {{"fetch", "d.py", 2, 2}};
+  for (int i = 0; i < 3; ++i) b.AddStackSample(kBaseTs + i * 10, main_t, b.InternStack(fwd), 1);
+  b.AddStackSample(kBaseTs + 30, main_t, b.InternStack(load), 1);
+  b.AddStackSample(kBaseTs + 5, loader, b.InternStack(fetch), 0);
+  b.AddStackSample(kBaseTs + 15, loader, b.InternStack(fetch), 0);
+  b.AddStackSample(kBaseTs + 25, loader, 0, 0);
+  std::string bytes;
+  EXPECT_TRUE(b.Seal(Codec::kZstd, seq, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  EXPECT_TRUE(seg.ok());
+  return std::move(seg).value();
+}
+
+TEST(FoldStacks, RootFirstPerThreadWithCounts) {
+  FoldedStacks f = FoldStacks({TwoThreads()}, {});
+  std::ostringstream out;
+  WriteFolded(f, out);
+  // ';' inside a name would split a frame: it becomes ':'. Lines sorted.
+  EXPECT_EQ(out.str(),
+            "MainThread (100);train (t.py:1);forward (m.py:5) 3\n"
+            "MainThread (100);train (t.py:1);load (t.py:9) 1\n"
+            "loader:0 (101);fetch (d.py:2) 2\n");
+  EXPECT_EQ(f.samples, 6u);
+  EXPECT_EQ(f.without_frames, 1u);
+}
+
+TEST(FoldStacks, Filters) {
+  SampleFilter by_thread;
+  by_thread.thread = 101;
+  EXPECT_EQ(FoldStacks({TwoThreads()}, by_thread).samples, 2u);
+  SampleFilter by_time;
+  by_time.since_ns = kBaseTs + 10;
+  by_time.until_ns = kBaseTs + 20;
+  EXPECT_EQ(FoldStacks({TwoThreads()}, by_time).samples, 3u);  // main @10, @20; loader @15
+  SampleFilter by_id;
+  by_id.samples.emplace();
+  by_id.samples->insert({100, 3});  // the 4th sample of segment 0: train -> load
+  FoldedStacks f = FoldStacks({TwoThreads()}, by_id);
+  ASSERT_EQ(f.stacks.size(), 1u);
+  EXPECT_EQ(f.stacks.begin()->first, "MainThread (100);train (t.py:1);load (t.py:9)");
+}
+
+TEST(FoldStacks, SeveralProcessesGetAProcessRoot) {
+  FoldedStacks f = FoldStacks({TwoThreads(100), TwoThreads(200)}, {});
+  EXPECT_EQ(f.samples, 12u);
+  EXPECT_EQ(f.stacks.count("process 200;loader:0 (201);fetch (d.py:2)"), 1u);
+}
+
+TEST(FlameGraphSvg, OneFramePerNodeWithTooltips) {
+  std::ostringstream out;
+  FlameGraphOptions o;
+  o.title = "t <&> py";
+  WriteFlameGraphSvg(FoldStacks({TwoThreads()}, {}), o, out);
+  std::string svg = out.str();
+  EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
+  EXPECT_NE(svg.find("t &lt;&amp;&gt; py"), std::string::npos);  // escaped
+  // Two thread roots, train, forward, load, fetch: 6 frames.
+  size_t frames = 0;
+  for (size_t at = 0; (at = svg.find("<g class=\"f\"", at)) != std::string::npos; ++at) ++frames;
+  EXPECT_EQ(frames, 6u);
+  EXPECT_NE(svg.find("<title>train (t.py:1) (4 samples, 66.67%)</title>"), std::string::npos);
+  EXPECT_NE(svg.find("data-total=\"6\""), std::string::npos);
+  EXPECT_NE(svg.find("function zoom"), std::string::npos);  // the script is inside
+  EXPECT_EQ(svg.find("]]>"), svg.rfind("]]>"));             // and cannot end its CDATA early
+}
+
+TEST(FlameGraphSvg, EmptySaysSo) {
+  std::ostringstream out;
+  WriteFlameGraphSvg({}, {}, out);
+  EXPECT_NE(out.str().find("No samples with Python frames"), std::string::npos);
+}
+
+TEST(Speedscope, OneSampledProfilePerThreadInTimeOrder) {
+  std::ostringstream out;
+  WriteSpeedscope({TwoThreads()}, {}, "run", out);
+  json doc = json::parse(out.str());
+  EXPECT_EQ(doc["$schema"], "https://www.speedscope.app/file-format-schema.json");
+  ASSERT_EQ(doc["profiles"].size(), 2u);
+  const json& main_p = doc["profiles"][0];
+  EXPECT_EQ(main_p["type"], "sampled");
+  EXPECT_EQ(main_p["name"], "MainThread (100)");
+  ASSERT_EQ(main_p["samples"].size(), 4u);
+  EXPECT_EQ(main_p["endValue"], 4);
+  const json& frames = doc["shared"]["frames"];
+  const json& last = main_p["samples"][3];  // train -> load, root first
+  ASSERT_EQ(last.size(), 2u);
+  EXPECT_EQ(frames[last[0].get<size_t>()]["name"], "train");
+  EXPECT_EQ(frames[last[1].get<size_t>()]["name"], "load");
+  EXPECT_EQ(frames[last[1].get<size_t>()]["line"], 9);
+}
+
+TEST(ChromeTrace, TorchCallsNestInTheirStep) {
+  SegmentBuilder b(Stream::kTorch, 100);
+  b.SetProcess({100, kBaseTs, 2, "3.11.2", "python t.py", "h"});
+  uint32_t t = b.InternThread(100, b.InternString("MainThread"));
+  TorchEvent outer;
+  outer.ts = kBaseTs;
+  outer.thread = t;
+  outer.step = 4;
+  outer.module = b.InternString("");
+  outer.duration_ns = 1'000'000;
+  b.AddTorch(outer);
+  TorchEvent inner = outer;
+  inner.ts = kBaseTs + 100'000;
+  inner.seq = 1;
+  inner.module = b.InternString("fc1");
+  inner.duration_ns = 200'000;
+  b.AddTorch(inner);
+  std::string bytes;
+  ASSERT_TRUE(b.Seal(Codec::kZstd, 0, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok());
+  std::ostringstream out;
+  EXPECT_EQ(WriteChromeTrace({*seg}, {}, out), 2u);
+  json doc = json::parse(out.str());
+  int complete = 0;
+  for (const json& e : doc["traceEvents"]) {
+    if (e["ph"] == "M" && e["name"] == "process_name") {
+      EXPECT_EQ(e["args"]["name"], "python t.py (rank 2)");
+    }
+    if (e["ph"] != "X") continue;
+    ++complete;
+    if (e["name"] == "step 4") {
+      EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 1000.0);  // microseconds
+    }
+    if (e["name"] == "fc1") {
+      EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 200.0);
+      EXPECT_EQ(e["args"]["seq"], 1);
+    }
+  }
+  EXPECT_EQ(complete, 3);
+}
+
+}  // namespace
+}  // namespace probing::analyzer

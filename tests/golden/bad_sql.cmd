@@ -1,0 +1,2 @@
+{fixtures}/format_v1.ptrace
+SELECT * FROM python.nope

@@ -1,0 +1,3 @@
+{fixtures}/format_v1.ptrace
+--folded
+-

@@ -1,0 +1,4 @@
+{fixtures}/format_v1.ptrace
+--stats
+--table
+system.process

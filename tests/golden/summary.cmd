@@ -1,0 +1,1 @@
+{fixtures}/format_v1.ptrace

@@ -1,0 +1,3 @@
+{fixtures}/format_v1.ptrace
+{fixtures}/format_v1.ptrace
+SELECT pid, count(*) AS frames FROM python.stacks GROUP BY pid

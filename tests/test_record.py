@@ -1,0 +1,423 @@
+"""`probing record` and the exports of probing-analyze and `probing flamegraph`, against real
+targets: recordings made by attaching and by launching, ended by the duration, Ctrl-C, the
+target's death (SIGKILL) and the recorder's own death; several recordings at once; an SQLite
+file; folded stacks, speedscope JSON checked against speedscope's published schema, a Chrome
+trace, and flame graph SVGs rendered by headless Chromium."""
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import BUILD, ROOT, TARGETS
+from png import read_png
+
+PY = "/usr/bin/python3"
+SCHEMA = BUILD / "test-assets" / "speedscope-1.25.0" / "file-format-schema.json"
+
+
+def env_for(tmp_path):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update({"PROBING_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
+                "PYTHONUSERBASE": str(BUILD / "pyuser")})
+    return env
+
+
+@pytest.fixture
+def procs():
+    """Processes started by a test, killed on every path."""
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def start(procs, tmp_path, *argv, probing="1"):
+    env = env_for(tmp_path)
+    env["PROBING"] = probing
+    p = subprocess.Popen([*map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    procs.append(p)
+    return p
+
+
+def wait_rings(tmp_path, pid, timeout=30):
+    meta = tmp_path / "data" / str(pid) / "process.json"
+    deadline = time.time() + timeout
+    while not meta.exists():
+        assert time.time() < deadline, "no rings for %d" % pid
+        time.sleep(0.05)
+
+
+def record(probing_bin, tmp_path, *args, timeout=120):
+    return subprocess.run([str(probing_bin), "record", *map(str, args)], capture_output=True,
+                          text=True, env=env_for(tmp_path), timeout=timeout)
+
+
+def analyze(analyze_bin, *args, timeout=120):
+    r = subprocess.run([str(analyze_bin), *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout)
+    return r
+
+
+def sql(analyze_bin, inputs, query):
+    r = analyze(analyze_bin, *inputs, query, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def stats_row(analyze_bin, path):
+    r = analyze(analyze_bin, path, "--stats")
+    assert r.returncode == 0, r.stderr
+    line = [l for l in r.stdout.splitlines() if l.startswith(str(path))][0]
+    return line.split()
+
+
+# ------------------------------------------------------------------------------------------
+# Recording
+
+
+def test_record_attached_for_a_duration(procs, tmp_path, probing_bin, analyze_bin):
+    train = start(procs, tmp_path, PY, ROOT / "samples" / "train_mlp.py")
+    wait_rings(tmp_path, train.pid)
+    time.sleep(1.5)  # some steps before the recording starts: those still in the rings come too
+    out = tmp_path / "run.ptrace"
+    r = record(probing_bin, tmp_path, "-t", train.pid, "-o", out, "--duration", "3")
+    assert r.returncode == 0, r.stderr
+    assert "recording process" not in r.stderr  # no progress line when not on a terminal
+    assert re.search(r"recorded \d+ segments \(\d+ events, .*\) from process %d in 3\.\d s to %s; "
+                     r"the duration was reached" % (train.pid, re.escape(str(out))), r.stderr)
+    assert train.poll() is None  # an attached target keeps running
+    row = stats_row(analyze_bin, out)
+    assert row[1:8] == ["ptrace", row[2], "0", "0", "0", "yes", "no"]
+    counts = sql(analyze_bin, [out], "SELECT (SELECT count(DISTINCT sample_id) FROM python.stacks) "
+                 "AS samples, (SELECT count(DISTINCT step) FROM python.torch_trace) AS steps, "
+                 "(SELECT count(*) FROM python.memory) AS memory, "
+                 "(SELECT max(ts) - min(ts) FROM python.stacks) AS span")[0]
+    assert counts["samples"] > 200 and counts["steps"] > 100 and counts["memory"] >= 3
+    assert counts["span"] > 3.0
+
+
+def test_record_launched_from_the_first_step(tmp_path, probing_bin, analyze_bin):
+    out = tmp_path / "run.ptrace"
+    r = record(probing_bin, tmp_path, "-o", out, "--", PY, ROOT / "samples" / "train_mlp.py",
+               "--steps", "120")
+    assert r.returncode == 0, r.stderr
+    assert "step 100 loss" in r.stdout  # the command's own output passes through
+    assert "ended" in r.stderr
+    steps = sql(analyze_bin, [out], "SELECT min(step) AS first, max(step) AS last, "
+                "count(DISTINCT step) AS n FROM python.torch_trace")[0]
+    assert steps == {"first": 0, "last": 119, "n": 120}
+    # Every layer's forward, every step: nothing lost between the rings and the file.
+    rows = sql(analyze_bin, [out], "SELECT count(*) AS n FROM python.torch_trace "
+               "WHERE stage = 'forward' AND module = '0'")[0]
+    assert rows["n"] == 120
+
+
+def test_record_launched_passes_on_the_exit_code(tmp_path, probing_bin, analyze_bin):
+    out = tmp_path / "run.ptrace"
+    r = record(probing_bin, tmp_path, "-o", out, "--", PY, TARGETS / "busy.py", "1.0", "3")
+    assert r.returncode == 3, r.stderr
+    assert "exited with code 3" in r.stderr
+    funcs = {row["func"] for row in sql(analyze_bin, [out], "SELECT DISTINCT func FROM python.stacks")}
+    assert {"inner_work", "outer"} <= funcs
+
+
+def test_record_ends_when_the_duration_stops_a_launched_command(tmp_path, probing_bin, analyze_bin):
+    out = tmp_path / "run.ptrace"
+    t0 = time.time()
+    r = record(probing_bin, tmp_path, "-o", out, "--duration", "2", "--", PY,
+               TARGETS / "busy.py", "60")
+    assert r.returncode == 0, r.stderr
+    assert time.time() - t0 < 30  # interrupted, not waited for
+    assert stats_row(analyze_bin, out)[6] == "yes"
+
+
+def test_record_ends_with_a_sigkilled_target(procs, tmp_path, probing_bin, analyze_bin):
+    train = start(procs, tmp_path, PY, ROOT / "samples" / "train_mlp.py")
+    wait_rings(tmp_path, train.pid)
+    out = tmp_path / "run.ptrace"
+    rec = subprocess.Popen([str(probing_bin), "record", "-t", str(train.pid), "-o", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env_for(tmp_path))
+    procs.append(rec)
+    time.sleep(3)
+    train.kill()
+    _, err = rec.communicate(timeout=30)
+    assert rec.returncode == 0, err
+    assert "process %d ended" % train.pid in err
+    row = stats_row(analyze_bin, out)
+    assert row[6] == "yes" and row[3] == "0"  # closed properly, nothing corrupt
+    n = sql(analyze_bin, [out], "SELECT count(DISTINCT step) AS n FROM python.torch_trace")[0]["n"]
+    assert n > 100
+
+
+def test_record_interrupted_and_killed(procs, tmp_path, probing_bin, analyze_bin):
+    busy = start(procs, tmp_path, PY, TARGETS / "busy.py", "60")
+    wait_rings(tmp_path, busy.pid)
+    # Ctrl-C: a clean end, index written.
+    out = tmp_path / "int.ptrace"
+    rec = subprocess.Popen([str(probing_bin), "record", "-t", str(busy.pid), "-o", str(out)],
+                           stderr=subprocess.PIPE, text=True, env=env_for(tmp_path))
+    procs.append(rec)
+    time.sleep(2.5)
+    rec.send_signal(signal.SIGINT)
+    _, err = rec.communicate(timeout=30)
+    assert rec.returncode == 0, err
+    assert "; interrupted" in err
+    assert stats_row(analyze_bin, out)[6] == "yes"
+    # SIGKILL of the recorder itself: no index, still readable up to its last whole segment.
+    out = tmp_path / "killed.ptrace"
+    rec = subprocess.Popen([str(probing_bin), "record", "-t", str(busy.pid), "-o", str(out)],
+                           stderr=subprocess.PIPE, text=True, env=env_for(tmp_path))
+    procs.append(rec)
+    time.sleep(2.5)
+    rec.kill()
+    rec.wait()
+    row = stats_row(analyze_bin, out)
+    assert row[6:8] == ["no", "(scanned)"] and int(row[2]) > 0
+    assert sql(analyze_bin, [out], "SELECT count(*) AS n FROM python.stacks")[0]["n"] > 0
+
+
+def test_record_errors(tmp_path, probing_bin):
+    r = record(probing_bin, tmp_path, "-t", "1")  # no -o
+    assert r.returncode == 2 and "--output is required" in r.stderr
+    r = record(probing_bin, tmp_path, "-o", tmp_path / "x.ptrace")
+    assert r.returncode == 2 and "record needs -t PID, or a command" in r.stderr
+    r = record(probing_bin, tmp_path, "-t", "1", "-o", tmp_path / "x.ptrace", "--", PY)
+    assert r.returncode == 2 and "not both" in r.stderr
+    r = record(probing_bin, tmp_path, "-t", "4194304", "-o", tmp_path / "x.ptrace")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no process 4194304" in r.stderr
+    r = record(probing_bin, tmp_path, "-o", tmp_path / "x.ptrace", "--", "/bin/true")
+    assert r.returncode == 1 and "exited (code 0) before its recorder started" in r.stderr
+    r = record(probing_bin, tmp_path, "-o", tmp_path / "x.ptrace", "--", tmp_path / "missing")
+    assert r.returncode == 1 and "cannot run" in r.stderr
+    r = record(probing_bin, tmp_path, "-o", tmp_path / "no" / "dir" / "x.ptrace", "--", PY,
+               TARGETS / "busy.py", "5")
+    assert r.returncode == 1 and "x.ptrace" in r.stderr.splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------------------
+# Analysis of real recordings: several files, an SQLite file, exports
+
+
+@pytest.fixture(scope="module")
+def busy_recordings(tmp_path_factory, probing_bin):
+    """Two recordings of busy.py (separate processes), 3 s each, made once for this module."""
+    tmp = tmp_path_factory.mktemp("busy")
+    paths = []
+    for i in range(2):
+        out = tmp / ("busy%d.ptrace" % i)
+        r = record(probing_bin, tmp, "-o", out, "--", PY, TARGETS / "busy.py", "3")
+        assert r.returncode == 0, r.stderr
+        paths.append(out)
+    return paths
+
+
+def test_several_recordings_told_apart_by_pid(busy_recordings, analyze_bin):
+    rows = sql(analyze_bin, busy_recordings,
+               "SELECT pid, count(DISTINCT sample_id) AS n FROM python.stacks GROUP BY pid")
+    assert len(rows) == 2 and all(r["n"] > 100 for r in rows)
+    procs = sql(analyze_bin, busy_recordings, "SELECT pid FROM system.process ORDER BY pid")
+    assert sorted(r["pid"] for r in rows) == [p["pid"] for p in procs]
+
+
+def test_db_file_opens_in_sqlite(busy_recordings, analyze_bin, tmp_path):
+    db = tmp_path / "runs.db"
+    r = analyze(analyze_bin, *busy_recordings, "--db", db)
+    assert r.returncode == 0, r.stderr
+    assert "rows to %s" % db in r.stderr
+    ours = sql(analyze_bin, busy_recordings, "SELECT count(*) AS n FROM python.stacks")[0]["n"]
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute('SELECT count(*) FROM "python.stacks"').fetchone()[0] == ours
+        tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"python.stacks", "python.torch_trace", "system.process"} <= tables
+        assert con.execute('SELECT typeof(ts), typeof(pid) FROM "python.stacks" LIMIT 1').fetchone() \
+            == ("real", "integer")
+    finally:
+        con.close()
+
+
+def folded_lines(text):
+    out = []
+    for line in text.splitlines():
+        m = re.fullmatch(r"(.+) (\d+)", line)
+        assert m, "not a folded line: %r" % line
+        frames = m.group(1).split(";")
+        assert all(frames), "empty frame in %r" % line
+        out.append((frames, int(m.group(2))))
+    return out
+
+
+def test_folded_follows_flamegraph_pl_rules(busy_recordings, analyze_bin):
+    path = busy_recordings[0]
+    r = analyze(analyze_bin, path, "--folded", "-")
+    assert r.returncode == 0, r.stderr
+    lines = folded_lines(r.stdout)
+    total = sum(n for _, n in lines)
+    samples = sql(analyze_bin, [path], "SELECT count(DISTINCT sample_id) AS n FROM python.stacks")
+    assert total == samples[0]["n"]
+    pid = sql(analyze_bin, [path], "SELECT pid FROM system.process")[0]["pid"]
+    for frames, _ in lines:  # root first: the thread, then the script's module frame
+        assert frames[0] == "MainThread (%d)" % pid
+        assert frames[1].startswith("<module> (%s:1)" % (TARGETS / "busy.py"))
+    hot = sum(n for frames, n in lines if frames[-1].startswith("inner_work ("))
+    assert hot > total * 0.5
+    # --where keeps whole samples whose frames match; --thread and --since narrow them.
+    r = analyze(analyze_bin, path, "--folded", "-", "--where", "func = 'inner_work'")
+    assert all(any(f.startswith("inner_work (") for f in frames)
+               for frames, _ in folded_lines(r.stdout))
+    assert sum(n for _, n in folded_lines(r.stdout)) == sum(
+        n for frames, n in lines if any(f.startswith("inner_work (") for f in frames))
+    r = analyze(analyze_bin, path, "--folded", "-", "--thread", "1")
+    assert r.returncode == 0 and r.stdout == ""
+    assert "no stack samples with Python frames matched" in r.stderr
+    r = analyze(analyze_bin, path, "--folded", "-", "--since", "1", "--until", "2")
+    part = sum(n for _, n in folded_lines(r.stdout))
+    assert 0.15 * total < part < 0.6 * total  # about a third of a 3 s run
+
+
+@pytest.mark.skipif(not SCHEMA.exists(), reason="speedscope's schema is fetched by make test "
+                    "(scripts/fetch-test-assets)")
+def test_speedscope_matches_its_published_schema(busy_recordings, analyze_bin, tmp_path):
+    import jsonschema
+
+    out = tmp_path / "profile.speedscope.json"
+    r = analyze(analyze_bin, *busy_recordings, "--speedscope", out)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    assert len(doc["profiles"]) == 2  # one per thread: two processes' main threads
+    frames = doc["shared"]["frames"]
+    names = {frames[i]["name"] for p in doc["profiles"] for s in p["samples"] for i in s}
+    assert {"<module>", "outer", "inner_work"} <= names
+
+
+def test_chrome_trace_nests_modules_in_steps(tmp_path, probing_bin, analyze_bin):
+    rec = tmp_path / "mlp.ptrace"
+    r = record(probing_bin, tmp_path, "-o", rec, "--", PY, ROOT / "samples" / "train_mlp.py",
+               "--steps", "30")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "trace.json"
+    r = analyze(analyze_bin, rec, "--chrome-trace", out)
+    assert r.returncode == 0, r.stderr
+    events = json.loads(out.read_text())["traceEvents"]
+    rows = sql(analyze_bin, [rec], "SELECT count(*) AS n FROM python.torch_trace")[0]["n"]
+    assert "wrote %d PyTorch calls" % rows in r.stderr
+    calls = [e for e in events if e["ph"] == "X" and e["cat"] != "train_step"]
+    steps = {e["args"]["step"]: e for e in events if e["ph"] == "X" and e["cat"] == "train_step"}
+    assert len(calls) == rows and len(steps) == 30
+    for c in calls:
+        s = steps[c["args"]["step"]]
+        assert s["ts"] <= c["ts"] and c["ts"] + c["dur"] <= s["ts"] + s["dur"] + 1e-3
+    assert any(e["ph"] == "C" and e["name"] == "memory" for e in events)
+    assert any(e["ph"] == "M" and e["name"] == "thread_name" for e in events)
+
+
+def test_export_usage_errors(busy_recordings, analyze_bin, tmp_path):
+    r = analyze(analyze_bin, busy_recordings[0], "--thread", "5")
+    assert r.returncode == 2 and "choose what an export" in r.stderr
+    r = analyze(analyze_bin, busy_recordings[0], "--folded", "-", "--since", "soon")
+    assert r.returncode == 1 and "'soon' is not a time" in r.stderr
+    r = analyze(analyze_bin, busy_recordings[0], "--folded", "-", "--where", "nope = 1")
+    assert r.returncode == 1 and "no such column: nope" in r.stderr
+    r = analyze(analyze_bin, busy_recordings[0], "--flamegraph", tmp_path / "no" / "f.svg")
+    assert r.returncode == 1 and "cannot write" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# Flame graphs in a real browser
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def screenshot(svg, fragment, out, width, height):
+    profile = out.parent / ("chromium-" + out.stem)
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--hide-scrollbars", "--user-data-dir=%s" % profile,
+           "--window-size=%d,%d" % (width, height), "--screenshot=%s" % out,
+           "file://%s%s" % (svg, fragment)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and out.exists(), r.stderr[-2000:]
+    return read_png(out)
+
+
+def frame_of(svg_text, func):
+    """(id, x, y, width, fill) of the widest frame whose name starts with func."""
+    best = None
+    for m in re.finditer(r'<g class="f" id="(f\d+)"[^>]*data-name="([^"]*)"><title>[^<]*</title>'
+                         r'<rect x="([\d.]+)" y="(\d+)" width="([\d.]+)" height="\d+" rx="2" '
+                         r'fill="rgb\((\d+),(\d+),(\d+)\)"', svg_text):
+        if m.group(2).startswith(func + " (") and (best is None or float(m.group(5)) > best[3]):
+            best = (m.group(1), float(m.group(3)), int(m.group(4)), float(m.group(5)),
+                    tuple(int(m.group(i)) for i in (6, 7, 8)))
+    assert best, "no frame %s in the SVG" % func
+    return best
+
+
+def near(a, b, tol=12):
+    return all(abs(x - y) <= tol for x, y in zip(a, b))
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Chromium is installed by scripts/install-deps")
+def test_flamegraph_svg_in_headless_chromium(busy_recordings, analyze_bin, tmp_path):
+    svg = tmp_path / "flame.svg"
+    r = analyze(analyze_bin, busy_recordings[0], "--flamegraph", svg, "--title", "busy.py")
+    assert r.returncode == 0, r.stderr
+    text = svg.read_text()
+    width = int(re.search(r'<svg[^>]* width="(\d+)"', text).group(1))
+    height = int(re.search(r'<svg[^>]* height="(\d+)"', text).group(1))
+    fid, x, y, w, fill = frame_of(text, "inner_work")
+    outer = frame_of(text, "outer")
+    assert w > width * 0.4  # the hot function is the widest frame on its row
+    # As drawn: inner_work's colour where the SVG put it, above outer.
+    _, _, pixel = screenshot(svg, "", tmp_path / "plain.png", width, height)
+    assert near(pixel(x + w / 2, y + 1), fill), pixel(x + w / 2, y + 1)
+    assert near(pixel(outer[1] + 2, outer[2] + 1), outer[4])
+    assert outer[2] > y  # callers below callees
+    # The script runs: a search turns matches magenta ...
+    _, _, pixel = screenshot(svg, "#search=inner_work", tmp_path / "search.png", width, height)
+    assert near(pixel(x + w / 2, y + 1), (230, 0, 230)), pixel(x + w / 2, y + 1)
+    assert near(pixel(outer[1] + 2, outer[2] + 1), outer[4])  # outer is not a match
+    # ... and a zoom stretches the frame over the whole width.
+    _, _, pixel = screenshot(svg, "#zoom=" + fid, tmp_path / "zoom.png", width, height)
+    assert near(pixel(11, y + 7), fill) and near(pixel(width - 14, y + 7), fill)
+
+
+def test_live_flamegraph(procs, tmp_path, probing_bin):
+    busy = start(procs, tmp_path, PY, TARGETS / "busy.py", "60")
+    wait_rings(tmp_path, busy.pid)
+    time.sleep(2.5)
+    env = env_for(tmp_path)
+
+    def probing(*args):
+        return subprocess.run([str(probing_bin), "-t", str(busy.pid), "flamegraph", *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+
+    r = probing()
+    default = tmp_path / ("flamegraph-%d.svg" % busy.pid)
+    assert r.returncode == 0, r.stderr
+    assert "Wrote a flame graph of" in r.stdout and default.exists()
+    assert "inner_work (" in default.read_text()
+    r = probing("--folded", "--duration", "1")
+    assert r.returncode == 0, r.stderr
+    recent = folded_lines(r.stdout)
+    r = probing("--folded")
+    everything = folded_lines(r.stdout)
+    assert 0 < sum(n for _, n in recent) < sum(n for _, n in everything)
+    r = probing("--folded", "--thread", busy.pid)
+    assert r.returncode == 0 and all(f[0] == "MainThread (%d)" % busy.pid for f, _ in folded_lines(r.stdout))
+    r = probing("--thread", "1", "-o", tmp_path / "x.svg")
+    assert r.returncode == 1 and "no stack samples with Python frames" in r.stderr
+    r = subprocess.run([str(probing_bin), "flamegraph"], capture_output=True, text=True)
+    assert r.returncode == 2 and "needs -t" in r.stderr
