@@ -6,6 +6,7 @@ Prints one line per 50 steps (step, loss, ms/step).
 """
 import argparse
 import itertools
+import sys
 import time
 
 import torch
@@ -52,4 +53,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C, or `probing record` ending first: stop without a traceback
+        sys.exit(130)

@@ -7,6 +7,7 @@ Prints one line per 10 steps (step, loss, ms/step).
 """
 import argparse
 import itertools
+import sys
 import time
 
 import torch
@@ -48,4 +49,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C, or `probing record` ending first: stop without a traceback
+        sys.exit(130)

@@ -171,6 +171,8 @@ def test_query_live_tables_and_the_seeds_examples(served, run, probing_bin):
     assert json.loads(r.stdout)[0]["n"] >= 1
     r = q("SELECT item, count FROM python.inventory ORDER BY item")  # @probing.table
     assert json.loads(r.stdout) == [{"item": "apple", "count": 3}, {"item": "pear", "count": 1}]
+    r = q("SELECT count(*) AS n FROM PYTHON.STACKS")  # names are case-insensitive in SQL
+    assert json.loads(r.stdout)[0]["n"] > 0
     r = run(probing_bin, "-t", pid, "query", "SELEC 1")
     assert (r.returncode, r.stderr) == (1, 'probing: SQL: near "SELEC": syntax error\n')
     r = run(probing_bin, "-t", pid, "query", "SELECT * FROM python.nope")
@@ -187,5 +189,11 @@ def test_query_a_killed_process_from_its_rings(served, run, probing_bin):
             "GROUP BY func ORDER BY count(*) DESC LIMIT 1")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [{"func": "main_loop"}]
+    # A table named twice (a self-join) is copied into SQLite; named once, it is read in place:
+    # the same rows either way.
+    q = lambda sql: json.loads(run(probing_bin, "-t", pid, "--format", "json", "query", sql).stdout)
+    joined = q("SELECT count(*) AS n FROM python.stacks a JOIN python.stacks b "
+               "ON a.sample_id = b.sample_id AND a.depth = b.depth")[0]["n"]
+    assert joined == q("SELECT count(*) AS n FROM python.stacks")[0]["n"] > 0
     r = run(probing_bin, "-t", pid, "query", "SELECT * FROM python.backtrace")
     assert r.returncode == 1 and "is gone" in r.stderr  # only the live process has that one

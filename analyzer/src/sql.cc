@@ -6,6 +6,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
+#include <array>
+#include <cstdlib>
 #include <regex>
 
 namespace probing::analyzer {
@@ -56,6 +59,231 @@ std::string Quoted(const std::string& table) {  // python.stacks -> "python"."st
   return "\"" + table.substr(0, dot) + "\".\"" + table.substr(dot + 1) + "\"";
 }
 
+// ---- Ring tables as virtual tables over decoded segments (AttachSegments) ----
+
+}  // namespace
+
+// Where a virtual table's segments come from: given, or loaded on the first scan.
+struct SegmentsModuleAux {
+  const std::vector<format::Segment>* segments = nullptr;
+  SqlDatabase::SegmentLoader load;
+  std::vector<format::Segment> loaded;
+  std::string error;
+
+  const std::vector<format::Segment>* Get() {
+    if (segments == nullptr && error.empty() && load) {
+      auto r = load();
+      if (r.ok()) {
+        loaded = std::move(r).value();
+        segments = &loaded;
+      } else {
+        error = r.status().message();
+      }
+    }
+    return segments;
+  }
+};
+
+namespace {
+
+struct SegmentsTable {
+  sqlite3_vtab base;  // first: SQLite sees a sqlite3_vtab*
+  SegmentsModuleAux* source;
+  const std::vector<format::Segment>* segments = nullptr;
+  format::TableId id;
+  size_t columns;
+};
+
+struct SegmentsCursor {
+  sqlite3_vtab_cursor base;  // first
+  SegmentsTable* table;
+  size_t next_segment = 0;
+  int64_t rowid = 0;
+  bool at_end = true;
+  // python.stacks, the big one, is walked frame by frame and a row is made only when a column
+  // is asked for (count(*) asks for none).
+  const format::Segment* seg = nullptr;
+  size_t sample = 0;
+  uint32_t callsite = 0;
+  int64_t depth = 0;
+  std::array<Value, 10> frame_row;
+  int64_t frame_row_id = -1;
+  // The other tables (one row per event, few): the current segment's rows, made at once.
+  std::vector<Value> cells;
+  size_t row = 0, rows = 0;
+  format::RowContext ctx;
+
+  bool stacks() const { return table->id == format::TableId::kStacks; }
+
+  // Stacks: from sample `sample` of `seg` on, the first sample with a frame, else the next
+  // segment's. Others: the next segment that has rows.
+  void Seek() {
+    const auto& segs = *table->segments;
+    if (stacks()) {
+      for (;;) {
+        if (seg != nullptr) {
+          for (; sample < seg->samples.size(); ++sample) {
+            callsite = seg->samples[sample].callsite;
+            if (callsite != 0) {
+              depth = 0;
+              at_end = false;
+              return;
+            }
+          }
+        }
+        if (next_segment >= segs.size()) {
+          at_end = true;
+          return;
+        }
+        seg = &segs[next_segment++];
+        sample = 0;
+      }
+    }
+    cells.clear();
+    row = rows = 0;
+    while (rows == 0 && next_segment < segs.size()) {
+      format::SegmentRows(segs[next_segment++], table->id, ctx, [&](std::span<const Value> r) {
+        cells.insert(cells.end(), r.begin(), r.end());
+      });
+      rows = table->columns ? cells.size() / table->columns : 0;
+    }
+    at_end = rows == 0;
+  }
+
+  void Next() {
+    ++rowid;
+    if (stacks()) {
+      // Parents always precede children; the depth cap guards against a corrupt cycle.
+      callsite = seg->callsites[callsite].parent;
+      if (callsite != 0 && ++depth < 100000) return;
+      ++sample;
+      Seek();
+      return;
+    }
+    if (++row >= rows) Seek();
+  }
+
+  const Value& Cell(int col) {
+    if (stacks()) {
+      if (frame_row_id != rowid) {
+        format::StackRow(*seg, sample, callsite, depth, frame_row);
+        frame_row_id = rowid;
+      }
+      return frame_row[static_cast<size_t>(col)];
+    }
+    return cells[row * table->columns + static_cast<size_t>(col)];
+  }
+};
+
+int SegConnect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite3_vtab** out,
+               char** err) {
+  if (argc < 4) {
+    *err = sqlite3_mprintf("probing_segments needs a table id");
+    return SQLITE_ERROR;
+  }
+  const auto id = static_cast<format::TableId>(std::atoi(argv[3]));
+  const TableSchema& t = format::GetTable(id);
+  std::string decl = "CREATE TABLE x(";
+  for (size_t i = 0; i < t.columns.size(); ++i)
+    decl += (i ? ", " : "") + std::string(t.columns[i].name) + " " + ColumnTypeName(t.columns[i].type);
+  decl += ")";
+  int rc = sqlite3_declare_vtab(db, decl.c_str());
+  if (rc != SQLITE_OK) return rc;
+  auto* tab = new SegmentsTable{};
+  tab->source = static_cast<SegmentsModuleAux*>(aux);
+  tab->id = id;
+  tab->columns = t.columns.size();
+  *out = &tab->base;
+  return SQLITE_OK;
+}
+
+int SegBestIndex(sqlite3_vtab*, sqlite3_index_info* info) {
+  info->estimatedCost = 1e6;  // a full scan: no constraint is used
+  return SQLITE_OK;
+}
+
+int SegDisconnect(sqlite3_vtab* v) {
+  delete reinterpret_cast<SegmentsTable*>(v);
+  return SQLITE_OK;
+}
+
+int SegOpen(sqlite3_vtab* v, sqlite3_vtab_cursor** out) {
+  auto* c = new SegmentsCursor{};
+  c->table = reinterpret_cast<SegmentsTable*>(v);
+  *out = &c->base;
+  return SQLITE_OK;
+}
+
+int SegClose(sqlite3_vtab_cursor* c) {
+  delete reinterpret_cast<SegmentsCursor*>(c);
+  return SQLITE_OK;
+}
+
+int SegFilter(sqlite3_vtab_cursor* cur, int, const char*, int, sqlite3_value**) {
+  auto* c = reinterpret_cast<SegmentsCursor*>(cur);
+  c->table->segments = c->table->source->Get();
+  if (c->table->segments == nullptr) {
+    sqlite3_free(c->table->base.zErrMsg);
+    c->table->base.zErrMsg = sqlite3_mprintf("%s", c->table->source->error.c_str());
+    return SQLITE_ERROR;
+  }
+  c->next_segment = 0;
+  c->rowid = 0;
+  c->frame_row_id = -1;
+  c->seg = nullptr;
+  c->sample = 0;
+  c->ctx = {};
+  c->Seek();
+  return SQLITE_OK;
+}
+
+int SegNext(sqlite3_vtab_cursor* cur) {
+  reinterpret_cast<SegmentsCursor*>(cur)->Next();
+  return SQLITE_OK;
+}
+
+int SegEof(sqlite3_vtab_cursor* cur) {
+  return reinterpret_cast<SegmentsCursor*>(cur)->at_end ? 1 : 0;
+}
+
+int SegColumn(sqlite3_vtab_cursor* cur, sqlite3_context* ctx, int col) {
+  const Value& v = reinterpret_cast<SegmentsCursor*>(cur)->Cell(col);
+  if (auto* i = std::get_if<int64_t>(&v))
+    sqlite3_result_int64(ctx, *i);
+  else if (auto* d = std::get_if<double>(&v))
+    sqlite3_result_double(ctx, *d);
+  else if (auto* s = std::get_if<std::string_view>(&v))
+    sqlite3_result_text(ctx, s->data(), static_cast<int>(s->size()), SQLITE_STATIC);  // segments outlive queries
+  else
+    sqlite3_result_null(ctx);
+  return SQLITE_OK;
+}
+
+int SegRowid(sqlite3_vtab_cursor* cur, sqlite3_int64* out) {
+  *out = reinterpret_cast<SegmentsCursor*>(cur)->rowid;
+  return SQLITE_OK;
+}
+
+const sqlite3_module* SegmentsModule() {
+  static const sqlite3_module m = [] {
+    sqlite3_module mod{};
+    mod.xCreate = SegConnect;
+    mod.xConnect = SegConnect;
+    mod.xBestIndex = SegBestIndex;
+    mod.xDisconnect = SegDisconnect;
+    mod.xDestroy = SegDisconnect;
+    mod.xOpen = SegOpen;
+    mod.xClose = SegClose;
+    mod.xFilter = SegFilter;
+    mod.xNext = SegNext;
+    mod.xEof = SegEof;
+    mod.xColumn = SegColumn;
+    mod.xRowid = SegRowid;
+    return mod;
+  }();
+  return &m;
+}
+
 }  // namespace
 
 std::string RewriteIntervals(const std::string& sql) {
@@ -86,8 +314,16 @@ std::string RewriteIntervals(const std::string& sql) {
 SqlDatabase::~SqlDatabase() { sqlite3_close(Db(db_)); }
 
 Result<std::unique_ptr<SqlDatabase>> SqlDatabase::Create() {
+  // Loading is most of the work: no memory statistics and no mutex on this connection (each
+  // SqlDatabase is used by one thread at a time) save a fifth of it.
+  static const bool configured = [] {
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);  // before SQLite initializes; harmless after
+    return true;
+  }();
+  (void)configured;
   sqlite3* db = nullptr;
-  if (sqlite3_open(":memory:", &db) != SQLITE_OK) {
+  if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
     sqlite3_close(db);
     return Internal("cannot open an in-memory SQLite database");
   }
@@ -107,6 +343,35 @@ Result<std::unique_ptr<SqlDatabase>> SqlDatabase::Create() {
   return d;
 }
 
+Status SqlDatabase::AttachSegments(const std::vector<format::Segment>& segments,
+                                   format::TableId table) {
+  auto aux = std::make_unique<SegmentsModuleAux>();
+  aux->segments = &segments;
+  return Attach(table, std::move(aux));
+}
+
+Status SqlDatabase::AttachLoader(format::TableId table, SegmentLoader load) {
+  auto aux = std::make_unique<SegmentsModuleAux>();
+  aux->load = std::move(load);
+  return Attach(table, std::move(aux));
+}
+
+// One module per table: the module's aux data says where its segments come from.
+Status SqlDatabase::Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux) {
+  const TableSchema& t = format::GetTable(table);
+  if (t.source != format::TableSource::kRing)
+    return InvalidArgument(std::string(t.name) + " is not read from segments");
+  const std::string module = "probing_segments_" + std::to_string(modules_.size());
+  if (sqlite3_create_module_v2(Db(db_), module.c_str(), SegmentsModule(), aux.get(), nullptr) !=
+      SQLITE_OK)
+    return Internal(sqlite3_errmsg(Db(db_)));
+  modules_.push_back(std::move(aux));
+  const std::string name = Quoted(std::string(t.name));
+  PROBING_RETURN_IF_ERROR(Exec("DROP TABLE IF EXISTS " + name));
+  return Exec("CREATE VIRTUAL TABLE " + name + " USING " + module + "(" +
+              std::to_string(static_cast<int>(table)) + ")");
+}
+
 Status SqlDatabase::Exec(const std::string& sql) {
   char* err = nullptr;
   if (sqlite3_exec(Db(db_), sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
@@ -117,11 +382,13 @@ Status SqlDatabase::Exec(const std::string& sql) {
   return Status::Ok();
 }
 
-Status SqlDatabase::LoadSegments(const std::vector<format::Segment>& segments) {
+Status SqlDatabase::LoadSegments(const std::vector<format::Segment>& segments,
+                                 const std::vector<format::TableId>& only) {
   PROBING_RETURN_IF_ERROR(Exec("BEGIN"));
   format::RowContext ctx;
   for (const TableSchema& t : AllTables()) {
     if (t.source != format::TableSource::kRing) continue;
+    if (!only.empty() && std::find(only.begin(), only.end(), t.id) == only.end()) continue;
     std::string sql = "INSERT INTO " + Quoted(std::string(t.name)) + " VALUES (";
     for (size_t i = 0; i < t.columns.size(); ++i) sql += i ? ",?" : "?";
     Stmt st;

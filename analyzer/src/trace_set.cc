@@ -45,13 +45,17 @@ Status LoadRing(const std::string& path, TraceSet* set) {
   SourceStats s;
   s.path = path;
   s.kind = "ring";
-  uint64_t cursor = 0;
-  std::vector<std::string> copies;
-  r.ReadFrom(&cursor, &copies, &s.segments_lost);
   // Segments before the oldest slot were overwritten in the normal course of a ring; they are
-  // not damage. Only copies dropped inside the window count as lost.
-  s.segments_lost -= std::min(s.segments_lost, r.oldest_seq());
-  for (const std::string& c : copies) Keep(format::DecodeSegment(c), s, set);
+  // not damage. Only copies dropped inside the window count as lost. Each copy is decoded as it
+  // is made, into one reused buffer.
+  std::string copy;
+  for (uint64_t seq = r.oldest_seq(), next = r.next_seq(); seq < next; ++seq) {
+    if (!r.Read(seq, &copy).ok()) {
+      ++s.segments_lost;
+      continue;
+    }
+    Keep(format::DecodeSegment(copy), s, set);
+  }
   set->sources.push_back(std::move(s));
   return Status::Ok();
 }

@@ -84,5 +84,61 @@ TEST(Sql, LiveAndCustomTablesLoadFromRows) {
   EXPECT_EQ(std::get<int64_t>(r->rows[0][1]), 1);
 }
 
+// A ring table read through the virtual table (AttachSegments, AttachLoader) holds exactly the
+// rows LoadSegments copies in, in the same order, for every ring table.
+TEST(Sql, VirtualTablesMatchLoadedOnes) {
+  auto set = LoadTraces({std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace"});
+  ASSERT_TRUE(set.ok());
+  auto loaded = Loaded();
+  auto attached = SqlDatabase::Create();
+  ASSERT_TRUE(attached.ok());
+  auto lazy = SqlDatabase::Create();
+  ASSERT_TRUE(lazy.ok());
+  int loads = 0;
+  for (const auto& t : format::AllTables()) {
+    if (t.source != format::TableSource::kRing) continue;
+    ASSERT_TRUE((*attached)->AttachSegments(set->segments, t.id).ok());
+    ASSERT_TRUE((*lazy)
+                    ->AttachLoader(t.id,
+                                   [&]() -> Result<std::vector<format::Segment>> {
+                                     ++loads;
+                                     return set->segments;
+                                   })
+                    .ok());
+  }
+  EXPECT_EQ(loads, 0);  // nothing is read before a query scans it
+  for (const auto& t : format::AllTables()) {
+    if (t.source != format::TableSource::kRing) continue;
+    const std::string sql = "SELECT * FROM " + std::string(t.name);
+    auto want = loaded->Query(sql);
+    ASSERT_TRUE(want.ok()) << want.status().message();
+    for (SqlDatabase* db : {attached->get(), lazy->get()}) {
+      auto got = db->Query(sql);
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      EXPECT_EQ(got->columns, want->columns);
+      EXPECT_EQ(got->rows, want->rows) << t.name;
+      EXPECT_FALSE(want->rows.empty()) << t.name;
+    }
+  }
+  auto twice = (*lazy)->Query("SELECT count(*) FROM python.stacks a JOIN python.stacks b USING (sample_id)");
+  ASSERT_TRUE(twice.ok());
+  EXPECT_EQ(std::get<int64_t>(twice->rows[0][0]), 6 * 9);  // 6 samples of 3 frames, squared each
+  EXPECT_EQ(loads, 6);  // one load per ring table, kept across scans
+}
+
+TEST(Sql, AFailedLoadFailsTheQueryWithItsMessage) {
+  auto db = SqlDatabase::Create();
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)
+                  ->AttachLoader(format::TableId::kMemory,
+                                 []() -> Result<std::vector<format::Segment>> {
+                                   return DataLoss("memory.ring: bad magic");
+                                 })
+                  .ok());
+  auto r = (*db)->Query("SELECT count(*) FROM python.memory");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("memory.ring: bad magic"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace probing::analyzer

@@ -2,6 +2,7 @@
 // directories dead processes leave behind. Exit codes: 0 success, 1 failure, 2 bad usage.
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -255,9 +256,12 @@ int Run(int argc, char** argv) {
   auto set = OrFail(probing::analyzer::LoadTraces(inputs));
 
   std::unique_ptr<probing::analyzer::SqlDatabase> db;
+  double load_seconds = 0;
   if (!sql.empty() || !db_path.empty() || !where.empty()) {
     db = OrFail(probing::analyzer::SqlDatabase::Create());
+    const auto t0 = std::chrono::steady_clock::now();
     OrFail(db->LoadSegments(set.segments));
+    load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   if (!sql.empty()) {
     auto r = OrFail(db->Query(sql));
@@ -333,6 +337,14 @@ int Run(int argc, char** argv) {
   if (stats) {
     std::cout << "\nInputs:\n";
     PrintStats(set);
+    if (db != nullptr) {
+      char line[160];
+      std::snprintf(line, sizeof line, "SQLite: %llu rows loaded in %.3f s (%.2f M rows/s)\n",
+                    static_cast<unsigned long long>(db->rows_loaded()), load_seconds,
+                    load_seconds > 0 ? static_cast<double>(db->rows_loaded()) / load_seconds / 1e6
+                                     : 0.0);
+      std::cout << line;
+    }
   }
   uint64_t damaged = 0;
   for (const auto& s : set.sources) damaged += s.segments_corrupt + (s.bytes_skipped ? 1 : 0);

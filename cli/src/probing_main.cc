@@ -408,7 +408,7 @@ std::string Size(uint64_t bytes) {
 }
 
 int CmdRecord(const Options& o, const std::string& out, double duration, double interval,
-              const std::vector<std::string>& command) {
+              int level, const std::vector<std::string>& command) {
   if (out.empty()) throw Usage("record needs -o/--output FILE.ptrace");
   pid_t pid = 0, child = 0;
   std::string dir;
@@ -447,7 +447,7 @@ int CmdRecord(const Options& o, const std::string& out, double duration, double 
   sa.sa_handler = OnStopSignal;  // no SA_RESTART: the sleep below ends at once
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-  auto rec = OrFail(probing::live::Recording::Create(dir, out));
+  auto rec = OrFail(probing::live::Recording::Create(dir, out, level));
   const bool tty = isatty(STDERR_FILENO) != 0;
   const auto started = std::chrono::steady_clock::now();
   auto last_line = started;
@@ -758,6 +758,10 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e9));
   record->add_option("--interval", record_interval, "seconds between copies from the rings")
       ->check(CLI::Range(0.01, 10.0));
+  int record_level = probing::live::Recording::kDefaultLevel;
+  record->add_option("--level", record_level,
+                     "zstd compression level of the recording, 1 (fastest) to 19 (smallest)")
+      ->check(CLI::Range(1, 19));
   record->add_option("command", record_command,
                      "after --: a command to start with PROBING=1 and record (it is interrupted "
                      "when the recording ends first)");
@@ -802,7 +806,8 @@ int Run(int argc, char** argv) {
     if (*mem) return CmdMemory(o, last);
     if (*query) return CmdQuery(o, sql);
     if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);
-    if (*record) return CmdRecord(o, record_out, record_duration, record_interval, record_command);
+    if (*record) return CmdRecord(o, record_out, record_duration, record_interval, record_level,
+                                    record_command);
     if (*flame) return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread);
   } catch (const Usage& e) {
     std::cerr << "probing: " << e.what() << "\n";

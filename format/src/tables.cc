@@ -141,31 +141,50 @@ const TableSchema* FindTable(std::string_view name) {
   return nullptr;
 }
 
+void StackRow(const Segment& seg, size_t sample, uint32_t callsite, int64_t depth,
+              std::span<Value> row) {
+  const StackSample& s = seg.samples[sample];
+  const Thread& th = seg.threads[s.thread];
+  const CallSite& c = seg.callsites[callsite];
+  const Frame& f = seg.frames[c.frame];
+  row[0] = Seconds(s.ts);
+  row[1] = static_cast<int64_t>(th.tid);
+  row[2] = seg.String(th.name);
+  // Stable across readers: the segment's seq and the sample's place in it.
+  row[3] = static_cast<int64_t>((seg.info.seq << 24) + sample);
+  row[4] = depth;
+  row[5] = seg.String(f.func);
+  row[6] = seg.String(f.file);
+  row[7] = int64_t{c.line};
+  row[8] = int64_t{(s.flags & kSampleHoldsGil) ? 1 : 0};
+  row[9] = int64_t{seg.info.pid};
+}
+
+std::optional<Stream> TableStream(TableId id) {
+  switch (id) {
+    case TableId::kStacks: return Stream::kStacks;
+    case TableId::kTorchTrace: return Stream::kTorch;
+    case TableId::kVariables: return Stream::kVariables;
+    case TableId::kMemory: return Stream::kMemory;
+    case TableId::kMetrics: return Stream::kMetrics;
+    case TableId::kProcess:
+    case TableId::kBacktrace:
+    case TableId::kSettings: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCallback& emit) {
   auto thread_tid = [&](uint32_t t) { return static_cast<int64_t>(seg.threads[t].tid); };
   switch (table) {
     case TableId::kStacks: {
       std::array<Value, 10> row;
-      row[9] = int64_t{seg.info.pid};
       for (size_t i = 0; i < seg.samples.size(); ++i) {
-        const StackSample& s = seg.samples[i];
-        const Thread& th = seg.threads[s.thread];
-        row[0] = Seconds(s.ts);
-        row[1] = static_cast<int64_t>(th.tid);
-        row[2] = seg.String(th.name);
-        // Stable across readers: the segment's seq and the sample's place in it.
-        row[3] = static_cast<int64_t>((seg.info.seq << 24) + i);
-        row[8] = int64_t{(s.flags & kSampleHoldsGil) ? 1 : 0};
         int64_t depth = 0;
         // Parents always precede children, so this walk ends; cap it against a corrupt cycle.
-        for (uint32_t cs = s.callsite; cs != 0 && depth < 100000;
+        for (uint32_t cs = seg.samples[i].callsite; cs != 0 && depth < 100000;
              cs = seg.callsites[cs].parent, ++depth) {
-          const CallSite& c = seg.callsites[cs];
-          const Frame& f = seg.frames[c.frame];
-          row[4] = depth;
-          row[5] = seg.String(f.func);
-          row[6] = seg.String(f.file);
-          row[7] = int64_t{c.line};
+          StackRow(seg, i, cs, depth, row);
           emit(row);
         }
       }

@@ -1,6 +1,8 @@
 #include "probing/live/query.h"
 
+#include <cctype>
 #include <filesystem>
+#include <regex>
 
 #include "probing/analyzer/trace_set.h"
 
@@ -10,8 +12,16 @@ namespace {
 using analyzer::SqlValue;
 using json = nlohmann::json;
 
-bool Names(const std::string& sql, const std::string& table) {
-  return sql.find(table) != std::string::npos;
+size_t Mentions(const std::string& sql, const std::string& table) {
+  size_t n = 0;
+  for (size_t at = sql.find(table); at != std::string::npos; at = sql.find(table, at + 1)) ++n;
+  return n;
+}
+bool Names(const std::string& sql, const std::string& table) { return Mentions(sql, table) > 0; }
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 }  // namespace
@@ -28,9 +38,31 @@ SqlValue JsonToValue(const json& v) {
 Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string& ring_dir,
                                         const std::string& sql) {
   PROBING_ASSIGN_OR_RETURN(auto db, analyzer::SqlDatabase::Create());
+  // Ring tables are read where they lie: a table the query scans once becomes a virtual table
+  // over the decoded segments (nothing copied); one it names more than once (a self-join) is
+  // copied into SQLite, where its scans are cheaper.
   if (std::filesystem::exists(ring_dir)) {
-    PROBING_ASSIGN_OR_RETURN(auto set, analyzer::LoadTraces({ring_dir}));
-    PROBING_RETURN_IF_ERROR(db->LoadSegments(set.segments));
+    const std::string lower = Lower(sql);
+    std::vector<format::TableId> copied;
+    for (const auto& t : format::AllTables()) {
+      if (t.source != format::TableSource::kRing) continue;
+      // Each table reads its own ring (system.process: every ring), decoded on first use.
+      std::string path = ring_dir;
+      if (auto stream = format::TableStream(t.id))
+        path += "/" + std::string(format::StreamName(*stream)) + ".ring";
+      auto load = [path]() -> Result<std::vector<format::Segment>> {
+        std::error_code ec;
+        if (!std::filesystem::exists(path, ec)) return std::vector<format::Segment>{};
+        PROBING_ASSIGN_OR_RETURN(auto set, analyzer::LoadTraces({path}));
+        return std::move(set.segments);
+      };
+      if (Mentions(lower, std::string(t.name)) > 1) {
+        PROBING_ASSIGN_OR_RETURN(auto segments, load());
+        PROBING_RETURN_IF_ERROR(db->LoadSegments(segments, {t.id}));
+      } else {
+        PROBING_RETURN_IF_ERROR(db->AttachLoader(t.id, load));
+      }
+    }
   }
   if (Names(sql, "python.backtrace")) {
     PROBING_ASSIGN_OR_RETURN(json bt, client.Get("/backtrace"));
@@ -52,8 +84,14 @@ Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string
     PROBING_RETURN_IF_ERROR(
         db->LoadRows("information_schema.df_settings", {"name", "value"}, {}, rows));
   }
-  // Custom tables: asked for only when the query names python.<something> we do not have.
-  if (sql.find("python.") != std::string::npos) {
+  // Custom tables: asked for (a round trip that needs the GIL) only when the query names a
+  // python.<something> that is none of ours.
+  bool custom = false;
+  static const std::regex python_table(R"(python\.([A-Za-z_][A-Za-z_0-9]*))", std::regex::icase);
+  for (auto it = std::sregex_iterator(sql.begin(), sql.end(), python_table);
+       it != std::sregex_iterator(); ++it)
+    if (format::FindTable("python." + Lower((*it)[1].str())) == nullptr) custom = true;
+  if (custom) {
     auto listed = client.Get("/tables");
     if (listed.ok()) {
       for (const auto& name : (*listed)["tables"]) {

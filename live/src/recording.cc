@@ -12,7 +12,9 @@ namespace fs = std::filesystem;
 
 }  // namespace
 
-Result<Recording> Recording::Create(const std::string& ring_dir, const std::string& out_path) {
+Result<Recording> Recording::Create(const std::string& ring_dir, const std::string& out_path,
+                                    int zstd_level) {
+  if (zstd_level < 1 || zstd_level > 19) return InvalidArgument("zstd level must be 1 to 19");
   std::error_code ec;
   if (!fs::is_directory(ring_dir, ec)) return NotFound(ring_dir + ": no such ring directory");
   uint32_t pid = 0;
@@ -22,7 +24,7 @@ Result<Recording> Recording::Create(const std::string& ring_dir, const std::stri
     pid = 0;  // a directory not named by its pid: the segments still carry theirs
   }
   PROBING_ASSIGN_OR_RETURN(format::PtraceWriter w, format::PtraceWriter::Create(out_path, pid));
-  Recording r(ring_dir, std::move(w));
+  Recording r(ring_dir, std::move(w), zstd_level);
   PROBING_RETURN_IF_ERROR(r.Discover());
   if (r.rings_.empty()) return NotFound(ring_dir + " holds no .ring files");
   return r;
@@ -54,7 +56,7 @@ Status Recording::Poll() {
     f.reader->ReadFrom(&f.cursor, &copies, &lost);
     for (const std::string& c : copies) {
       auto info = format::ParseSegmentHeader(c);
-      auto z = info.ok() ? format::RecompressSegment(c, format::Codec::kZstd)
+      auto z = info.ok() ? format::RecompressSegment(c, format::Codec::kZstd, level_)
                          : Result<std::string>(info.status());
       if (!z.ok()) {
         ++progress_.corrupt;
@@ -70,7 +72,7 @@ Status Recording::Poll() {
       format::SegmentBuilder b(f.reader->info().stream, f.reader->info().pid);
       b.AddLost(f.reader->info().stream, lost);
       std::string bytes;
-      PROBING_RETURN_IF_ERROR(b.Seal(format::Codec::kZstd, 0, &bytes));
+      PROBING_RETURN_IF_ERROR(b.Seal(format::Codec::kZstd, 0, &bytes, level_));
       PROBING_RETURN_IF_ERROR(writer_.Append(bytes));
       progress_.lost += lost;
     }

@@ -9,6 +9,7 @@
 //   PROBING_ASSIGN_OR_RETURN(QueryResult r, db->Query("SELECT count(*) FROM python.stacks"));
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <variant>
@@ -27,6 +28,8 @@ struct QueryResult {
   std::vector<std::vector<SqlValue>> rows;
 };
 
+struct SegmentsModuleAux;  // sql.cc: where a virtual table's segments come from
+
 class SqlDatabase {
  public:
   ~SqlDatabase();
@@ -34,7 +37,18 @@ class SqlDatabase {
   static Result<std::unique_ptr<SqlDatabase>> Create();
 
   // Inserts the ring tables' rows of these segments (prepared statements, one transaction).
-  Status LoadSegments(const std::vector<format::Segment>& segments);
+  // `only`: just these tables (the others stay empty); empty: every ring table.
+  Status LoadSegments(const std::vector<format::Segment>& segments,
+                      const std::vector<format::TableId>& only = {});
+  // Makes a ring table a virtual table that reads these segments as it scans, with nothing
+  // copied: the fastest way to a query that scans the table once (a live `count(*)` over 100 k
+  // rows takes milliseconds). `segments` must outlive every query. A query that scans it many
+  // times (a self-join) is better served by LoadSegments: a virtual table has no index.
+  Status AttachSegments(const std::vector<format::Segment>& segments, format::TableId table);
+  // The same, with the segments loaded by `load` when a query first scans the table (never,
+  // if no query does), and kept. A failed load fails that query with its message.
+  using SegmentLoader = std::function<Result<std::vector<format::Segment>>()>;
+  Status AttachLoader(format::TableId table, SegmentLoader load);
   // Inserts rows into a table of kind kControl (python.backtrace, df_settings) or a custom one
   // (python.<name>, created with the given columns).
   Status LoadRows(const std::string& table, const std::vector<std::string>& columns,
@@ -52,9 +66,11 @@ class SqlDatabase {
  private:
   explicit SqlDatabase(void* db) : db_(db) {}
   Status Exec(const std::string& sql);
+  Status Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux);
   std::string KnownTables();
   void* db_;  // sqlite3*
   uint64_t rows_loaded_ = 0;
+  std::vector<std::shared_ptr<void>> modules_;  // aux data of AttachSegments' modules
 };
 
 // `interval '5 minutes'` -> `300` (seconds), for the seeds' time arithmetic.

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <set>
 #include <span>
 #include <string_view>
@@ -56,6 +57,9 @@ std::span<const TableSchema> AllTables();
 const TableSchema& GetTable(TableId id);
 // nullptr when no table has that name.
 const TableSchema* FindTable(std::string_view name);
+// The stream (ring) a ring table's rows come from; none for system.process (every segment
+// carries its process) and for the live-only tables.
+std::optional<Stream> TableStream(TableId id);
 
 // A cell. Text views point into the segment (or the context) and live as long as it does.
 using Value = std::variant<std::monostate, int64_t, double, std::string_view>;
@@ -66,6 +70,12 @@ struct RowContext {
   // system.process is one row per process: (pid, start_ts) already emitted.
   std::set<std::tuple<uint32_t, int64_t>> seen_processes;
 };
+
+// One python.stacks row: the frame at call site `callsite`, `depth` frames from the innermost,
+// of sample `sample` of `seg`. SegmentRows emits one per frame; a reader walking the frames
+// itself fills rows with it one at a time.
+void StackRow(const Segment& seg, size_t sample, uint32_t callsite, int64_t depth,
+              std::span<Value> row);
 
 // Emits the rows of `table` (a kRing table) found in `seg`. Rows of one segment come in the
 // order the segment holds them. Stack samples produce one row per frame.

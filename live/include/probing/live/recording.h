@@ -32,7 +32,10 @@ class Recording {
 
   // Starts the file. Segments already in the rings are recorded too (the oldest still there
   // first); what the rings had already overwritten before we started is not counted as lost.
-  static Result<Recording> Create(const std::string& ring_dir, const std::string& out_path);
+  // `zstd_level` is the recording's compression level (1 to 19).
+  static Result<Recording> Create(const std::string& ring_dir, const std::string& out_path,
+                                  int zstd_level = kDefaultLevel);
+  static constexpr int kDefaultLevel = 9;
 
   // Copies every segment new since the last call, from every ring (rings that appear later,
   // such as torch.ring once PyTorch is imported, are picked up).
@@ -47,11 +50,12 @@ class Recording {
     std::unique_ptr<format::RingReader> reader;
     uint64_t cursor = 0;
   };
-  Recording(std::string dir, format::PtraceWriter writer)
-      : dir_(std::move(dir)), writer_(std::move(writer)) {}
+  Recording(std::string dir, format::PtraceWriter writer, int level)
+      : dir_(std::move(dir)), writer_(std::move(writer)), level_(level) {}
   Status Discover();
   std::string dir_;
   format::PtraceWriter writer_;
+  int level_;
   std::map<std::string, Followed> rings_;  // by file name
   Progress progress_;
   bool finished_ = false;

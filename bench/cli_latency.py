@@ -1,0 +1,79 @@
+"""Whole-process wall time of `probing` commands a user types, against `probing --version` (the
+cost of starting the program at all) in the same run.
+
+Target: tests/targets/many_threads.py (21 threads) with the recorder sampling at --hz until the
+stack ring holds about --rows rows of python.stacks. Then, --runs times each, interleaved:
+  probing --version
+  probing -t PID query "SELECT count(*) FROM python.stacks"
+  probing -t PID backtrace
+Reports median and p90 in ms, and each median over the --version median.
+
+    /usr/bin/python3 bench/cli_latency.py [--rows 100000] [--runs 20]
+"""
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROBING = ROOT / "build" / "bin" / "probing"
+
+
+def timed(argv, env):
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    elapsed = (time.perf_counter() - t0) * 1e3
+    if r.returncode != 0:
+        raise SystemExit("%s failed: %s" % (" ".join(argv), r.stderr.strip()))
+    return elapsed, r.stdout
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=100000)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--hz", type=int, default=200)
+    args = p.parse_args()
+    data = tempfile.mkdtemp(prefix="probing-bench-cli-")
+    env = dict(os.environ, PROBING="1", PROBING_DATA_DIR=data, PROBING_SAMPLER_HZ=str(args.hz),
+               PYTHONUSERBASE=str(ROOT / "build" / "pyuser"))
+    target = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "targets" / "many_threads.py"),
+                               "3600"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert target.stdout.readline().strip() == "ready"
+        pid = str(target.pid)
+        count = ["SELECT count(*) FROM python.stacks"]
+        deadline = time.time() + 600
+        rows = 0
+        while rows < args.rows:
+            if time.time() > deadline:
+                raise SystemExit("the rings hold only %d rows after 10 minutes" % rows)
+            time.sleep(1)
+            _, out = timed([str(PROBING), "-t", pid, "query", *count, "--format", "csv"], env)
+            rows = int(out.splitlines()[1])
+        print("python.stacks holds %d rows (%d threads at %d Hz)" % (rows, 21, args.hz))
+        commands = {
+            "--version": [str(PROBING), "--version"],
+            "query count(*)": [str(PROBING), "-t", pid, "query", *count],
+            "backtrace": [str(PROBING), "-t", pid, "backtrace"],
+        }
+        times = {k: [] for k in commands}
+        for _ in range(args.runs):
+            for k, argv in commands.items():
+                times[k].append(timed(argv, env)[0])
+        base = statistics.median(times["--version"])
+        print("%-16s %10s %10s %8s" % ("command", "median ms", "p90 ms", "ratio"))
+        for k, t in times.items():
+            t.sort()
+            print("%-16s %10.2f %10.2f %8.2f" % (k, statistics.median(t), t[int(len(t) * 0.9) - 1],
+                                                 statistics.median(t) / base))
+    finally:
+        target.kill()
+        target.wait()
+
+
+if __name__ == "__main__":
+    main()
