@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "printer.h"
+#include "repl.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/trace_set.h"
 #include "probing/format/tables.h"
@@ -728,6 +729,19 @@ int Run(int argc, char** argv) {
   ev->add_option("code", code, "the code; the value of a final expression is printed")->required();
   ev->add_option("--timeout", timeout, "seconds before the code is interrupted")
       ->check(CLI::Range(0.001, 3600.0));
+  auto* repl = app.add_subcommand(
+      "repl", "an interactive Python prompt running in the target's __main__ (Tab completes there)");
+  probing::cli::ReplOptions repl_options;
+  {
+    const char* h = std::getenv("PROBING_HISTORY");
+    const char* home = std::getenv("HOME");
+    repl_options.history = h != nullptr ? h : home != nullptr ? std::string(home) + "/.probing_history" : "";
+  }
+  repl->add_option("--history", repl_options.history,
+                   "history file (default $PROBING_HISTORY or ~/.probing_history; '' keeps none)");
+  repl->add_option("--timeout", repl_options.timeout,
+                   "seconds each statement may run in the target before it is interrupted")
+      ->check(CLI::Range(0.001, 86400.0));
   auto* cfg = app.add_subcommand("config", "show all settings, one (KEY), or set one (KEY=VALUE)");
   std::string cfg_arg;
   cfg->add_option("setting", cfg_arg, "KEY or KEY=VALUE");
@@ -801,6 +815,11 @@ int Run(int argc, char** argv) {
     if (*info) return CmdInfo(o);
     if (*bt) return CmdBacktrace(o, thread, locals, native);
     if (*ev) return CmdEval(o, code, timeout);
+    if (*repl) {
+      if (o.target.empty()) throw Usage("repl needs -t/--target: a pid, or host:port");
+      return probing::cli::RunRepl(OrFail(probing::live::ParseTarget(o.target)), o.token,
+                                   repl_options);
+    }
     if (*cfg) return CmdConfig(o, cfg_arg);
     if (*list) return CmdList(o, gc);
     if (*mem) return CmdMemory(o, last);

@@ -56,6 +56,8 @@ def _probing_eval(code, timeout):
             e = TimeoutError("eval timed out after %g s" % timeout)
         # The traceback starts at the user's code, not at this helper.
         tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        if isinstance(e, SyntaxError) and tb is not None and tb.tb_frame.f_code.co_filename == ast.__file__:
+            tb = None  # raised by ast.parse: the frames are the parser's, not the user's
         exc = (type(e).__name__, str(e), "".join(traceback.format_exception(type(e), e, tb)))
     finally:
         if sys.stdout is tee_out:
