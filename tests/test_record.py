@@ -247,6 +247,35 @@ def test_db_file_opens_in_sqlite(busy_recordings, analyze_bin, tmp_path):
         con.close()
 
 
+def test_damaged_recordings_load_what_is_whole(busy_recordings, analyze_bin, tmp_path):
+    data = busy_recordings[0].read_bytes()
+    whole = sql(analyze_bin, [busy_recordings[0]], "SELECT count(*) AS n FROM python.stacks")[0]["n"]
+    segments = int(stats_row(analyze_bin, busy_recordings[0])[2])
+    # Cut anywhere: the segments before the cut load, the rest is reported as cut off.
+    loaded = []
+    for fraction in (0.3, 0.6, 0.95):
+        cut = tmp_path / ("cut%d.ptrace" % int(fraction * 100))
+        cut.write_bytes(data[:int(len(data) * fraction)])
+        row = stats_row(analyze_bin, cut)
+        assert row[6:8] == ["no", "(scanned)"], row
+        loaded.append(int(row[2]))
+        n = sql(analyze_bin, [cut], "SELECT count(*) AS n FROM python.stacks")[0]["n"]
+        assert n <= whole
+    assert 0 < loaded[0] <= loaded[1] <= loaded[2] <= segments and loaded[0] < segments
+    # Bytes flipped inside a segment: that segment is counted corrupt, the others load.
+    bad = bytearray(data)
+    for at in range(len(data) // 2, len(data) // 2 + 64):
+        bad[at] ^= 0x5A
+    damaged = tmp_path / "flipped.ptrace"
+    damaged.write_bytes(bytes(bad))
+    r = analyze(analyze_bin, damaged, "SELECT count(*) AS n FROM python.stacks", "--format", "json")
+    assert r.returncode == 0 and "damaged and skipped; --stats tells what" in r.stderr
+    import json as _json
+    assert 0 < _json.loads(r.stdout)[0]["n"] < whole
+    row = stats_row(analyze_bin, damaged)
+    assert int(row[3]) + int(row[5] != "0") >= 1  # a corrupt segment, or skipped bytes
+
+
 def folded_lines(text):
     out = []
     for line in text.splitlines():
