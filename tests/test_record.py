@@ -359,6 +359,10 @@ def test_export_usage_errors(busy_recordings, analyze_bin, tmp_path):
     assert r.returncode == 1 and "'soon' is not a time" in r.stderr
     r = analyze(analyze_bin, busy_recordings[0], "--folded", "-", "--where", "nope = 1")
     assert r.returncode == 1 and "no such column: nope" in r.stderr
+    r = analyze(analyze_bin, busy_recordings[0], "--folded", "-", "--speedscope", "-")
+    assert r.returncode == 2 and "only one output can go to standard output" in r.stderr
+    r = analyze(analyze_bin, busy_recordings[0], "--folded", "-", "--since", "nan")
+    assert r.returncode == 1 and "'nan' is not a time" in r.stderr
     r = analyze(analyze_bin, busy_recordings[0], "--flamegraph", tmp_path / "no" / "f.svg")
     assert r.returncode == 1 and "cannot write" in r.stderr
 

@@ -2,6 +2,7 @@
 // directories dead processes leave behind. Exit codes: 0 success, 1 failure, 2 bad usage.
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -139,7 +140,7 @@ probing::Result<int64_t> ParseWhen(const std::string& text, const probing::analy
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || used != text.size())
+  if (used == 0 || used != text.size() || !std::isfinite(v))
     return probing::InvalidArgument("'" + text +
                                     "' is not a time: seconds from the start (30), before the "
                                     "end (-10), or a Unix time");
@@ -249,8 +250,11 @@ int Run(int argc, char** argv) {
                  "(--flamegraph, --folded, --speedscope, --chrome-trace) takes; give one\n";
     return 2;
   }
-  if ((folded_path == "-" ? 1 : 0) + (!sql.empty() || !table.empty() ? 1 : 0) > 1) {
-    std::cerr << "probing-analyze: --folded - and rows printed would share standard output\n";
+  int to_stdout = (!sql.empty() || !table.empty() || (!exports && db_path.empty())) ? 1 : 0;
+  for (const std::string* p : {&svg_path, &folded_path, &speedscope_path, &chrome_path})
+    if (*p == "-") ++to_stdout;
+  if (to_stdout > 1) {
+    std::cerr << "probing-analyze: only one output can go to standard output ('-')\n";
     return 2;
   }
   auto set = OrFail(probing::analyzer::LoadTraces(inputs));

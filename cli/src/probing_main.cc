@@ -448,6 +448,14 @@ int CmdRecord(const Options& o, const std::string& out, double duration, double 
   sa.sa_handler = OnStopSignal;  // no SA_RESTART: the sleep below ends at once
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // A command started for this recording does not outlive a recording that failed.
+  struct ChildGuard {
+    pid_t pid;
+    bool armed = true;
+    ~ChildGuard() {
+      if (armed && pid != 0 && kill(pid, SIGTERM) == 0) waitpid(pid, nullptr, 0);
+    }
+  } guard{child};
   auto rec = OrFail(probing::live::Recording::Create(dir, out, level));
   const bool tty = isatty(STDERR_FILENO) != 0;
   const auto started = std::chrono::steady_clock::now();
@@ -461,6 +469,7 @@ int CmdRecord(const Options& o, const std::string& out, double duration, double 
       int status = 0;
       if (waitpid(child, &status, WNOHANG) == child) {
         child_status = status;
+        guard.armed = false;  // reaped: its pid is no longer ours to signal
         return false;
       }
       return true;
@@ -514,6 +523,7 @@ int CmdRecord(const Options& o, const std::string& out, double duration, double 
     if (!sent) interrupted_child = true;  // the terminal's Ctrl-C ended it
   }
   OrFail(rec.Finish());
+  guard.armed = false;
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   if (tty) fprintf(stderr, "\n");
