@@ -9,6 +9,7 @@
 #include "../../format/tests/test_events.h"
 #include "probing/format/ptrace.h"
 #include "probing/format/ring.h"
+#include "../../format/tests/temp_dir.h"
 
 namespace probing::analyzer {
 namespace {
@@ -20,11 +21,7 @@ std::string Fixture() {
   return std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace";
 }
 
-fs::path TempDir() {
-  auto d = fs::temp_directory_path() / ("probing-analyzer-test-" + std::to_string(getpid()));
-  fs::create_directories(d);
-  return d;
-}
+fs::path TempDir() { return probing::format::testing::TestTempDir(); }
 
 TEST(LoadTraces, FixtureSummary) {
   auto set = LoadTraces({Fixture()});

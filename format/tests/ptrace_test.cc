@@ -8,16 +8,12 @@
 
 #include "probing/format/segment.h"
 #include "test_events.h"
+#include "temp_dir.h"
 
 namespace probing::format {
 namespace {
 
-std::string TempPath(const char* name) {
-  auto dir =
-      std::filesystem::temp_directory_path() / ("probing-ptrace-test-" + std::to_string(getpid()));
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
+std::string TempPath(const char* name) { return (testing::TestTempDir() / name).string(); }
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -11,16 +11,12 @@
 
 #include "probing/format/segment.h"
 #include "test_events.h"
+#include "temp_dir.h"
 
 namespace probing::format {
 namespace {
 
-std::string TempPath(const char* name) {
-  auto dir =
-      std::filesystem::temp_directory_path() / ("probing-ring-test-" + std::to_string(getpid()));
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
+std::string TempPath(const char* name) { return (testing::TestTempDir() / name).string(); }
 
 std::string MakeSegment(uint64_t seq, uint64_t payload_marker, size_t variables = 1,
                         Codec codec = Codec::kLz4) {
