@@ -1,5 +1,6 @@
 """Golden tests for probing-analyze: tests/golden/NAME.cmd holds the arguments, one per line
-({fixtures} is tests/fixtures); NAME.out what the run must print: standard output, then standard
+({fixtures} is tests/fixtures, given relative to tests/, where the command runs, so output that
+names a path is the same in every checkout); NAME.out what the run must print: standard output, then standard
 error and the exit code when there are any. After a deliberate change of output, rewrite them
 with PROBING_UPDATE_GOLDEN=1 and review the diff."""
 import os
@@ -15,17 +16,17 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.cmd"))
 
 
 def observed(analyze_bin, name):
-    args = [a.replace("{fixtures}", str(FIXTURES))
+    args = [a.replace("{fixtures}", FIXTURES.name)
             for a in (GOLDEN / (name + ".cmd")).read_text().splitlines()]
     env = dict(os.environ, TZ="UTC")
     r = subprocess.run([str(analyze_bin), *args], capture_output=True, text=True, timeout=60,
-                       env=env)
+                       env=env, cwd=FIXTURES.parent)
     text = r.stdout
     if r.stderr:
         text += "--- standard error ---\n" + r.stderr
     if r.returncode != 0:
         text += "--- exit code %d ---\n" % r.returncode
-    return text.replace(str(FIXTURES), "{fixtures}")
+    return text
 
 
 @pytest.mark.parametrize("name", CASES)

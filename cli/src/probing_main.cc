@@ -771,8 +771,7 @@ int Run(int argc, char** argv) {
 
   auto* record = app.add_subcommand(
       "record",
-      "save what the target records to a .ptrace file (probing-analyze reads it); -t PID, or "
-      "-- COMMAND... to start a Python program with the recorder on and record from its start");
+      "save what the target records to a .ptrace file: -t PID, or -- COMMAND... (docs/record.md)");
   std::string record_out;
   double record_duration = 0, record_interval = 0.1;
   std::vector<std::string> record_command;
