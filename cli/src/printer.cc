@@ -28,15 +28,15 @@ std::string CsvField(const Cell& c) {
   return q + "\"";
 }
 
-nlohmann::json Json(const Cell& c) {
+nlohmann::ordered_json Json(const Cell& c) {
   if (std::holds_alternative<std::monostate>(c)) return nullptr;
   if (auto* i = std::get_if<int64_t>(&c)) return *i;
   if (auto* d = std::get_if<double>(&c)) return *d;
   return std::get<std::string>(c);
 }
 
-nlohmann::json JsonRow(const std::vector<std::string>& columns, const std::vector<Cell>& row) {
-  nlohmann::json o = nlohmann::json::object();
+nlohmann::ordered_json JsonRow(const std::vector<std::string>& columns, const std::vector<Cell>& row) {
+  nlohmann::ordered_json o = nlohmann::ordered_json::object();
   for (size_t i = 0; i < columns.size() && i < row.size(); ++i) o[columns[i]] = Json(row[i]);
   return o;
 }
@@ -54,7 +54,7 @@ std::optional<OutputFormat> ParseOutputFormat(const std::string& s) {
 void PrintRows(OutputFormat format, const std::vector<std::string>& columns,
                const std::vector<std::vector<Cell>>& rows, std::ostream& out) {
   // JSON dumps replace invalid UTF-8 rather than throwing: data from a target is untrusted.
-  constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
+  constexpr auto kReplace = nlohmann::ordered_json::error_handler_t::replace;
   switch (format) {
     case OutputFormat::kCsv: {
       for (size_t i = 0; i < columns.size(); ++i) out << (i ? "," : "") << columns[i];
@@ -66,7 +66,7 @@ void PrintRows(OutputFormat format, const std::vector<std::string>& columns,
       return;
     }
     case OutputFormat::kJson: {
-      nlohmann::json a = nlohmann::json::array();
+      nlohmann::ordered_json a = nlohmann::ordered_json::array();
       for (const auto& r : rows) a.push_back(JsonRow(columns, r));
       out << a.dump(-1, ' ', false, kReplace) << "\n";
       return;
