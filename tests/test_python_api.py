@@ -175,3 +175,42 @@ def test_query_inside_the_target_itself(tmp_path):
     assert out["n"] >= 50
     # The main thread is seen waiting in the very call that asked.
     assert out["top"][-2:] == ["query", "<module>"]
+
+
+def test_a_table_and_metrics_live_and_in_a_recording(target, tmp_path, monkeypatch, probing_bin,
+                                                      analyze_bin):
+    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
+    t = target(PY, "metrics.py", "60")
+    t.wait_ready()
+    wait_for_server(t.proc.pid)
+    out = script("""
+        import json, time, probing
+        p = probing.connect(pid=%d)
+        for _ in range(100):  # readings come once a second, sealed once a second
+            m = p.query("SELECT name, value, time FROM python.metrics ORDER BY time")
+            if len(m) >= 3:
+                break
+            time.sleep(0.2)
+        print(json.dumps({"names": sorted(set(m["name"])), "values": m["value"].tolist(),
+                          "progress": p.query("SELECT what, value FROM python.progress")
+                                       .to_dict("records")}))
+    """ % t.proc.pid, tmp_path)
+    assert out["names"] == ["ticks"]  # the raising and the NaN metric are skipped
+    assert out["values"] == sorted(out["values"]) and out["values"][-1] > out["values"][0] > 0
+    assert out["progress"][0]["what"] == "ticks" and out["progress"][0]["value"] > 0
+    t.kill()
+    err = t.proc.stderr.read()
+    assert err.count("metric broken skipped: RuntimeError: this metric is broken on purpose") == 1
+    assert err.count("metric nan skipped: not a finite number") == 1
+    # In a recording too.
+    rec = tmp_path / "metrics.ptrace"
+    r = subprocess.run([str(probing_bin), "record", "-o", str(rec), "--", PY,
+                        str(ROOT / "tests" / "targets" / "metrics.py"), "3"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PROBING_DATA_DIR=str(tmp_path / "data2")))
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(analyze_bin), str(rec), "SELECT name, count(*) AS n FROM "
+                        "python.metrics GROUP BY name", "--format", "json"],
+                       capture_output=True, text=True, timeout=60)
+    rows = json.loads(r.stdout)
+    assert [row["name"] for row in rows] == ["ticks"] and rows[0]["n"] >= 2

@@ -14,10 +14,11 @@ The recorder samples every thread's stack and memory into ring files under
 """
 
 from probing._recorder import library_path
+from probing._metrics import metric
 from probing._tables import table
 
 __version__ = "0.1.0"
-__all__ = ["library_path", "table", "connect", "query", "Probe", "ProbingError", "RemoteError",
+__all__ = ["library_path", "table", "metric", "connect", "query", "Probe", "ProbingError", "RemoteError",
            "__version__"]
 
 _CLIENT = ("connect", "query", "Probe", "ProbingError", "RemoteError", "EvalResult")

@@ -45,7 +45,15 @@ def _probing_collect():
                 cuda = (torch.cuda.memory_allocated(), torch.cuda.memory_reserved())
         except Exception:
             cuda = None
-    return names, counts, collections, sys.getallocatedblocks(), cuda
+    # @probing.metric readings, only once a program has registered one (the module is loaded).
+    metrics = []
+    registry = sys.modules.get("probing._metrics")
+    if registry is not None:
+        try:
+            metrics = registry.read_all()
+        except Exception:
+            metrics = []
+    return names, counts, collections, sys.getallocatedblocks(), cuda, metrics
 )PY";
 
 int64_t MonotonicNs() {
@@ -129,7 +137,7 @@ bool PythonWorker::Collect() {
   PollPython();
   auto* fn = static_cast<PyObject*>(collect_fn_);
   PyObject* r = PyObject_CallObject(fn, nullptr);
-  if (r == nullptr || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 5) {
+  if (r == nullptr || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 6) {
     PyErr_Clear();
     Py_XDECREF(r);
     return false;
@@ -156,6 +164,20 @@ bool PythonWorker::Collect() {
   if (PyTuple_Check(cuda) && PyTuple_GET_SIZE(cuda) == 2) {
     s.cuda_allocated = AsU64(PyTuple_GET_ITEM(cuda, 0));
     s.cuda_reserved = AsU64(PyTuple_GET_ITEM(cuda, 1));
+  }
+  PyObject* metrics = PyTuple_GET_ITEM(r, 5);
+  for (Py_ssize_t i = 0; PyList_Check(metrics) && i < PyList_GET_SIZE(metrics); ++i) {
+    PyObject* m = PyList_GET_ITEM(metrics, i);  // (name, value, ts_ns), checked in Python
+    if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 3) continue;
+    const char* name =
+        PyUnicode_Check(PyTuple_GET_ITEM(m, 0)) ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(m, 0)) : nullptr;
+    double value = PyFloat_AsDouble(PyTuple_GET_ITEM(m, 1));
+    long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(m, 2));
+    if (name == nullptr || PyErr_Occurred()) {
+      PyErr_Clear();
+      continue;
+    }
+    s.metrics.push_back({name, value, static_cast<int64_t>(ts)});
   }
   Py_DECREF(r);
   {

@@ -9,10 +9,18 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "py_module.h"
 
 namespace probing::recorder {
+
+// One @probing.metric reading (python/probing/_metrics.py).
+struct MetricReading {
+  std::string name;
+  double value = 0;
+  int64_t ts = 0;  // CLOCK_REALTIME ns, when read
+};
 
 struct PythonStats {
   int64_t taken_ns = 0;  // CLOCK_MONOTONIC when gathered; 0 = never
@@ -22,6 +30,7 @@ struct PythonStats {
   std::optional<uint64_t> cuda_allocated;
   std::optional<uint64_t> cuda_reserved;
   std::map<uint64_t, std::string> thread_names;  // native id -> threading name
+  std::vector<MetricReading> metrics;             // this snapshot's @probing.metric readings
 };
 
 class PythonWorker {

@@ -225,6 +225,8 @@ class Recorder : public PythonSink {
   StreamWriter memory_;
   StreamWriter torch_;
   StreamWriter variables_;
+  StreamWriter metrics_;
+  int64_t metrics_taken_ns_ = 0;  // the snapshot whose metric readings were written last
   std::atomic<bool> stopping_{false};
   std::atomic<bool> forked_child_{false};
   // Segment-local id caches, dropped when the builder's generation changes.
@@ -258,10 +260,11 @@ bool Recorder::CreateRings(std::string* why) {
     return true;
   };
   // Shares of probing.buffer_size.
-  return make(&stacks_, "stacks.ring", Stream::kStacks, kStackSlot, 0.70) &&
+  return make(&stacks_, "stacks.ring", Stream::kStacks, kStackSlot, 0.68) &&
          make(&memory_, "memory.ring", Stream::kMemory, kMemorySlot, 0.10) &&
          make(&torch_, "torch.ring", Stream::kTorch, kTorchSlot, 0.15) &&
-         make(&variables_, "variables.ring", Stream::kVariables, kMemorySlot, 0.05);
+         make(&variables_, "variables.ring", Stream::kVariables, kMemorySlot, 0.05) &&
+         make(&metrics_, "metrics.ring", Stream::kMetrics, kMemorySlot, 0.02);
 }
 
 void Recorder::WriteMetadata() {
@@ -277,7 +280,7 @@ void Recorder::WriteMetadata() {
   j["rank"] = process_.rank;
   j["recorder_version"] = "0.1.0";
   j["library"] = LibraryPath();
-  j["rings"] = {"stacks.ring", "memory.ring", "torch.ring", "variables.ring"};
+  j["rings"] = {"stacks.ring", "memory.ring", "torch.ring", "variables.ring", "metrics.ring"};
   std::string tmp = dir_ + "/process.json.tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -355,6 +358,7 @@ void Recorder::Shutdown() {
   memory_.MaybeSeal(now, true);
   torch_.MaybeSeal(now, true);
   variables_.MaybeSeal(now, true);
+  metrics_.MaybeSeal(now, true);
 }
 
 uint32_t ThreadIn(SegmentBuilder& b, const std::map<uint64_t, std::string>& names, pid_t pid,
@@ -468,6 +472,13 @@ void Recorder::SampleMemory(int64_t now_real) {
     e.cuda_reserved = s.cuda_reserved;
   }
   memory_.builder->AddMemory(e);
+  // @probing.metric readings: each snapshot's once (a snapshot may be reused while the GIL is
+  // not to be had; its readings are not repeated).
+  if (s.taken_ns != 0 && s.taken_ns != metrics_taken_ns_) {
+    metrics_taken_ns_ = s.taken_ns;
+    for (const MetricReading& m : s.metrics)
+      metrics_.builder->AddMetric(m.ts, metrics_.builder->InternString(m.name), m.value);
+  }
 }
 
 void Recorder::SamplerLoop() {
@@ -502,6 +513,7 @@ void Recorder::SamplerLoop() {
     memory_.MaybeSeal(now, false);
     torch_.MaybeSeal(now, false);
     variables_.MaybeSeal(now, false);
+    metrics_.MaybeSeal(now, false);
   }
 }
 
