@@ -58,7 +58,13 @@ def test_connect_by_pid(served, tmp_path):
             bad = None
         except probing.ProbingError as e:
             bad = str(e)
+        try:
+            p.query("SELECT * FROM python.broken")
+            broken = None
+        except probing.ProbingError as e:
+            broken = str(e)
         print(json.dumps({
+            "broken": broken,
             "type": type(df).__name__, "columns": list(df.columns),
             "dtypes": [str(df[c].dtype) for c in df.columns],
             "threads": df["thread_name"].tolist(),
@@ -70,6 +76,7 @@ def test_connect_by_pid(served, tmp_path):
         }))
     """ % served.proc.pid, tmp_path)
     assert out["type"] == "DataFrame"  # pandas is importable under /usr/bin/python3
+    assert "this table is broken on purpose" in out["broken"]
     assert out["columns"] == ["thread_name", "frames", "last"]
     assert out["dtypes"] == ["object", "int64", "float64"]  # column types kept
     assert "MainThread" in out["threads"]
