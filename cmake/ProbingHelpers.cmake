@@ -116,3 +116,19 @@ function(probing_cc_fuzzer)
     set_target_properties(${P_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
   endif()
 endfunction()
+
+# probing_embed_text(IN src/file.py NAME kConstant OUT gen/file_py.h)
+# Generates header OUT holding IN's text as `inline constexpr const char* NAME` (EmbedText.cmake),
+# so source that ships inside a binary (Python run in the target, the flame graph's script)
+# stays a real file in the tree. IN and OUT are relative to the current source and binary dirs.
+function(probing_embed_text)
+  cmake_parse_arguments(E "" "IN;NAME;OUT" "" ${ARGN})
+  set(in ${CMAKE_CURRENT_SOURCE_DIR}/${E_IN})
+  set(out ${CMAKE_CURRENT_BINARY_DIR}/${E_OUT})
+  add_custom_command(
+    OUTPUT ${out}
+    COMMAND ${CMAKE_COMMAND} -DIN=${in} -DOUT=${out} -DNAME=${E_NAME}
+            -P ${PROJECT_SOURCE_DIR}/cmake/EmbedText.cmake
+    DEPENDS ${in} ${PROJECT_SOURCE_DIR}/cmake/EmbedText.cmake
+    COMMENT "Embedding ${E_IN}")
+endfunction()

@@ -110,6 +110,19 @@ def target(tmp_path):
         t.kill()
 
 
+@pytest.fixture
+def served(target, tmp_path, monkeypatch):
+    """tests/targets/serve.py under /usr/bin/python3 with the recorder, its server answering;
+    PROBING_DATA_DIR points at its data for the commands the test runs."""
+    from control_client import wait_for_server
+
+    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
+    t = target("/usr/bin/python3", "serve.py")
+    t.wait_ready()
+    wait_for_server(t.proc.pid)
+    return t
+
+
 def read_table(analyze, inputs, table):
     """Rows of a ring table, as dicts, read through probing-analyze."""
     import json

@@ -4,7 +4,6 @@ names a path is the same in every checkout); NAME.out what the run must print: s
 error and the exit code when there are any. After a deliberate change of output, rewrite them
 with PROBING_UPDATE_GOLDEN=1 and review the diff."""
 import os
-import pathlib
 import subprocess
 
 import pytest

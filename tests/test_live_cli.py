@@ -5,24 +5,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-import pytest
 
 from conftest import TARGETS, line_of
 from control_client import wait_for_server
 
 PY = "/usr/bin/python3"
-
-
-@pytest.fixture
-def served(target, tmp_path, monkeypatch):
-    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
-    t = target(PY, "serve.py")
-    t.wait_ready()
-    wait_for_server(t.proc.pid)
-    return t
 
 
 def test_backtrace_text_and_json(served, run, probing_bin):
@@ -172,6 +161,8 @@ def test_query_live_tables_and_the_seeds_examples(served, run, probing_bin):
     r = q("SELECT item, count FROM python.inventory ORDER BY item")  # @probing.table
     assert json.loads(r.stdout) == [{"item": "apple", "count": 3}, {"item": "pear", "count": 1}]
     r = q("SELECT count(*) AS n FROM PYTHON.STACKS")  # names are case-insensitive in SQL
+    assert json.loads(r.stdout)[0]["n"] > 0
+    r = q("SELECT count(*) AS n FROM Python.Backtrace")  # live tables too
     assert json.loads(r.stdout)[0]["n"] > 0
     r = run(probing_bin, "-t", pid, "query", "SELEC 1")
     assert (r.returncode, r.stderr) == (1, 'probing: SQL: near "SELEC": syntax error\n')

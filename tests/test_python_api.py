@@ -7,7 +7,6 @@ import socket
 import subprocess
 import textwrap
 
-import pytest
 
 from conftest import BUILD, ROOT
 from control_client import wait_for_server
@@ -26,15 +25,6 @@ def script(code, tmp_path, extra_env=None, probing="0"):
                        env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-@pytest.fixture
-def served(target, tmp_path, monkeypatch):
-    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
-    t = target(PY, "serve.py")
-    t.wait_ready()
-    wait_for_server(t.proc.pid)
-    return t
 
 
 def test_connect_by_pid(served, tmp_path):

@@ -9,21 +9,8 @@ import uuid
 
 import pytest
 
-from conftest import BUILD
-from control_client import wait_for_server
-
-PY = "/usr/bin/python3"
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux is installed by scripts/install-deps")
-
-
-@pytest.fixture
-def served(target, tmp_path, monkeypatch):
-    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
-    t = target(PY, "serve.py")
-    t.wait_ready()
-    wait_for_server(t.proc.pid)
-    return t
 
 
 class Terminal:

@@ -54,6 +54,14 @@ void Bind(sqlite3_stmt* st, int col, const SqlValue& v) {
     sqlite3_bind_null(st, col);
 }
 
+// "(ts REAL, thread_id INTEGER, ...)": a table's columns as CREATE TABLE declares them.
+std::string ColumnList(const TableSchema& t) {
+  std::string out = "(";
+  for (size_t i = 0; i < t.columns.size(); ++i)
+    out += (i ? ", " : "") + std::string(t.columns[i].name) + " " + ColumnTypeName(t.columns[i].type);
+  return out + ")";
+}
+
 std::string Quoted(const std::string& table) {  // python.stacks -> "python"."stacks"
   size_t dot = table.find('.');
   return "\"" + table.substr(0, dot) + "\".\"" + table.substr(dot + 1) + "\"";
@@ -183,11 +191,7 @@ int SegConnect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite
   }
   const auto id = static_cast<format::TableId>(std::atoi(argv[3]));
   const TableSchema& t = format::GetTable(id);
-  std::string decl = "CREATE TABLE x(";
-  for (size_t i = 0; i < t.columns.size(); ++i)
-    decl += (i ? ", " : "") + std::string(t.columns[i].name) + " " + ColumnTypeName(t.columns[i].type);
-  decl += ")";
-  int rc = sqlite3_declare_vtab(db, decl.c_str());
+  int rc = sqlite3_declare_vtab(db, ("CREATE TABLE x" + ColumnList(t)).c_str());
   if (rc != SQLITE_OK) return rc;
   auto* tab = new SegmentsTable{};
   tab->source = static_cast<SegmentsModuleAux*>(aux);
@@ -334,11 +338,8 @@ Result<std::unique_ptr<SqlDatabase>> SqlDatabase::Create() {
     PROBING_RETURN_IF_ERROR(d->Exec(std::string("ATTACH DATABASE ':memory:' AS ") + schema));
   PROBING_RETURN_IF_ERROR(d->Exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF"));
   for (const TableSchema& t : AllTables()) {
-    std::string sql = "CREATE TABLE IF NOT EXISTS " + Quoted(std::string(t.name)) + " (";
-    for (size_t i = 0; i < t.columns.size(); ++i)
-      sql += (i ? ", " : "") + std::string(t.columns[i].name) + " " +
-             ColumnTypeName(t.columns[i].type);
-    PROBING_RETURN_IF_ERROR(d->Exec(sql + ")"));
+    PROBING_RETURN_IF_ERROR(
+        d->Exec("CREATE TABLE IF NOT EXISTS " + Quoted(std::string(t.name)) + " " + ColumnList(t)));
   }
   return d;
 }

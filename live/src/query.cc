@@ -38,11 +38,11 @@ SqlValue JsonToValue(const json& v) {
 Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string& ring_dir,
                                         const std::string& sql) {
   PROBING_ASSIGN_OR_RETURN(auto db, analyzer::SqlDatabase::Create());
+  const std::string lower = Lower(sql);  // SQL names are case-insensitive
   // Ring tables are read where they lie: a table the query scans once becomes a virtual table
   // over the decoded segments (nothing copied); one it names more than once (a self-join) is
   // copied into SQLite, where its scans are cheaper.
   if (std::filesystem::exists(ring_dir)) {
-    const std::string lower = Lower(sql);
     std::vector<format::TableId> copied;
     for (const auto& t : format::AllTables()) {
       if (t.source != format::TableSource::kRing) continue;
@@ -64,7 +64,7 @@ Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string
       }
     }
   }
-  if (Names(sql, "python.backtrace")) {
+  if (Names(lower, "python.backtrace")) {
     PROBING_ASSIGN_OR_RETURN(json bt, client.Get("/backtrace"));
     std::vector<std::vector<SqlValue>> rows;
     for (const auto& t : bt["threads"])
@@ -76,7 +76,7 @@ Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string
         "python.backtrace",
         {"func", "file", "lineno", "depth", "frame_type", "thread_id", "thread_name"}, {}, rows));
   }
-  if (Names(sql, "df_settings")) {
+  if (Names(lower, "df_settings")) {
     PROBING_ASSIGN_OR_RETURN(json cfg, client.Get("/config"));
     std::vector<std::vector<SqlValue>> rows;
     for (const auto& s : cfg["settings"])
@@ -96,7 +96,7 @@ Result<analyzer::QueryResult> LiveQuery(ControlClient& client, const std::string
     if (listed.ok()) {
       for (const auto& name : (*listed)["tables"]) {
         std::string table = "python." + name.get<std::string>();
-        if (!Names(sql, table) || format::FindTable(table) != nullptr) continue;
+        if (!Names(lower, Lower(table)) || format::FindTable(table) != nullptr) continue;
         PROBING_ASSIGN_OR_RETURN(json t, client.Get("/tables/" + name.get<std::string>()));
         std::vector<std::string> cols, types;
         for (const auto& c : t["columns"]) {
