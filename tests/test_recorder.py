@@ -158,6 +158,16 @@ def test_probing_unset_or_bad_leaves_the_program_alone(python, target):
     assert not t.data_dir.exists()
 
 
+def test_the_module_call_wrapper_on_every_interpreter(python, target):
+    # torch is only under /usr/bin/python3; the wrapper's type is built on every interpreter.
+    t = target(python, "module_call.py")
+    rc, out, err = t.finish()
+    assert rc == 0, err
+    assert out.splitlines() == [
+        "('orig', 'Sub', (1, 2), {'x': 3}) ('orig', 'M', (), {}) ('orig', 'Sub', (5,), {})",
+        "raised KeyError('k')"]
+
+
 def test_starting_twice_says_so_and_changes_nothing(python, tmp_path):
     code = ("import ctypes, probing; lib = ctypes.CDLL(probing.library_path()); "
             "print(lib.probing_start(), lib.probing_start())")

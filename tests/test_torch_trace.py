@@ -45,8 +45,14 @@ def data_dir(tmp_path):
 MLP_LEAVES = {str(i) for i in range(15)} | {"CrossEntropyLoss"}
 
 
-def test_every_module_each_step_with_dense_seq_and_consistent_durations(tmp_path, analyze_bin):
-    r = run_sample(tmp_path, "train_mlp.py", "--steps", 100)
+# Both ways of seeing module calls (probing.torch.calls): torch 1.x's default and 2.x's.
+CALLS = pytest.mark.parametrize("calls", ["wrap", "hooks"])
+
+
+@CALLS
+def test_every_module_each_step_with_dense_seq_and_consistent_durations(tmp_path, analyze_bin,
+                                                                         calls):
+    r = run_sample(tmp_path, "train_mlp.py", "--steps", 100, env={"PROBING_TORCH_CALLS": calls})
     rows = read_table(analyze_bin, [data_dir(tmp_path)], "python.torch_trace")
     by_step = collections.defaultdict(list)
     for row in rows:
@@ -77,10 +83,12 @@ def test_every_module_each_step_with_dense_seq_and_consistent_durations(tmp_path
     assert seq_fwd["Sequential"]["time"] <= seq_fwd["0"]["time"]
 
 
-def test_inplace_relu_resnet_trains_identically_with_qualified_names(tmp_path, analyze_bin):
+@CALLS
+def test_inplace_relu_resnet_trains_identically_with_qualified_names(tmp_path, analyze_bin, calls):
     plain = run_sample(tmp_path / "plain", "train_resnet.py", "--steps", 5, "--every", 5,
                        probing="0")
-    traced = run_sample(tmp_path, "train_resnet.py", "--steps", 5, "--every", 5)
+    traced = run_sample(tmp_path, "train_resnet.py", "--steps", 5, "--every", 5,
+                        env={"PROBING_TORCH_CALLS": calls})
     loss = lambda out: float(re.search(r"loss (\S+)", out).group(1))
     assert abs(loss(plain.stdout) - loss(traced.stdout)) < 1e-6
     rows = read_table(analyze_bin, [data_dir(tmp_path)], "python.torch_trace")
@@ -151,6 +159,73 @@ def test_switching_off_and_on_at_run_time(tmp_path, probing_bin, run):
         run(probing_bin, "-t", p.pid, "config", "probing.torch.enabled=true")
         time.sleep(2.5)
         assert last_step() > off + 1
+    finally:
+        p.kill()
+        p.wait()
+
+
+@CALLS
+def test_a_raising_module_passes_its_exception_through(tmp_path, target, analyze_bin, calls):
+    plain = subprocess.run([PY, str(ROOT / "tests" / "targets" / "raising.py")],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    t = target(PY, "raising.py", extra_env={"PROBING_TORCH_CALLS": calls})
+    code, out, err = t.finish()
+    assert code == 0, err
+    assert out == plain.stdout and out.count("caught ValueError flaky call") == 4
+    assert "forward" in out.splitlines()[0] and "turned off" not in err
+    rows = read_table(analyze_bin, [t.data_dir / str(t.proc.pid)], "python.torch_trace")
+    # 8 optimizer steps; in each, every module forward and backward, then the step. A failed
+    # attempt's calls belong to the step they ran in: the calls that completed (the first
+    # Linear) are rows, the raising ones are not, and seq stays dense.
+    steps = collections.defaultdict(list)
+    for row in rows:
+        steps[row["step"]].append(row)
+    assert sorted(steps) == list(range(8))
+    for step, rs in steps.items():
+        assert sorted(x["seq"] for x in rs) == list(range(len(rs)))
+        forward = sorted(x["module"] for x in rs if x["stage"] == "forward")
+        retried = ["0"] if step in (2, 4, 6) else []
+        assert forward == sorted(["0", "1", "2", "Sequential"] + retried), step
+        assert sorted(x["module"] for x in rs if x["stage"] == "backward") == [
+            "0", "1", "2", "Sequential"]
+
+
+def test_switching_how_calls_are_seen_at_run_time(tmp_path, probing_bin, run):
+    e = dict(os.environ, PROBING="1", PROBING_DATA_DIR=str(tmp_path / "data"),
+             PYTHONUSERBASE=str(BUILD / "pyuser"))
+    p = subprocess.Popen([PY, str(ROOT / "samples" / "train_mlp.py")], env=e,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    call = ("import torch; m = torch.nn.Module; "
+            "'original' if m.__dict__['__call__'] is m.__dict__['_call_impl'] "
+            "else type(m.__dict__['__call__']).__name__")
+
+    def seen():
+        s, r = request(p.pid, "POST", "/eval", {"code": call})
+        assert s == 200, r
+        return r["value"].strip("'")
+
+    def after_steps(n):
+        step = request(p.pid, "GET", "/info")[1]["torch"]["step"]
+        deadline = time.time() + 60
+        while request(p.pid, "GET", "/info")[1]["torch"]["step"] < step + n:
+            assert time.time() < deadline
+            time.sleep(0.05)
+
+    try:
+        wait_for_server(p.pid)
+        after_steps(5)
+        assert seen() == "ModuleCall"  # torch 1.x: the wrapper by default
+        for key, value, expected in [("probing.torch.calls", "hooks", "original"),
+                                     ("probing.torch.calls", "wrap", "ModuleCall"),
+                                     ("probing.torch.enabled", "false", "original"),
+                                     ("probing.torch.enabled", "true", "ModuleCall")]:
+            r = run(probing_bin, "-t", p.pid, "config", "%s=%s" % (key, value))
+            assert r.returncode == 0, r.stderr
+            after_steps(2)
+            assert seen() == expected, (key, value)
+        r = run(probing_bin, "-t", p.pid, "config", "probing.torch.calls=sometimes")
+        assert r.returncode != 0 and "must be auto, wrap or hooks" in r.stderr
     finally:
         p.kill()
         p.wait()

@@ -61,6 +61,10 @@ Config::Config() {
        "PROBING_PORT", false},
       {"probing.torch.enabled", "true", "true", "trace PyTorch modules (true/false)",
        "PROBING_TORCH_PROFILING", false},
+      {"probing.torch.calls", "auto", "auto",
+       "how module calls are seen: wrap (nn.Module.__call__), hooks (global module hooks) or "
+       "auto (wrap on torch 1.x, hooks on 2.x)",
+       "PROBING_TORCH_CALLS", false},
       {"probing.torch.exprs", "", "",
        "variables recorded once per traced step into python.variables: name@function, "
        "comma-separated (e.g. loss@train,acc1@train)",
@@ -78,6 +82,12 @@ Config::Config() {
 std::string Config::torch_exprs() const {
   std::string v;
   Lookup("probing.torch.exprs", &v);
+  return v;
+}
+
+std::string Config::torch_calls() const {
+  std::string v;
+  Lookup("probing.torch.calls", &v);
   return v;
 }
 
@@ -149,6 +159,10 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
       return key + " must be a whole number from 1 to 10000, not '" + value + "'";
     sampler_hz_ = static_cast<int>(n);
     entry->value = std::to_string(n);
+  } else if (key == "probing.torch.calls") {
+    if (value != "auto" && value != "wrap" && value != "hooks")
+      return key + " must be auto, wrap or hooks, not '" + value + "'";
+    entry->value = value;
   } else if (key == "probing.torch.exprs") {
     std::string items = value, item;
     std::istringstream in(items);

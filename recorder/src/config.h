@@ -48,6 +48,7 @@ class Config {
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
   std::string data_dir() const;
   std::string torch_exprs() const;
+  std::string torch_calls() const;
   // Changes on every successful Set: readers on hot paths re-read only when it moved.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 

@@ -44,11 +44,17 @@ PyObject* BadRow(const char* what) {
   return nullptr;
 }
 
-// settings() -> (torch enabled, sample rate, exprs, generation)
-PyObject* Settings(PyObject*, PyObject*) {
+// settings(generation) -> (torch enabled, sample rate, exprs, calls, generation), or None when
+// nothing changed since `generation`.
+PyObject* Settings(PyObject*, PyObject* arg) {
   Config& c = Config::Get();
-  return Py_BuildValue("(Ndsk)", PyBool_FromLong(c.torch_enabled()), c.sample_rate(),
-                       c.torch_exprs().c_str(), static_cast<unsigned long>(c.generation()));
+  const uint64_t generation = c.generation();
+  const unsigned long long known = PyLong_AsUnsignedLongLongMask(arg);
+  if (PyErr_Occurred()) return nullptr;
+  if (known == generation) Py_RETURN_NONE;
+  return Py_BuildValue("(NdssK)", PyBool_FromLong(c.torch_enabled()), c.sample_rate(),
+                       c.torch_exprs().c_str(), c.torch_calls().c_str(),
+                       static_cast<unsigned long long>(generation));
 }
 
 // state(step, traced, hooks): the tracer's state after each step, for `info` (read without the
@@ -94,7 +100,8 @@ PyObject* VariableRowsFn(PyObject*, PyObject* args) {
 }
 
 PyMethodDef kMethods[] = {
-    {"settings", Settings, METH_NOARGS, "(torch enabled, sample rate, exprs, generation)"},
+    {"settings", Settings, METH_O,
+     "(torch enabled, sample rate, exprs, calls, generation), None if at this generation"},
     {"log", LogMessage, METH_O, "one line on stderr, prefixed probing:"},
     {"state", StateFn, METH_VARARGS, "the tracer's (step, traced, hooks on)"},
     {"variable_rows", VariableRowsFn, METH_VARARGS, "rows of python.variables for one step"},

@@ -10,13 +10,14 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace probing::recorder {
 
 struct TorchRow {
   uint64_t seq = 0;
-  std::string module;
+  std::string_view module;  // the tracer's interned name: lives as long as the process
   uint8_t stage = 0;     // format::TorchStage
   int64_t start_ns = 0;  // since the Unix epoch
   uint64_t duration_ns = 0;
@@ -31,7 +32,9 @@ struct VariableRow {
 class PythonSink {
  public:
   virtual ~PythonSink() = default;
-  virtual void TorchRows(uint64_t thread, uint64_t step, const std::vector<TorchRow>& rows) = 0;
+  // Takes a traced step's rows; called on the training thread with the GIL held, so it only
+  // queues them.
+  virtual void TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&& rows) = 0;
   virtual void VariableRows(uint64_t thread, uint64_t step,
                             const std::vector<VariableRow>& rows) = 0;
 };

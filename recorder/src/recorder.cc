@@ -193,14 +193,17 @@ class Recorder : public PythonSink {
   int mode() const { return mode_; }
   pid_t pid() const { return pid_; }
 
-  // PythonSink: rows from the PyTorch tracer, once per traced step (GIL released).
-  void TorchRows(uint64_t thread, uint64_t step, const std::vector<TorchRow>& rows) override;
+  // PythonSink: rows from the PyTorch tracer, once per traced step. Torch rows are queued and
+  // encoded by the sampler thread (the training thread only moves a vector); variable rows,
+  // rarer, are encoded at once with the GIL released.
+  void TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&& rows) override;
   void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) override;
 
  private:
   void SamplerLoop();
   void SampleStacks(int64_t now);
   void SampleMemory(int64_t now);
+  void DrainTorch();
   uint32_t ThreadId(const ThreadStack& t);
   // The recorder's own threads that hold a Python thread state (hidden from samples).
   bool IsOurs(uint64_t native_id) const {
@@ -226,6 +229,14 @@ class Recorder : public PythonSink {
   StreamWriter torch_;
   StreamWriter variables_;
   StreamWriter metrics_;
+  struct PendingTorch {
+    uint64_t thread, step;
+    std::vector<TorchRow> rows;
+  };
+  std::mutex pending_mu_;  // guards the three below; held only to move a batch in or out
+  std::vector<PendingTorch> pending_torch_;
+  size_t pending_rows_ = 0;
+  uint64_t pending_dropped_ = 0;
   int64_t metrics_taken_ns_ = 0;  // the snapshot whose metric readings were written last
   std::atomic<bool> stopping_{false};
   std::atomic<bool> forked_child_{false};
@@ -353,6 +364,7 @@ void Recorder::Shutdown() {
   if (gil_) gil_->Stop();
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_.exchange(true)) return;
+  DrainTorch();
   int64_t now = MonotonicNs();
   stacks_.MaybeSeal(now, true);
   memory_.MaybeSeal(now, true);
@@ -366,26 +378,48 @@ uint32_t ThreadIn(SegmentBuilder& b, const std::map<uint64_t, std::string>& name
   return b.InternThread(thread, b.InternString(ThreadName(names, pid, thread)));
 }
 
-void Recorder::TorchRows(uint64_t thread, uint64_t step, const std::vector<TorchRow>& rows) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (stopping_.load() || forked_child_.load() || torch_.failed) return;
-  SegmentBuilder& b = *torch_.builder;
-  const uint32_t tid = ThreadIn(b, names_, pid_, thread);
-  for (const TorchRow& r : rows) {
-    format::TorchEvent e;
-    e.ts = r.start_ns;
-    e.thread = tid;
-    e.step = step;
-    e.seq = r.seq;
-    e.module = b.InternString(r.module);
-    e.stage = static_cast<format::TorchStage>(r.stage);
-    e.duration_ns = r.duration_ns;
-    e.allocated = r.allocated;
-    e.max_allocated = r.max_allocated;
-    e.cached = r.cached;
-    b.AddTorch(e);
+// At most this many torch rows wait for the sampler thread; more (it is stalled) are dropped.
+constexpr size_t kMaxPendingTorchRows = 1 << 20;
+
+void Recorder::TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&& rows) {
+  if (stopping_.load() || forked_child_.load()) return;
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  if (pending_rows_ + rows.size() > kMaxPendingTorchRows) {
+    if (++pending_dropped_ == 1) Log("torch_trace rows dropped: the recorder thread is behind");
+    return;
   }
-  torch_.MaybeSeal(MonotonicNs(), false);
+  pending_rows_ += rows.size();
+  pending_torch_.push_back({thread, step, std::move(rows)});
+}
+
+// Encodes the queued torch rows. Under mu_.
+void Recorder::DrainTorch() {
+  std::vector<PendingTorch> batches;
+  {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    batches.swap(pending_torch_);
+    pending_rows_ = 0;
+  }
+  if (torch_.failed) return;
+  SegmentBuilder& b = *torch_.builder;
+  for (const PendingTorch& p : batches) {
+    const uint32_t tid = ThreadIn(b, names_, pid_, p.thread);
+    for (const TorchRow& r : p.rows) {
+      format::TorchEvent e;
+      e.ts = r.start_ns;
+      e.thread = tid;
+      e.step = p.step;
+      e.seq = r.seq;
+      e.module = b.InternString(r.module);
+      e.stage = static_cast<format::TorchStage>(r.stage);
+      e.duration_ns = r.duration_ns;
+      e.allocated = r.allocated;
+      e.max_allocated = r.max_allocated;
+      e.cached = r.cached;
+      b.AddTorch(e);
+    }
+    torch_.MaybeSeal(MonotonicNs(), false);  // full: seals (a new builder generation)
+  }
 }
 
 void Recorder::VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) {
@@ -509,6 +543,7 @@ void Recorder::SamplerLoop() {
       SampleMemory(real);
       next_memory = now + kSealIntervalNs;
     }
+    DrainTorch();
     stacks_.MaybeSeal(now, false);
     memory_.MaybeSeal(now, false);
     torch_.MaybeSeal(now, false);

@@ -1,14 +1,23 @@
 #include "torch_hooks.h"
 
+#include <structmember.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstddef>
+#include <deque>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "compat.h"
+
+#if PY_VERSION_HEX < 0x03090000  // vectorcall was provisional in 3.8
+#define PyObject_Vectorcall _PyObject_Vectorcall
+#define Py_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
+#endif
 
 namespace probing::recorder {
 namespace {
@@ -44,8 +53,14 @@ struct ModuleName {
 struct SlotObject {
   PyObject_HEAD uint64_t generation;
   PyObject* weakref;  // to the tensor (owned)
-  std::vector<uint32_t>* starts;
-  std::vector<uint32_t>* ends;
+  int32_t edges;      // its first edge in State::edges, -1 for none
+};
+
+// One backward row a slot starts or ends; a slot's edges are a list through `next`.
+struct Edge {
+  uint32_t row;  // index into State::backward
+  int32_t next;
+  bool start;
 };
 
 // Everything below is touched with the GIL held only.
@@ -62,15 +77,18 @@ struct State {
   bool fast_hooks = false;              // torch 1.x: fill _backward_hooks directly
   // Per step.
   bool traced = false, training = false, cuda = false;
+  bool hooked = false;  // the module hooks or wrapper are on: calls are seen
   uint64_t generation = 1;  // bumps at every step end; older stacks and slots are ignored
   uint64_t seq = 0;
   bool backward_queued = false;
   std::vector<Row> rows, backward;
+  std::vector<Edge> edges;
   std::unordered_map<PyObject*, SlotObject*> slots;  // tensor -> slot (owned)
   std::unordered_map<PyObject*, ModuleName> modules;
-  std::vector<std::string> names;  // interned: each distinct name once
+  std::deque<std::string> names;  // interned, never removed: each distinct name once
   std::unordered_map<std::string, uint32_t> name_ids;
   PyTypeObject* slot_type = nullptr;
+  PyTypeObject* call_type = nullptr;
   PyObject *s_requires_grad, *s_backward_hooks, *s_grad_fn, *s_register_hook_dict, *s_register_hook;
 };
 State g;
@@ -151,16 +169,16 @@ bool IsTensor(PyObject* o) {
   return g.tensor_type != nullptr && PyObject_TypeCheck(o, g.tensor_type);
 }
 
+PyObject* FirstTensor(PyObject* const* items, Py_ssize_t n) {  // borrowed or null
+  for (Py_ssize_t i = 0; i < n; ++i)
+    if (IsTensor(items[i])) return items[i];
+  return nullptr;
+}
+
 PyObject* FirstTensor(PyObject* v) {  // borrowed or null
   if (IsTensor(v)) return v;
-  if (PyTuple_Check(v) || PyList_Check(v)) {
-    PyObject* seq = v;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n; ++i) {
-      PyObject* item = PySequence_Fast_GET_ITEM(seq, i);
-      if (IsTensor(item)) return item;
-    }
-  }
+  if (PyTuple_Check(v) || PyList_Check(v))
+    return FirstTensor(PySequence_Fast_ITEMS(v), PySequence_Fast_GET_SIZE(v));
   return nullptr;
 }
 
@@ -182,9 +200,8 @@ SlotObject* SlotFor(PyObject* tensor) {
   auto* slot = PyObject_New(SlotObject, g.slot_type);
   if (slot == nullptr) return nullptr;
   slot->generation = g.generation;
+  slot->edges = -1;
   slot->weakref = PyWeakref_NewRef(tensor, nullptr);
-  slot->starts = new std::vector<uint32_t>();
-  slot->ends = new std::vector<uint32_t>();
   if (slot->weakref == nullptr) {
     Py_DECREF(slot);
     return nullptr;
@@ -230,9 +247,15 @@ SlotObject* SlotFor(PyObject* tensor) {
   return slot;
 }
 
+void AddEdge(SlotObject* slot, uint32_t row, bool start) {
+  g.edges.push_back({row, slot->edges, start});
+  slot->edges = static_cast<int32_t>(g.edges.size() - 1);
+}
+
 void ResetStep() {
   g.rows.clear();
   g.backward.clear();
+  g.edges.clear();
   for (auto& [t, s] : g.slots) Py_DECREF(s);
   g.slots.clear();
   g.seq = 0;
@@ -246,8 +269,6 @@ void SlotDealloc(PyObject* self) {
   auto* s = reinterpret_cast<SlotObject*>(self);
   PyTypeObject* type = Py_TYPE(self);
   Py_XDECREF(s->weakref);
-  delete s->starts;
-  delete s->ends;
   PyObject_Free(self);
   Py_DECREF(type);  // instances of a heap type hold a reference to it
 }
@@ -263,15 +284,18 @@ PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
     Py_XDECREF(r);
     PyErr_Clear();
   }
-  for (uint32_t i : *s->starts) {
-    Row& row = g.backward[i];
-    if (row.start < 0) {
+  // Edges were added newest first: a module's row starts before those of modules inside it
+  // that share its output (the order their forward rows have).
+  for (int32_t i = s->edges; i >= 0; i = g.edges[static_cast<size_t>(i)].next) {
+    const Edge& e = g.edges[static_cast<size_t>(i)];
+    Row& row = g.backward[e.row];
+    if (e.start && row.start < 0) {
       row.start = t;
       row.seq = g.seq++;
+    } else if (!e.start && row.end < 0) {
+      row.end = t;
     }
   }
-  for (uint32_t i : *s->ends)
-    if (g.backward[i].end < 0) g.backward[i].end = t;
   Py_RETURN_NONE;
 }
 
@@ -296,24 +320,24 @@ void ReadMemory(Row* row) {
   PyErr_Clear();
 }
 
-PyObject* Pre(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs < 1) Py_RETURN_NONE;
+// The start of a module call: its row (or -1 in an untraced step) on this thread's stack.
+void Enter(PyObject* module) {
   std::vector<int64_t>& stack = Stack();
   if (!g.traced) {
     stack.push_back(-1);
-    Py_RETURN_NONE;
+    return;
   }
   Row row;
   row.seq = g.seq++;
-  row.name = NameOf(args[0], stack);
+  row.name = NameOf(module, stack);
   row.stage = kForward;
   row.start = Now();
   g.rows.push_back(row);
   stack.push_back(static_cast<int64_t>(g.rows.size() - 1));
-  Py_RETURN_NONE;
 }
 
-void BackwardRow(uint32_t name, PyObject* inputs, PyObject* output) {
+// Hooks the backward row of a call: its output's gradient starts it, its input's ends it.
+void BackwardRow(uint32_t name, PyObject* input, PyObject* output) {
   PyObject* out = FirstTensor(output);
   if (out == nullptr || !RequiresGrad(out)) return;
   PyObject* enabled = CallNoArgs(g.grad_enabled);
@@ -328,30 +352,88 @@ void BackwardRow(uint32_t name, PyObject* inputs, PyObject* output) {
   row.stage = kBackward;
   g.backward.push_back(row);
   const auto index = static_cast<uint32_t>(g.backward.size() - 1);
-  s->starts->push_back(index);
-  PyObject* in = FirstTensor(inputs);
-  if (in != nullptr && RequiresGrad(in))
-    if (SlotObject* e = SlotFor(in)) e->ends->push_back(index);
+  AddEdge(s, index, true);
+  if (input != nullptr && RequiresGrad(input))
+    if (SlotObject* e = SlotFor(input)) AddEdge(e, index, false);
 }
 
-PyObject* Post(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs < 3) Py_RETURN_NONE;
+// The end of a module call entered with Enter: `input` its first tensor argument (or null),
+// `output` what it returned, null when it raised (the row is then dropped).
+void Leave(PyObject* input, PyObject* output) {
   std::vector<int64_t>& stack = Stack();
-  if (stack.empty()) Py_RETURN_NONE;  // hooks came on during this call
+  if (stack.empty()) return;  // tracing came on during this call
   const int64_t index = stack.back();
   stack.pop_back();
-  if (index >= 0 && static_cast<size_t>(index) < g.rows.size()) {
+  if (output != nullptr && index >= 0 && static_cast<size_t>(index) < g.rows.size()) {
     Row& row = g.rows[static_cast<size_t>(index)];
     row.end = Now();
     if (g.cuda && g.memory != nullptr) ReadMemory(&row);
-    BackwardRow(g.rows[static_cast<size_t>(index)].name, args[1], args[2]);
+    BackwardRow(g.rows[static_cast<size_t>(index)].name, input, output);
   }
   if (stack.empty() && !g.training && g.inference_end != nullptr) {
     PyObject* r = CallNoArgs(g.inference_end);  // one outermost call: one step
     Py_XDECREF(r);
     PyErr_Clear();
   }
+}
+
+// The global forward pre-hook and forward hook (torch 2.x).
+PyObject* Pre(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs >= 1) Enter(args[0]);
   Py_RETURN_NONE;
+}
+
+PyObject* Post(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs >= 3) Leave(FirstTensor(args[1]), args[2]);
+  Py_RETURN_NONE;
+}
+
+// `wrap`: nn.Module.__call__ itself, around the original (`orig`). One C call per module call
+// and torch keeps its fast path (global hooks send every call through its slow one). A method
+// descriptor with vectorcall: Python calls it unbound with the module first and the arguments
+// in place, so neither a bound method nor an argument tuple is made.
+struct CallObject {
+  PyObject_HEAD PyObject* orig;
+  vectorcallfunc vectorcall;
+};
+
+PyObject* ModuleCall(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  PyObject* orig = reinterpret_cast<CallObject*>(self)->orig;
+  const Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  if (n < 1 || !g.hooked || (!g.traced && g.training))
+    return PyObject_Vectorcall(orig, args, nargsf, kwnames);
+  Enter(args[0]);
+  PyObject* out = PyObject_Vectorcall(orig, args, nargsf, kwnames);
+  PyObject *type, *value, *tb;
+  if (out == nullptr) PyErr_Fetch(&type, &value, &tb);  // our work must not see or lose it
+  Leave(FirstTensor(args + 1, n - 1), out);
+  if (out == nullptr) PyErr_Restore(type, value, tb);
+  return out;
+}
+
+PyObject* ModuleCallGet(PyObject* self, PyObject* obj, PyObject*) {
+  if (obj == nullptr || obj == Py_None) {
+    Py_INCREF(self);
+    return self;
+  }
+  return PyMethod_New(self, obj);
+}
+
+void ModuleCallDealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  Py_XDECREF(reinterpret_cast<CallObject*>(self)->orig);
+  PyObject_Free(self);
+  Py_DECREF(type);
+}
+
+// module_call(orig) -> the nn.Module.__call__ that times calls around `orig`.
+PyObject* NewModuleCall(PyObject*, PyObject* orig) {
+  auto* c = PyObject_New(CallObject, g.call_type);
+  if (c == nullptr) return nullptr;
+  Py_INCREF(orig);
+  c->orig = orig;
+  c->vectorcall = ModuleCall;
+  return reinterpret_cast<PyObject*>(c);
 }
 
 // configure(resolve, inference_end, Tensor, is_grad_enabled, queue_callback, memory, fast_hooks)
@@ -380,11 +462,12 @@ PyObject* Configure(PyObject* self, PyObject* args) {
   Py_RETURN_NONE;
 }
 
-// begin(traced, training, cuda): what the coming step does.
+// begin(traced, training, cuda, hooked): what the coming step does.
 PyObject* Begin(PyObject*, PyObject* args) {
-  int traced, training, cuda;
-  if (!PyArg_ParseTuple(args, "ppp", &traced, &training, &cuda)) return nullptr;
-  g.traced = traced != 0;
+  int traced, training, cuda, hooked;
+  if (!PyArg_ParseTuple(args, "pppp", &traced, &training, &cuda, &hooked)) return nullptr;
+  g.hooked = hooked != 0;
+  g.traced = traced != 0 && g.hooked;
   g.training = training != 0;
   g.cuda = cuda != 0;
   Py_RETURN_NONE;
@@ -398,6 +481,7 @@ PyObject* EndStep(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "KOLL", &step, &optimizer, &start, &end)) return nullptr;
   std::vector<TorchRow> out;
   if (g.traced) {
+    out.reserve(g.rows.size() + g.backward.size() + 1);
     if (optimizer != Py_None) {
       const char* n = PyUnicode_AsUTF8(optimizer);
       if (n == nullptr) return nullptr;
@@ -423,19 +507,20 @@ PyObject* EndStep(PyObject*, PyObject* args) {
         t.max_allocated = r.max_allocated;
         t.cached = r.cached;
       }
-      out.push_back(std::move(t));
+      out.push_back(t);
     };
     for (const Row& r : g.rows) add(r);
     for (const Row& r : g.backward) add(r);
+    // Dense again where calls left no row (they raised, or their backward never ran).
+    std::sort(out.begin(), out.end(),
+              [](const TorchRow& a, const TorchRow& b) { return a.seq < b.seq; });
+    for (size_t i = 0; i < out.size(); ++i) out[i].seq = i;
   }
   ResetStep();
-  if (g.sink != nullptr && !out.empty()) {
-    const auto tid = static_cast<uint64_t>(syscall(SYS_gettid));
-    Py_BEGIN_ALLOW_THREADS;
-    g.sink->TorchRows(tid, step, out);
-    Py_END_ALLOW_THREADS;
-  }
-  return PyLong_FromSize_t(out.size());
+  const size_t n = out.size();
+  if (g.sink != nullptr && n > 0)
+    g.sink->TorchRows(static_cast<uint64_t>(syscall(SYS_gettid)), step, std::move(out));
+  return PyLong_FromSize_t(n);
 }
 
 PyMethodDef kHookMethods[] = {
@@ -444,8 +529,9 @@ PyMethodDef kHookMethods[] = {
     {"post", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Post)), METH_FASTCALL,
      "global module forward hook"},
     {"_backward_done", BackwardDone, METH_NOARGS, "end of a backward pass"},
+    {"module_call", NewModuleCall, METH_O, "nn.Module.__call__ timing calls around the original"},
     {"configure", Configure, METH_VARARGS, "the tracer's callables, once"},
-    {"begin", Begin, METH_VARARGS, "(traced, training, cuda) for the coming step"},
+    {"begin", Begin, METH_VARARGS, "(traced, training, cuda, hooked) for the coming step"},
     {"end_step", EndStep, METH_VARARGS, "writes the step's rows; starts the next"},
     {nullptr, nullptr, 0, nullptr}};
 
@@ -455,6 +541,22 @@ PyType_Slot kSlotSlots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(SlotDealloc)
 PyType_Spec kSlotSpec = {"_probing_recorder.GradSlot", sizeof(SlotObject), 0, Py_TPFLAGS_DEFAULT,
                          kSlotSlots};
 
+// Where the vectorcall pointer is: a member the type machinery reads (3.9+); 3.8 has the field
+// set after the type is made.
+PyMemberDef kCallMembers[] = {
+#if PY_VERSION_HEX >= 0x03090000
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(CallObject, vectorcall), READONLY, nullptr},
+#endif
+    {nullptr, 0, 0, 0, nullptr}};
+PyType_Slot kCallSlots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(ModuleCallDealloc)},
+                            {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+                            {Py_tp_descr_get, reinterpret_cast<void*>(ModuleCallGet)},
+                            {Py_tp_members, kCallMembers},
+                            {0, nullptr}};
+PyType_Spec kCallSpec = {
+    "_probing_recorder.ModuleCall", sizeof(CallObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_HAVE_VECTORCALL, kCallSlots};
+
 }  // namespace
 
 void SetTorchSink(PythonSink* sink) { g.sink = sink; }
@@ -463,6 +565,11 @@ bool AddTorchHooks(PyObject* module) {
   if (g.slot_type == nullptr) {
     g.slot_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&kSlotSpec));
     if (g.slot_type == nullptr) return false;
+    g.call_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&kCallSpec));
+    if (g.call_type == nullptr) return false;
+#if PY_VERSION_HEX < 0x03090000
+    g.call_type->tp_vectorcall_offset = offsetof(CallObject, vectorcall);
+#endif
     g.s_requires_grad = PyUnicode_InternFromString("requires_grad");
     g.s_backward_hooks = PyUnicode_InternFromString("_backward_hooks");
     g.s_grad_fn = PyUnicode_InternFromString("grad_fn");

@@ -1,11 +1,13 @@
-// The hot path of PyTorch tracing in C: the global module forward hooks, the tensor hooks that
-// time backward, and the rows of the step being traced. torch_tracer.py keeps the rest (settings,
-// optimizer wrapping, names, variables) and calls in here; every function runs with the GIL
-// held. A traced module call costs two C calls and, for backward, one tensor-hook registration
+// The hot path of PyTorch tracing in C: what sees module calls (a replacement for
+// nn.Module.__call__, or global module forward hooks), the tensor hooks that time backward, and
+// the rows of the step being traced. torch_tracer.py keeps the rest (settings, optimizer
+// wrapping, names, variables) and calls in here; every function runs with the GIL held. A traced
+// module call costs one C call (two with hooks) and, for backward, one tensor-hook registration
 // and one C call from autograd (bench/torch_overhead.py).
 //
-//   AddTorchHooks(module);    // _probing_recorder.pre, .post, .configure, .begin, .end_step
-//   SetTorchSink(recorder);   // where end_step writes a step's rows
+//   AddTorchHooks(module);    // _probing_recorder.module_call, .pre, .post, .configure, .begin,
+//                             // .end_step
+//   SetTorchSink(recorder);   // where end_step hands a step's rows
 #pragma once
 
 #include <Python.h>
@@ -14,8 +16,8 @@
 
 namespace probing::recorder {
 
-// Adds the hook functions to `module` (_probing_recorder): pre, post, begin, end_step,
-// backward_pending. False with a Python error set.
+// Adds the hook functions to `module` (_probing_recorder): module_call, pre, post, configure,
+// begin, end_step. False with a Python error set.
 bool AddTorchHooks(PyObject* module);
 
 // Where end_step sends a step's rows.

@@ -27,6 +27,11 @@ class _Tracer:
         self.generation = -1
         self.failed = False
         self.cuda = False
+        # How module calls are seen (probing.torch.calls): "wrap", nn.Module.__call__ replaced
+        # while tracing is on (one C call per module call, and torch keeps its fast path; the
+        # default on torch 1.x), or "hooks", global module hooks (the default on 2.x, where
+        # torch.compile knows them).
+        self.wrap_call = False
         # The rows, the per-call hooks and backward timing live in C (torch_hooks.cc).
         # torch 1.x: tensor hooks are added to _backward_hooks directly (what
         # Tensor.register_hook does, without building its handle); else through it.
@@ -38,31 +43,49 @@ class _Tracer:
     # -- settings and hooks ----------------------------------------------------------------
     def refresh(self):
         """Re-reads the settings when they changed; decides whether the coming step is traced."""
-        enabled, rate, exprs, generation = _rec.settings()
-        if generation != self.generation:
-            self.generation = generation
-            self.enabled, self.rate = enabled and not self.failed, rate
+        settings = _rec.settings(self.generation)
+        if settings is not None:
+            enabled, self.rate, exprs, calls, self.generation = settings
+            self.enabled = enabled and not self.failed
             self.exprs = []
             for item in exprs.split(","):
                 item = item.strip()
                 if "@" in item:
                     name, func = item.split("@", 1)
                     self.exprs.append((func.strip(), name.strip()))
+            wrap = calls == "wrap" or (calls == "auto" and self.torch.__version__.startswith("1."))
+            if wrap != self.wrap_call:
+                self.set_hooks(False)
+                self.wrap_call = wrap
         s, r = self.step, self.rate
         self.traced = self.enabled and int((s + 1) * r) > int(s * r)
-        # Training: hooks only while a traced step runs. Inference: always, to see step edges.
-        self.set_hooks(self.enabled and (self.traced or not self.training))
-        _rec.begin(self.traced, self.training, self.cuda)
+        # Training: hooks only while a traced step runs (the wrapper stays while enabled and
+        # passes calls straight through in other steps). Inference: always, to see step edges.
+        self.set_hooks(self.enabled and (self.traced or not self.training or self.wrap_call))
+        _rec.begin(self.traced, self.training, self.cuda, self.handles is not None)
         _rec.state(self.step, self.traced, self.handles is not None)
 
     def set_hooks(self, on):
+        m = self.torch.nn.modules.module
         if on and self.handles is None:
-            m = self.torch.nn.modules.module
-            self.handles = (m.register_module_forward_pre_hook(_rec.pre),
-                            m.register_module_forward_hook(_rec.post))
+            if self.wrap_call:
+                orig = m.Module.__dict__["__call__"]
+                wrapper = _rec.module_call(orig)
+                m.Module.__call__ = wrapper
+                self.handles = (orig, wrapper)
+            else:
+                self.handles = (m.register_module_forward_pre_hook(_rec.pre),
+                                m.register_module_forward_hook(_rec.post))
         elif not on and self.handles is not None:
-            for h in self.handles:
-                h.remove()
+            if self.wrap_call:
+                orig, wrapper = self.handles
+                if m.Module.__dict__.get("__call__") is wrapper:
+                    m.Module.__call__ = orig
+                # else: replaced after us (and maybe calling us): the wrapper stays and, with
+                # begin(..., hooked=False), passes every call straight through.
+            else:
+                for h in self.handles:
+                    h.remove()
             self.handles = None
 
     def fail(self, e):
@@ -72,7 +95,7 @@ class _Tracer:
             _rec.log("PyTorch tracing turned off after an error: %s: %s" % (type(e).__name__, e))
             try:
                 self.set_hooks(False)
-                _rec.begin(False, self.training, False)
+                _rec.begin(False, self.training, False, False)
             except Exception:
                 pass
 
