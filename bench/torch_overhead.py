@@ -1,25 +1,40 @@
 """What PyTorch module tracing costs the training job, against plain and against torch.profiler.
 
 Method (../shared/BENCHMARKING.md): one process under the recorder (PROBING=1), stack sampling
-off so that only tracing is measured. Each round runs one block of steps in each mode, in an
-order that rotates every round (a block is one untimed step, as a setting takes effect at the
-next step, then a few timed ones: short blocks, many rounds): plain (probing.torch.enabled=false), traced (every step, every
-module), traced at probing.sample_rate 0.1, and torch.profiler (CPU activity) with our tracing
-off. A mode's figure is the median over rounds of its block time divided by the same round's
-plain block, with min and max, in wall time and in the process's CPU time (which the other
-tenants of a shared machine disturb less). The cost of one traced module call is the median
-extra CPU time of a traced block over its plain block, divided by the module calls (forward and
-backward) in it. torch.profiler is entered before a block's untimed step and left after its
-timed ones (its start-up and post-processing are not timed: its steady state).
+off so that only tracing is measured. Each round runs one block in each mode, in an order drawn
+at random every round (a fixed seed), so that every mode follows every other as often:
+- plain: probing.torch.enabled=false (no wrapper, no hooks: nn.Module as torch made it);
+- traced: every step, every module (sample_rate 1);
+- idle: tracing on at sample_rate 0, so no step is traced: what the untraced steps of a lower
+  sample_rate cost (the call wrapper stays in place and passes calls through);
+- torch.profiler (CPU activity), our tracing off.
+A block is three untimed steps, then three timed ones (--steps). A new setting takes effect at
+the end of the first untimed step; when it puts nn.Module.__call__ in place or back, Python's
+type caches and specialized bytecode are invalidated and take a few steps to settle (a cost
+paid once per switch, never in a steady run); the profiler warms up. Blocks are short because
+the machine's noise drifts over seconds, and short blocks side by side cancel it best. A mode's
+figure is the median over rounds of its timed steps divided by the same round's plain ones, with a 95% confidence interval of that median (order
+statistics), min and max. Times are the training thread's wall time; its CPU time
+(time.thread_time) is beside it. torch.profiler is entered before a block's untimed step and
+left after its timed one (start-up and post-processing are not timed: its steady state).
+
+At sample_rate 0.1 one step in ten is traced and the rest are idle, so its figure is
+0.1 x traced + 0.9 x idle, from the two medians.
+
+The cost of one traced module call is the median extra training-thread CPU time of a traced
+step over its round's plain step, divided by the module calls (forward and backward) in it;
+with the whole process's CPU time beside it (it includes the recorder thread, which encodes the
+rows). It is read best on `tiny` (64 modules of 8 features), where the calls are a large share
+of a step, far above the noise.
 
     python3 bench/torch_overhead.py [--workload mlp|transformer|resnet|tiny|all] [--rounds N]
-
-`tiny` (64 modules of 8 features) is where the cost of one call is read: there the hooks are a
-large share of the step, far above the machine's noise.
+                                    [--steps N] [--calls auto|wrap|hooks]
 
 Re-executes itself with PROBING=1 and the build tree's package when started without them.
 """
 import argparse
+import math
+import random
 import statistics
 import time
 
@@ -41,7 +56,7 @@ def linear_stack(width, layers, activation, batch):
 def mlp():
     from torch import nn
 
-    return (*linear_stack(128, 8, nn.ReLU, 32), 10)
+    return linear_stack(128, 8, nn.ReLU, 32)
 
 
 def transformer():
@@ -52,7 +67,7 @@ def transformer():
     model = nn.Sequential(nn.TransformerEncoder(layer, num_layers=4), nn.Flatten(),
                           nn.Linear(64 * 16, 10))
     x, y = torch.randn(16, 16, 64), torch.randint(0, 10, (16,))
-    return model, x, y, 3
+    return model, x, y
 
 
 def resnet():
@@ -61,7 +76,7 @@ def resnet():
 
     model = torchvision.models.resnet18(num_classes=10)
     x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
-    return model, x, y, 2
+    return model, x, y
 
 
 def tiny():
@@ -69,18 +84,34 @@ def tiny():
     the machine's noise."""
     from torch import nn
 
-    return (*linear_stack(8, 33, nn.Tanh, 4), 10)
+    return linear_stack(8, 33, nn.Tanh, 4)
 
 
 WORKLOADS = {"mlp": mlp, "transformer": transformer, "resnet": resnet, "tiny": tiny}
 
 
-def measure(lib, name, rounds):
+ROUNDS = {"mlp": 600, "tiny": 600, "transformer": 150, "resnet": 100}
+UNTIMED = 3
+MODES = ["plain", "traced", "idle", "torch.profiler"]
+
+
+def median_ci(values):
+    """(median, low, high): a 95% confidence interval of the median from order statistics."""
+    v = sorted(values)
+    n = len(v)
+    half = 1.96 * math.sqrt(n) / 2
+    lo = max(0, int(math.floor(n / 2 - half)))
+    hi = min(n - 1, int(math.ceil(n / 2 + half)))
+    return statistics.median(v), v[lo], v[hi]
+
+
+def measure(lib, name, rounds, steps):
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model, x, y, steps = WORKLOADS[name]()
+    model, x, y = WORKLOADS[name]()
+    rounds = rounds or ROUNDS[name]
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -100,59 +131,73 @@ def measure(lib, name, rounds):
     h.remove()
 
     def block(mode):
-        traced = mode in ("traced", "traced 0.1")
-        config(lib, "probing.torch.enabled", "true" if traced else "false")
-        config(lib, "probing.sample_rate", "0.1" if mode == "traced 0.1" else "1")
+        config(lib, "probing.torch.enabled", "false" if mode in ("plain", "torch.profiler")
+               else "true")
+        config(lib, "probing.sample_rate", "0" if mode == "idle" else "1")
         prof = None
         if mode == "torch.profiler":
             prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
             prof.__enter__()
-        step()  # untimed: the setting takes effect at the next step; the profiler warms up
-        t, c = time.perf_counter(), time.process_time()
+        for _ in range(UNTIMED):
+            step()  # untimed: the setting takes effect at the first's end; the profiler warms up
+        w, c, p = time.perf_counter_ns(), time.thread_time_ns(), time.process_time_ns()
         for _ in range(steps):
             step()
-        w, c = time.perf_counter() - t, time.process_time() - c
+        w, c, p = (time.perf_counter_ns() - w, time.thread_time_ns() - c,
+                   time.process_time_ns() - p)
         if prof is not None:
             prof.__exit__(None, None, None)  # its post-processing is not timed
-        return w, c
+        return w, c, p
 
-    modes = ["plain", "traced", "traced 0.1", "torch.profiler"]
-    for m in modes:  # warm-up
-        block(m)
-    wall = {m: [] for m in modes}
-    cpu = {m: [] for m in modes}
-    for r in range(rounds):
-        order = modes[r % len(modes):] + modes[:r % len(modes)]
-        for m in order:
-            w, c = block(m)
-            wall[m].append(w)
-            cpu[m].append(c)
-    print("%s: %d module calls per step, %d steps per block, %.2f ms/step plain (median), %d rounds"
-          % (name, calls[0], steps, statistics.median(wall["plain"]) / steps * 1e3, rounds))
-    print("  %-15s %-30s %s" % ("mode", "wall-time ratio (min, max)", "CPU-time ratio (min, max)"))
-    for m in modes[1:]:
-        cells = []
-        for times in (wall, cpu):
-            ratios = [t / p for t, p in zip(times[m], times["plain"])]
-            cells.append("%.3f (%.2f, %.2f)" % (statistics.median(ratios), min(ratios), max(ratios)))
-        print("  %-15s %-30s %s" % (m, cells[0], cells[1]))
-    extra = statistics.median([t - p for t, p in zip(cpu["traced"], cpu["plain"])])
-    per_call = extra / (steps * calls[0] * 2)
-    print("  one traced module call (forward or backward, CPU time): %.2f us" % (per_call * 1e6))
-    return per_call
+    for _ in range(3):  # warm-up
+        for m in MODES:
+            block(m)
+    times = {m: [] for m in MODES}
+    rng = random.Random(0)
+    for _ in range(rounds):
+        for m in rng.sample(MODES, len(MODES)):
+            times[m].append(block(m))
+    plain = times["plain"]
+    print("%s: %d module calls per step, %.2f ms/step plain (median), %d rounds of %d timed "
+          "steps" % (name, calls[0], statistics.median(t[0] for t in plain) / steps / 1e6,
+                       rounds, steps))
+    print("  %-15s %-8s %-16s %-12s %s" % ("mode", "ratio", "95% CI", "min-max", "CPU-time ratio"))
+    result = {}
+    for m in MODES[1:]:
+        ratios = [t[0] / p[0] for t, p in zip(times[m], plain)]
+        med, lo, hi = median_ci(ratios)
+        cpu = statistics.median(t[1] / p[1] for t, p in zip(times[m], plain))
+        print("  %-15s %-8.4f %-16s %-12s %.4f" % (m, med, "%.4f-%.4f" % (lo, hi),
+                                                  "%.2f-%.2f" % (min(ratios), max(ratios)), cpu))
+        result[m] = med
+    result["sample_rate 0.1"] = 0.1 * result["traced"] + 0.9 * result["idle"]
+    print("  %-15s %-8.4f (0.1 x traced + 0.9 x idle)" % ("sample_rate 0.1",
+                                                          result["sample_rate 0.1"]))
+    n = steps * calls[0] * 2
+    thread = statistics.median(t[1] - p[1] for t, p in zip(times["traced"], plain)) / n
+    process = statistics.median(t[2] - p[2] for t, p in zip(times["traced"], plain)) / n
+    print("  one traced module call (forward or backward): %.2f us training-thread CPU, "
+          "%.2f us process CPU" % (thread / 1e3, process / 1e3))
+    return result
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=sorted(WORKLOADS) + ["all"], default="all")
-    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--calls", choices=["auto", "wrap", "hooks"], default="auto",
+                   help="probing.torch.calls: how module calls are seen (default auto)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per block (default 3)")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="rounds per workload (default: %s)" % ", ".join(
+                       "%s %d" % kv for kv in sorted(ROUNDS.items())))
     args = p.parse_args()
     ensure_recorder()
     lib = recorder()
     config(lib, "probing.sampler.enabled", "false")
+    config(lib, "probing.torch.calls", args.calls)
     names = sorted(WORKLOADS) if args.workload == "all" else [args.workload]
     for name in names:
-        measure(lib, name, args.rounds)
+        measure(lib, name, args.rounds, args.steps)
 
 
 if __name__ == "__main__":
