@@ -165,6 +165,7 @@ def test_the_module_call_wrapper_on_every_interpreter(python, target):
     assert rc == 0, err
     assert out.splitlines() == [
         "('orig', 'Sub', (1, 2), {'x': 3}) ('orig', 'M', (), {}) ('orig', 'Sub', (5,), {})",
+        "(*a, **k) M.__call__ True",
         "raised KeyError('k')"]
 
 

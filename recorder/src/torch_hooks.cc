@@ -543,7 +543,19 @@ PyType_Spec kSlotSpec = {"_probing_recorder.GradSlot", sizeof(SlotObject), 0, Py
 
 // Where the vectorcall pointer is: a member the type machinery reads (3.9+); 3.8 has the field
 // set after the type is made.
+// __wrapped__ is the original, and the names are its own, so inspect.signature, help() and
+// reprs see what they saw before.
+PyObject* OrigAttr(PyObject* self, void* name) {
+  return PyObject_GetAttrString(reinterpret_cast<CallObject*>(self)->orig,
+                                static_cast<const char*>(name));
+}
+PyGetSetDef kCallGetSet[] = {
+    {"__name__", OrigAttr, nullptr, nullptr, const_cast<char*>("__name__")},
+    {"__qualname__", OrigAttr, nullptr, nullptr, const_cast<char*>("__qualname__")},
+    {"__doc__", OrigAttr, nullptr, nullptr, const_cast<char*>("__doc__")},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
 PyMemberDef kCallMembers[] = {
+    {"__wrapped__", T_OBJECT, offsetof(CallObject, orig), READONLY, nullptr},
 #if PY_VERSION_HEX >= 0x03090000
     {"__vectorcalloffset__", T_PYSSIZET, offsetof(CallObject, vectorcall), READONLY, nullptr},
 #endif
@@ -552,6 +564,7 @@ PyType_Slot kCallSlots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(ModuleCallDe
                             {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
                             {Py_tp_descr_get, reinterpret_cast<void*>(ModuleCallGet)},
                             {Py_tp_members, kCallMembers},
+                            {Py_tp_getset, kCallGetSet},
                             {0, nullptr}};
 PyType_Spec kCallSpec = {
     "_probing_recorder.ModuleCall", sizeof(CallObject), 0,
