@@ -123,6 +123,24 @@ def served(target, tmp_path, monkeypatch):
     return t
 
 
+@pytest.fixture
+def served_tcp(target, tmp_path, monkeypatch):
+    """serve.py as `served`, also on a free TCP port with the token "tok": (target, "host:port")."""
+    import socket
+
+    from control_client import wait_for_server
+
+    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = target("/usr/bin/python3", "serve.py",
+               extra_env={"PROBING_PORT": str(port), "PROBING_AUTH_TOKEN": "tok"})
+    t.wait_ready()
+    wait_for_server(t.proc.pid)
+    return t, "127.0.0.1:%d" % port
+
+
 def read_table(analyze, inputs, table):
     """Rows of a ring table, as dicts, read through probing-analyze."""
     import json

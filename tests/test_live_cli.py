@@ -3,7 +3,6 @@ errors a user meets (no such pid, no recorder, a dead process, no target, TCP to
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -114,15 +113,8 @@ def test_errors(run, probing_bin, tmp_path):
     assert r.returncode == 2
 
 
-def test_tcp_target_with_token(target, run, probing_bin, tmp_path, monkeypatch):
-    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    t = target(PY, "serve.py", extra_env={"PROBING_PORT": str(port), "PROBING_AUTH_TOKEN": "tok"})
-    t.wait_ready()
-    wait_for_server(t.proc.pid)
-    addr = "127.0.0.1:%d" % port
+def test_tcp_target_with_token(served_tcp, run, probing_bin):
+    t, addr = served_tcp
     r = run(probing_bin, "-t", addr, "--token", "tok", "eval", "2 + 2")
     assert r.returncode == 0 and r.stdout == "4\n"
     r = run(probing_bin, "-t", addr, "eval", "2 + 2")

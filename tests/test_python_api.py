@@ -3,7 +3,6 @@ the target itself), used the way a user's script uses it: a separate Python proc
 `probing`, against real targets; by pid and over TCP with a token; and its errors."""
 import json
 import os
-import socket
 import subprocess
 import textwrap
 
@@ -79,26 +78,20 @@ def test_connect_by_pid(served, tmp_path):
     assert out["custom"] == [{"item": "apple", "count": 3}, {"item": "pear", "count": 1}]
 
 
-def test_connect_over_tcp_with_a_token(target, tmp_path, monkeypatch):
-    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "data"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    t = target(PY, "serve.py", extra_env={"PROBING_PORT": str(port), "PROBING_AUTH_TOKEN": "tok"})
-    t.wait_ready()
-    wait_for_server(t.proc.pid)
+def test_connect_over_tcp_with_a_token(served_tcp, tmp_path):
+    t, addr = served_tcp
     out = script("""
         import json, probing
-        p = probing.connect(address="127.0.0.1:%d", token="tok")
+        p = probing.connect(address="%s", token="tok")
         got = [p.eval("2 + 2").value, p.info()["pid"]]
         errors = []
         for token in ("nope", None):
             try:
-                probing.connect(address="127.0.0.1:%d", token=token)
+                probing.connect(address="%s", token=token)
             except probing.ProbingError as e:
                 errors.append(str(e))
         print(json.dumps({"got": got, "errors": errors}))
-    """ % (port, port), tmp_path)
+    """ % (addr, addr), tmp_path)
     assert out["got"] == ["4", t.proc.pid]
     assert len(out["errors"]) == 2 and all("a valid token is required" in e for e in out["errors"])
 

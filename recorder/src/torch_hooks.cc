@@ -467,7 +467,7 @@ PyObject* Begin(PyObject*, PyObject* args) {
   int traced, training, cuda, hooked;
   if (!PyArg_ParseTuple(args, "pppp", &traced, &training, &cuda, &hooked)) return nullptr;
   g.hooked = hooked != 0;
-  g.traced = traced != 0 && g.hooked;
+  g.traced = traced != 0;
   g.training = training != 0;
   g.cuda = cuda != 0;
   Py_RETURN_NONE;
