@@ -2,17 +2,22 @@
 cost of starting the program at all) in the same run.
 
 Target: tests/targets/many_threads.py (21 threads) with the recorder sampling at --hz until the
-stack ring holds about --rows rows of python.stacks. Then, --runs times each, interleaved:
+stack ring holds about --rows rows of python.stacks, its control server also on a loopback TCP
+port with a token. Then, --runs times each, interleaved:
   probing --version
   probing -t PID query "SELECT count(*) FROM python.stacks"
+  probing -t 127.0.0.1:PORT --token T query "SELECT count(*) FROM python.stacks"   (remote)
   probing -t PID backtrace
-Reports median and p90 in ms, and each median over the --version median.
+Reports median and p90 in ms, each median over the --version median, and the remote query's
+median over the local one's (the remote one moves every stack segment over TCP and decodes it
+here, as it would from another host).
 
     /usr/bin/python3 bench/cli_latency.py [--rows 100000] [--runs 20]
 """
 import argparse
 import os
 import pathlib
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -38,8 +43,12 @@ def main():
     p.add_argument("--hz", type=int, default=200)
     args = p.parse_args()
     data = tempfile.mkdtemp(prefix="probing-bench-cli-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = dict(os.environ, PROBING="1", PROBING_DATA_DIR=data, PROBING_SAMPLER_HZ=str(args.hz),
-               PYTHONUSERBASE=str(ROOT / "build" / "pyuser"))
+               PYTHONUSERBASE=str(ROOT / "build" / "pyuser"), PROBING_PORT=str(port),
+               PROBING_AUTH_TOKEN="bench")
     target = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "targets" / "many_threads.py"),
                                "3600"], stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -58,6 +67,7 @@ def main():
         commands = {
             "--version": [str(PROBING), "--version"],
             "query count(*)": [str(PROBING), "-t", pid, "query", *count],
+            "remote query": [str(PROBING), "-t", "127.0.0.1:%d" % port, "query", *count],
             "backtrace": [str(PROBING), "-t", pid, "backtrace"],
         }
         times = {k: [] for k in commands}
@@ -70,6 +80,9 @@ def main():
             t.sort()
             print("%-16s %10.2f %10.2f %8.2f" % (k, statistics.median(t), t[int(len(t) * 0.9) - 1],
                                                  statistics.median(t) / base))
+        pairs = sorted(r / l for r, l in zip(times["remote query"], times["query count(*)"]))
+        print("remote query / local query, per interleaved pair: median %.2f (min %.2f, max %.2f)"
+              % (statistics.median(pairs), pairs[0], pairs[-1]))
     finally:
         target.kill()
         target.wait()

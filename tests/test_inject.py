@@ -245,7 +245,7 @@ def test_target_exiting_during_injection(spawn, probing_bin, env):
 
 def test_usage_errors(probing_bin, env):
     r = subprocess.run([str(probing_bin), "inject"], capture_output=True, text=True, env=env)
-    assert r.returncode == 2 and "needs -t/--target" in r.stderr
+    assert r.returncode == 2 and "inject needs -t TARGET" in r.stderr
     r = subprocess.run([str(probing_bin), "-t", "1", "inject", "--set", "nokey"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr

@@ -84,7 +84,8 @@ def test_a_dead_process_is_gone_but_readable_and_gc(served, run, probing_bin, an
     r = run(probing_bin, "-t", pid, "backtrace")
     assert r.returncode == 1
     data = os.path.join(os.environ["PROBING_DATA_DIR"], str(pid))
-    assert r.stderr == "probing: process %d is gone; what it recorded is still readable: probing-analyze %s\n" % (pid, data)
+    assert r.stderr == ("probing: process %d is gone; what it recorded is still readable: "
+                        "probing -t %s query ..., or probing-analyze %s\n" % (pid, data, data))
     r = run(analyze_bin, data)
     assert r.returncode == 0 and "MainThread" in r.stdout
     r = run(probing_bin, "--format", "json", "list")
@@ -106,9 +107,9 @@ def test_errors(run, probing_bin, tmp_path):
         plain.kill()
         plain.wait()
     r = run(probing_bin, "backtrace")
-    assert r.returncode == 2 and "needs -t/--target" in r.stderr
+    assert r.returncode == 2 and "backtrace needs -t TARGET" in r.stderr
     r = run(probing_bin, "-t", "not-a-target", "info")
-    assert r.returncode == 1 and "neither a pid nor host:port" in r.stderr
+    assert r.returncode == 1 and "neither a pid, host:port" in r.stderr
     r = run(probing_bin, "eval")
     assert r.returncode == 2
 

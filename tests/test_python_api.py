@@ -195,7 +195,7 @@ def test_a_table_and_metrics_live_and_in_a_recording(target, tmp_path, monkeypat
     # In a recording too.
     rec = tmp_path / "metrics.ptrace"
     r = subprocess.run([str(probing_bin), "record", "-o", str(rec), "--", PY,
-                        str(ROOT / "tests" / "targets" / "metrics.py"), "3"],
+                        str(ROOT / "tests" / "targets" / "metrics.py"), "5"],
                        capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PROBING_DATA_DIR=str(tmp_path / "data2")))
     assert r.returncode == 0, r.stderr

@@ -190,7 +190,7 @@ def test_record_errors(tmp_path, probing_bin):
     r = record(probing_bin, tmp_path, "-t", "1")  # no -o
     assert r.returncode == 2 and "--output is required" in r.stderr
     r = record(probing_bin, tmp_path, "-o", tmp_path / "x.ptrace")
-    assert r.returncode == 2 and "record needs -t PID, or a command" in r.stderr
+    assert r.returncode == 2 and "record needs -t TARGET, or a command" in r.stderr
     r = record(probing_bin, tmp_path, "-t", "1", "-o", tmp_path / "x.ptrace", "--", PY)
     assert r.returncode == 2 and "not both" in r.stderr
     r = record(probing_bin, tmp_path, "-t", "4194304", "-o", tmp_path / "x.ptrace")

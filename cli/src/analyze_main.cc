@@ -2,24 +2,26 @@
 // directories dead processes leave behind. Exit codes: 0 success, 1 failure, 2 bad usage.
 #include <CLI/CLI.hpp>
 #include <cerrno>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <set>
-#include <ctime>
-#include <filesystem>
-#include <iostream>
 #include <type_traits>
 
 #include "printer.h"
 #include "probing/analyzer/export.h"
-#include "probing/analyzer/sql.h"
-#include "probing/analyzer/trace_set.h"
+#include "probing/analyzer/summary.h"
 #include "probing/format/tables.h"
+#include "probing/format/trace_set.h"
+#include "probing/live/session.h"
+#include "probing/sql/sql.h"
 
 namespace {
 
@@ -77,7 +79,7 @@ void PrintSummary(const probing::analyzer::Summary& s) {
 }
 
 // Prints every row of one ring table, as SQL would see it (SELECT * FROM table).
-int PrintTable(const probing::analyzer::TraceSet& set, const std::string& name,
+int PrintTable(const probing::format::TraceSet& set, const std::string& name,
                probing::cli::OutputFormat format) {
   const auto* t = probing::format::FindTable(name);
   if (t == nullptr || t->source != probing::format::TableSource::kRing) {
@@ -113,7 +115,7 @@ int PrintTable(const probing::analyzer::TraceSet& set, const std::string& name,
   return 0;
 }
 
-void PrintStats(const probing::analyzer::TraceSet& set) {
+void PrintStats(const probing::format::TraceSet& set) {
   std::vector<std::vector<Cell>> rows;
   for (const auto& s : set.sources) {
     rows.push_back({s.path, s.kind, static_cast<int64_t>(s.segments_ok),
@@ -150,8 +152,8 @@ probing::Result<int64_t> ParseWhen(const std::string& text, const probing::analy
 }
 
 // The stack samples a --where clause keeps, as (pid, sample_id).
-probing::Result<std::set<std::pair<int64_t, int64_t>>> SamplesWhere(
-    probing::analyzer::SqlDatabase& db, const std::string& where) {
+probing::Result<std::set<std::pair<int64_t, int64_t>>> SamplesWhere(probing::sql::Database& db,
+                                                                    const std::string& where) {
   PROBING_ASSIGN_OR_RETURN(
       auto r, db.Query("SELECT DISTINCT pid, sample_id FROM python.stacks WHERE " + where));
   std::set<std::pair<int64_t, int64_t>> keep;
@@ -257,25 +259,26 @@ int Run(int argc, char** argv) {
     std::cerr << "probing-analyze: only one output can go to standard output ('-')\n";
     return 2;
   }
-  auto set = OrFail(probing::analyzer::LoadTraces(inputs));
+  auto session = OrFail(probing::live::Session::OpenFiles(inputs));
+  auto* source = OrFail(session->Segments());
+  auto set = OrFail(probing::live::LoadStreams(*source, {}));
 
-  std::unique_ptr<probing::analyzer::SqlDatabase> db;
+  std::unique_ptr<probing::sql::Database> db;
   double load_seconds = 0;
   if (!sql.empty() || !db_path.empty() || !where.empty()) {
-    db = OrFail(probing::analyzer::SqlDatabase::Create());
+    db = OrFail(probing::sql::Database::Create());
     const auto t0 = std::chrono::steady_clock::now();
     OrFail(db->LoadSegments(set.segments));
     load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   if (!sql.empty()) {
     auto r = OrFail(db->Query(sql));
-    static_assert(std::is_same_v<Cell, probing::analyzer::SqlValue>);
     probing::cli::PrintRows(format, r.columns, r.rows, std::cout);
   } else if (!table.empty()) {
     int rc = PrintTable(set, table, format);
     if (rc != 0) return rc;
   } else if (!exports && db_path.empty()) {
-    PrintSummary(probing::analyzer::Summarize(set));
+    PrintSummary(probing::analyzer::Summarize(set.segments));
   }
   if (!db_path.empty()) {
     OrFail(db->SaveTo(db_path));
@@ -283,7 +286,7 @@ int Run(int argc, char** argv) {
   }
 
   if (exports) {
-    const auto summary = probing::analyzer::Summarize(set, 1);
+    const auto summary = probing::analyzer::Summarize(set.segments, 1);
     probing::analyzer::SampleFilter filter;
     filter.thread = thread;
     if (!since.empty()) filter.since_ns = OrFail(ParseWhen(since, summary));
@@ -300,13 +303,13 @@ int Run(int argc, char** argv) {
       }
       if (!svg_path.empty()) {
         probing::analyzer::FlameGraphOptions o;
-        o.title = !title.empty() ? title
+        o.title = !title.empty()                  ? title
                   : summary.processes.size() == 1 ? "Flame graph: " + summary.processes[0]
                                                   : "Flame graph";
         o.subtitle = std::to_string(folded.samples) + " samples";
         if (summary.last_ts > summary.first_ts)
-          o.subtitle += " over " + std::to_string((summary.last_ts - summary.first_ts) / 1000000000) +
-                        " s";
+          o.subtitle +=
+              " over " + std::to_string((summary.last_ts - summary.first_ts) / 1000000000) + " s";
         if (thread) o.subtitle += ", thread " + std::to_string(*thread);
         if (!since.empty()) o.subtitle += ", since " + since;
         if (!until.empty()) o.subtitle += ", until " + until;
@@ -343,15 +346,16 @@ int Run(int argc, char** argv) {
     PrintStats(set);
     if (db != nullptr) {
       char line[160];
-      std::snprintf(line, sizeof line, "SQLite: %llu rows loaded in %.3f s (%.2f M rows/s)\n",
-                    static_cast<unsigned long long>(db->rows_loaded()), load_seconds,
-                    load_seconds > 0 ? static_cast<double>(db->rows_loaded()) / load_seconds / 1e6
-                                     : 0.0);
+      std::snprintf(
+          line, sizeof line, "SQLite: %llu rows loaded in %.3f s (%.2f M rows/s)\n",
+          static_cast<unsigned long long>(db->rows_loaded()), load_seconds,
+          load_seconds > 0 ? static_cast<double>(db->rows_loaded()) / load_seconds / 1e6 : 0.0);
       std::cout << line;
     }
   }
   uint64_t damaged = 0;
-  for (const auto& s : set.sources) damaged += s.segments_corrupt + (s.bytes_skipped ? 1 : 0);
+  for (const auto& s : set.sources)
+    damaged += s.segments_corrupt + (s.bytes_skipped ? 1 : 0) + (s.unreadable ? 1 : 0);
   if (damaged > 0 && !stats)
     std::cerr << "probing-analyze: some input was damaged and skipped; --stats tells what\n";
   return 0;

@@ -11,13 +11,14 @@
 #include <variant>
 #include <vector>
 
+#include "probing/base/cell.h"
+
 namespace probing::cli {
 
 enum class OutputFormat { kTable, kCsv, kJson, kJsonl };
 
-// A printable cell: NULL, integer, real or text (the same type as analyzer::SqlValue, so query
-// results print without conversion).
-using Cell = std::variant<std::monostate, int64_t, double, std::string>;
+// A printable cell: NULL, integer, real or text (probing::Cell, what SQL results hold).
+using probing::Cell;
 
 std::optional<OutputFormat> ParseOutputFormat(const std::string& s);
 

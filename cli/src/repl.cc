@@ -24,9 +24,10 @@ using json = nlohmann::json;
 volatile sig_atomic_t g_interrupted = 0;
 void OnInterrupt(int) { g_interrupted = 1; }
 
+// What the prompt talks to: a copy of the session's transport, so that a call still running on
+// its own thread after Ctrl-C never touches the session itself.
 struct Session {
-  live::Target target;
-  std::string token;
+  live::ControlClient client;
   double timeout = 300;
 };
 const Session* g_session = nullptr;  // for libedit's completion callback
@@ -35,18 +36,20 @@ std::vector<std::string> g_matches;  // the completions being offered
 // A JSON string is also a valid Python string literal: the way text reaches code we send.
 std::string PyString(const std::string& s) { return json(s).dump(); }
 
-Result<json> Eval(const Session& s, const std::string& code, double timeout) {
-  live::ControlClient c(s.target, s.token, static_cast<int>(timeout) + 10);
-  return c.Post("/eval", {{"code", code}, {"timeout", timeout}});
+Result<protocol::EvalReply> Eval(const Session& s, const std::string& code, double timeout) {
+  live::ControlClient c = s.client;
+  return c.Post<protocol::EvalReply>(std::string(protocol::kEvalPath),
+                                     protocol::EvalRequest{code, timeout}, "eval", timeout + 10);
 }
 
 // Runs `call` on its own thread and waits for it; Ctrl-C stops the waiting (nullopt), not the
 // call: an eval already sent runs on in the target until it ends or its timeout.
-std::optional<Result<json>> Interruptible(std::function<Result<json>()> call) {
+using EvalResult = Result<protocol::EvalReply>;
+std::optional<EvalResult> Interruptible(std::function<EvalResult()> call) {
   struct Pending {
     std::mutex m;
     std::condition_variable cv;
-    std::optional<Result<json>> result;
+    std::optional<EvalResult> result;
   };
   auto p = std::make_shared<Pending>();
   std::thread([p, call = std::move(call)] {
@@ -71,8 +74,8 @@ std::vector<std::string> TargetCompletions(const std::string& text) {
       "__import__('rlcompleter').Completer(__import__('__main__').__dict__), " +
       PyString(text) + ")))";
   auto r = Eval(*g_session, code, 2);
-  if (!r.ok() || !(*r)["exception"].is_null()) return {};
-  json list = json::parse((*r)["stdout"].get<std::string>(), nullptr, false);
+  if (!r.ok() || r->exception) return {};
+  json list = json::parse(r->out, nullptr, false);
   std::vector<std::string> out;
   if (list.is_array())
     for (const auto& m : list)
@@ -81,8 +84,7 @@ std::vector<std::string> TargetCompletions(const std::string& text) {
 }
 
 char* NextMatch(const char*, int state) {
-  return static_cast<size_t>(state) < g_matches.size() ? strdup(g_matches[state].c_str())
-                                                       : nullptr;
+  return static_cast<size_t>(state) < g_matches.size() ? strdup(g_matches[state].c_str()) : nullptr;
 }
 
 char** CompleteInTarget(const char* text, int, int) {
@@ -108,33 +110,37 @@ Read ReadLine(bool tty, const char* prompt, std::string* line) {
   return g_interrupted ? Read::kInterrupted : Read::kLine;
 }
 
-void Show(const json& r) {
-  std::cout << r["stdout"].get<std::string>() << std::flush;
-  std::cerr << r["stderr"].get<std::string>();
-  if (!r["value"].is_null()) std::cout << r["value"].get<std::string>() << "\n";
-  if (!r["exception"].is_null()) std::cerr << r["exception"]["traceback"].get<std::string>();
+void Show(const protocol::EvalReply& r) {
+  std::cout << r.out << std::flush;
+  std::cerr << r.err;
+  if (r.value) std::cout << *r.value << "\n";
+  if (r.exception) std::cerr << r.exception->traceback;
   std::cout << std::flush;
   std::cerr << std::flush;
 }
 
 }  // namespace
 
-int RunRepl(const live::Target& target, const std::string& token, const ReplOptions& options) {
-  Session session{target, token, options.timeout};
-  g_session = &session;
-  const bool tty = isatty(STDIN_FILENO) != 0;
-
+int RunRepl(live::Session& target, const ReplOptions& options) {
   // The banner says what we are attached to, and proves the target answers.
-  live::ControlClient client(target, token, 10);
-  auto info = client.Get("/info");
+  auto info = target.Info();
   if (!info.ok()) {
     std::cerr << "probing: " << info.status().message() << "\n";
     return 1;
   }
+  auto client = target.Control("repl");
+  if (!client.ok()) {
+    std::cerr << "probing: " << client.status().message() << "\n";
+    return 1;
+  }
+  Session session{**client, options.timeout};
+  g_session = &session;
+  const bool tty = isatty(STDIN_FILENO) != 0;
   if (tty) {
-    std::cout << "Python " << (*info)["python_version"].get<std::string>() << " in "
-              << target.Describe() << " (" << (*info)["cmdline"].get<std::string>() << ")\n"
-              << "Code runs in its __main__. Tab completes, Ctrl-C drops the line, Ctrl-D leaves.\n";
+    std::cout
+        << "Python " << info->python_version << " in " << target.Describe() << " (" << info->cmdline
+        << ")\n"
+        << "Code runs in its __main__. Tab completes, Ctrl-C drops the line, Ctrl-D leaves.\n";
     rl_readline_name = "probing";
     rl_attempted_completion_function = CompleteInTarget;
     rl_completion_append_character = '\0';
@@ -184,7 +190,7 @@ int RunRepl(const live::Target& target, const std::string& token, const ReplOpti
         break;
       }
       // A syntax error is "complete": running it shows the error as Python words it.
-      if (!(**done)["exception"].is_null() || (**done)["stdout"] == "True\n") break;
+      if ((*done)->exception || (*done)->out == "True\n") break;
       got = ReadLine(tty, "... ", &line);
       if (got == Read::kEnd) {
         ended = true;
@@ -209,7 +215,7 @@ int RunRepl(const live::Target& target, const std::string& token, const ReplOpti
                 << session.timeout << " s timeout)\n";
     } else if (!r->ok()) {
       std::cerr << "probing: " << r->status().message() << "\n";
-      if (kill(target.pid, 0) != 0 && !target.tcp()) break;  // the target is gone
+      if (target.pid() && kill(*target.pid(), 0) != 0) break;  // the target is gone
     } else {
       Show(**r);
     }

@@ -4,12 +4,12 @@
 // (codeop), Ctrl-C drops the line or stops waiting (never touches the target), Ctrl-D leaves.
 // Without a terminal on standard input it reads statements from it, without prompts.
 //
-//   return probing::cli::RunRepl(target, token, {.history = "~/.probing_history"});
+//   return probing::cli::RunRepl(*session, {.history = "~/.probing_history"});
 #pragma once
 
 #include <string>
 
-#include "probing/live/control_client.h"
+#include "probing/live/session.h"
 
 namespace probing::cli {
 
@@ -19,6 +19,6 @@ struct ReplOptions {
 };
 
 // Returns the exit code: 0 after Ctrl-D or end of input, 1 when the target cannot be reached.
-int RunRepl(const live::Target& target, const std::string& token, const ReplOptions& options);
+int RunRepl(live::Session& target, const ReplOptions& options);
 
 }  // namespace probing::cli

@@ -9,11 +9,6 @@
 
 namespace probing::format {
 
-void UniqueFd::Reset() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
-
 void MappedFile::Reset() {
   if (data_ != nullptr && size_ > 0) ::munmap(data_, size_);
   data_ = nullptr;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "internal.h"
+#include "probing/base/clock.h"
 #include "probing/format/crc32c.h"
 #include "probing/format/segment.h"
 #include "raw_headers.h"
@@ -57,7 +58,7 @@ Result<PtraceWriter> PtraceWriter::Create(const std::string& path, uint32_t pid)
   h.version_major = kVersionMajor;
   h.version_minor = kVersionMinor;
   h.header_size = kFileHeaderSize;
-  h.created_ts = internal::NowNs();
+  h.created_ts = RealtimeNs();
   h.pid = pid;
   PROBING_RETURN_IF_ERROR(w.WriteAll({reinterpret_cast<const char*>(&h), sizeof h}));
   return w;

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "internal.h"
+#include "probing/base/clock.h"
 #include "raw_headers.h"
 
 namespace probing::format {
@@ -58,7 +59,7 @@ Result<RingWriter> RingWriter::Create(const std::string& path, const RingOptions
   info.slot_size = o.slot_size;
   info.slot_count = o.slot_count;
   info.pid = o.pid;
-  info.created_ts = internal::NowNs();
+  info.created_ts = RealtimeNs();
 
   raw::RingHeader* h = Header(*map);
   h->version_major = info.version_major;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "probing/format/ptrace.h"
 #include "probing/format/segment.h"
 
 namespace probing::format::testing {
@@ -149,6 +150,19 @@ inline void CheckAllKinds(const Segment& s) {
   EXPECT_EQ(s.info.first_ts, kBaseTs);
   EXPECT_EQ(s.info.last_ts, kBaseTs + 50'000'000);
   EXPECT_EQ(s.info.pid, 4242u);
+}
+
+// The segments of the checked-in recording tests/fixtures/format_v1.ptrace, decoded.
+inline std::vector<Segment> FixtureSegments() {
+  auto r = PtraceReader::Open(std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace");
+  EXPECT_TRUE(r.ok());
+  std::vector<Segment> out;
+  for (size_t i = 0; r.ok() && i < r->segments().size(); ++i) {
+    auto seg = r->ReadSegment(i);
+    EXPECT_TRUE(seg.ok());
+    if (seg.ok()) out.push_back(std::move(seg).value());
+  }
+  return out;
 }
 
 inline std::string SealAllKinds(Codec codec, uint64_t seq = 0) {

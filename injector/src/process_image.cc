@@ -12,7 +12,7 @@ Result<ProcessImage> ProcessImage::Read(pid_t pid) {
   const std::string file = "/proc/" + std::to_string(pid) + "/maps";
   errno = 0;
   ProcessImage image(pid);
-  image.maps_ = recorder::ReadProcMaps(file);
+  image.maps_ = procfs::ReadProcMaps(file);
   if (image.maps_.empty()) {
     if (errno == ENOENT) return NotFound("no such process " + std::to_string(pid));
     if (errno == EACCES || errno == EPERM)
@@ -42,7 +42,7 @@ std::string ProcessImage::HostPath(const std::string& path) const {
 }
 
 std::optional<uintptr_t> ProcessImage::Address(const std::string& path, const std::string& name) {
-  const recorder::ElfSymbols::Module* mod = symbols_.Load(HostPath(path));
+  const procfs::ElfSymbols::Module* mod = symbols_.Load(HostPath(path));
   if (mod == nullptr) return std::nullopt;
   auto vaddr = mod->Find(name);
   if (!vaddr) return std::nullopt;
@@ -69,7 +69,7 @@ std::optional<uint64_t> ProcessImage::EhFrameHdr(const std::string& path) {
 }
 
 std::optional<uintptr_t> ProcessImage::AddressOfVaddr(const std::string& path, uint64_t vaddr) {
-  const recorder::ElfSymbols::Module* mod = symbols_.Load(HostPath(path));
+  const procfs::ElfSymbols::Module* mod = symbols_.Load(HostPath(path));
   if (mod == nullptr) return std::nullopt;
   auto file_offset = mod->FileOffsetOfVaddr(vaddr);
   if (!file_offset) return std::nullopt;
@@ -82,7 +82,7 @@ std::optional<uintptr_t> ProcessImage::AddressOfVaddr(const std::string& path, u
 std::string ProcessImage::SymbolAt(uintptr_t addr) {
   const Mapping* m = At(addr);
   if (m == nullptr || m->path.empty()) return "";
-  const recorder::ElfSymbols::Module* mod = symbols_.Load(HostPath(m->path));
+  const procfs::ElfSymbols::Module* mod = symbols_.Load(HostPath(m->path));
   if (mod == nullptr) return "";
   auto vaddr = mod->VaddrOfFileOffset(addr - m->start + m->offset);
   if (!vaddr) return "";

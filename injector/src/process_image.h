@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "elf_symbols.h"
-#include "proc_maps.h"
-#include "probing/format/status.h"
+#include "probing/base/status.h"
+#include "probing/procfs/elf_symbols.h"
+#include "probing/procfs/proc_maps.h"
 
 namespace probing::injector {
 
-using Mapping = recorder::MapEntry;  // paths as the target names them
+using Mapping = procfs::MapEntry;  // paths as the target names them
 
 class ProcessImage {
  public:
@@ -47,7 +47,7 @@ class ProcessImage {
 
   pid_t pid_;
   std::vector<Mapping> maps_;
-  recorder::ElfSymbols symbols_;
+  procfs::ElfSymbols symbols_;
   std::map<std::string, std::optional<uint64_t>> eh_frame_hdr_;
 };
 

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "unwind_accessors.h"
+#include "probing/procfs/unwind_accessors.h"
 
 // libunwind's search of a binary-search .eh_frame_hdr table, exported but not declared.
 extern "C" int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip,
@@ -48,8 +48,8 @@ bool FrameHoldsLock(const std::string& file_base, const std::string& symbol) {
   // Unnamed libc frames are static helpers; those of malloc and the loader are always called
   // from a named entry point below them, which the rule sees.
   static const std::array<const char*, 16> kLocking = {
-      "malloc", "free",  "calloc", "realloc",  "memalign",       "valloc", "_int_",  "arena",
-      "tcache", "dl",    "fork",   "_IO_",     "printf",         "exit",   "setenv", "pthread_create"};
+      "malloc", "free", "calloc", "realloc", "memalign", "valloc", "_int_",  "arena",
+      "tcache", "dl",   "fork",   "_IO_",    "printf",   "exit",   "setenv", "pthread_create"};
   for (const char* word : kLocking)
     if (symbol.find(word) != std::string::npos) return true;
   return symbol.find("putenv") != std::string::npos || symbol.find("atfork") != std::string::npos;
@@ -144,8 +144,8 @@ int FindProcInfo(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t* pi, int ne
   if (!hdr || !ReadWord(c, *hdr, &head) || !ReadWord(c, *hdr + 8, &count)) return -UNW_ENOINFO;
   // version 1; eh_frame_ptr 4 bytes (pcrel/datarel sdata4/udata4); fde_count udata4; the
   // table datarel|sdata4, the only layout libunwind searches.
-  const uint8_t version = head & 0xff, ptr_enc = (head >> 8) & 0xff, count_enc = (head >> 16) & 0xff,
-                table_enc = (head >> 24) & 0xff;
+  const uint8_t version = head & 0xff, ptr_enc = (head >> 8) & 0xff,
+                count_enc = (head >> 16) & 0xff, table_enc = (head >> 24) & 0xff;
   if (version != 1 || (ptr_enc & 0x0f) != 0x0b || count_enc != 0x03 || table_enc != 0x3b)
     return -UNW_ENOINFO;
   const uint32_t fde_count = static_cast<uint32_t>(count & 0xffffffff);
@@ -169,7 +169,7 @@ SafePoint CheckSafePoint(pid_t tid, ProcessImage& image) {
     return out;
   }
   static unw_accessors_t accessors =
-      recorder::UnwindAccessors(FindProcInfo, PutUnwindInfo, AccessMem, AccessReg);
+      procfs::UnwindAccessors(FindProcInfo, PutUnwindInfo, AccessMem, AccessReg);
   unw_addr_space_t as = unw_create_addr_space(&accessors, 0);
   unw_cursor_t cursor;
   if (as == nullptr || unw_init_remote(&cursor, as, &ctx) != 0) {

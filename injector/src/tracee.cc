@@ -15,6 +15,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "probing/base/clock.h"
+
 namespace probing::injector {
 namespace {
 
@@ -77,8 +79,9 @@ std::string PermissionReason(pid_t pid, int err) {
   const std::string scope = ReadLine("/proc/sys/kernel/yama/ptrace_scope");
   if (!scope.empty() && scope != "0" && !(cap && scope != "3"))
     return "cannot ptrace " + who + ": Yama ptrace_scope is " + scope +
-           (scope == "1" ? " (only a parent may attach)"
-                         : scope == "2" ? " (only CAP_SYS_PTRACE may attach)" : " (no attaching)") +
+           (scope == "1"   ? " (only a parent may attach)"
+            : scope == "2" ? " (only CAP_SYS_PTRACE may attach)"
+                           : " (no attaching)") +
            "; run as root, or set /proc/sys/kernel/yama/ptrace_scope to 0";
   return "cannot ptrace " + who + ": permission denied (it may have made itself undumpable " +
          "with prctl(PR_SET_DUMPABLE, 0); run probing as root)";
@@ -95,12 +98,6 @@ bool IsEpoll(uint64_t nr) {
 }
 
 }  // namespace
-
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 Result<std::unique_ptr<Tracee>> Tracee::Seize(pid_t pid, pid_t tid) {
   std::unique_ptr<Tracee> t(new Tracee(pid, tid));
@@ -125,9 +122,8 @@ Tracee::~Tracee() {
 }
 
 Status Tracee::Exited(int status) const {
-  std::string how = WIFSIGNALED(status) ? " (killed by signal " +
-                                              std::to_string(WTERMSIG(status)) + ")"
-                                        : "";
+  std::string how =
+      WIFSIGNALED(status) ? " (killed by signal " + std::to_string(WTERMSIG(status)) + ")" : "";
   return Unavailable("process " + std::to_string(pid_) + " exited during injection" + how);
 }
 
@@ -149,7 +145,8 @@ Status Tracee::Wait(int* status, int64_t deadline_ns) {
       if (left <= 0) return Unavailable("timeout");
       wait_ns = std::min(wait_ns, left);
     }
-    timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
+    timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000),
+                static_cast<long>(wait_ns % 1'000'000'000)};
     sigtimedwait(&chld, nullptr, &ts);
   }
 }
@@ -171,7 +168,8 @@ Status Tracee::Stop(int64_t deadline_ns) {
       return Status::Ok();
     }
     // A signal on its way to the thread: let it through, our interrupt stays pending.
-    ptrace(PTRACE_CONT, tid_, nullptr, reinterpret_cast<void*>(static_cast<intptr_t>(WSTOPSIG(status))));
+    ptrace(PTRACE_CONT, tid_, nullptr,
+           reinterpret_cast<void*>(static_cast<intptr_t>(WSTOPSIG(status))));
   }
 }
 
@@ -199,19 +197,20 @@ Status Tracee::SetRegs(const user_regs_struct& regs) {
   return Status::Ok();
 }
 
-Result<uint64_t> Tracee::Call(uintptr_t fn, const std::vector<uint64_t>& args,
-                              uintptr_t stack_top, const std::string& what,
+Result<uint64_t> Tracee::Call(uintptr_t fn, const std::vector<uint64_t>& args, uintptr_t stack_top,
+                              const std::string& what,
                               const std::function<void(const std::string&)>& on_slow) {
   if (!saved_valid_ || args.size() > 6) return Internal("Call before Save");
   user_regs_struct regs = saved_;
-  unsigned long long* argument_regs[] = {&regs.rdi, &regs.rsi, &regs.rdx, &regs.rcx, &regs.r8, &regs.r9};
+  unsigned long long* argument_regs[] = {&regs.rdi, &regs.rsi, &regs.rdx,
+                                         &regs.rcx, &regs.r8,  &regs.r9};
   for (size_t i = 0; i < args.size(); ++i) *argument_regs[i] = args[i];
   const uintptr_t sp = (stack_top & ~uintptr_t{15}) - 8;  // as if `call` had pushed the return
   const uint64_t return_address = 0;
   PROBING_RETURN_IF_ERROR(Write(sp, &return_address, sizeof return_address));
   regs.rsp = sp;
   regs.rip = fn;
-  regs.rax = 0;                           // no vector registers used by a variadic callee
+  regs.rax = 0;                               // no vector registers used by a variadic callee
   regs.orig_rax = static_cast<uint64_t>(-1);  // not in a system call: the kernel restarts nothing
   regs.eflags &= ~(kEflagsDirection | kEflagsTrap);
   modified_ = true;
@@ -252,8 +251,8 @@ Result<uint64_t> Tracee::Call(uintptr_t fn, const std::vector<uint64_t>& args,
     ptrace(PTRACE_GETSIGINFO, tid_, nullptr, &info);
     if (sig == SIGSYS && info.si_code == 1 /* SYS_SECCOMP */)
       return Unavailable("a seccomp filter in process " + std::to_string(pid_) +
-                         " blocks system call " + std::to_string(info.si_syscall) + " (in " +
-                         what + "); the target was left as it was");
+                         " blocks system call " + std::to_string(info.si_syscall) + " (in " + what +
+                         "); the target was left as it was");
     if (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE || sig == SIGABRT ||
         sig == SIGSYS) {
       char at[32];
@@ -313,8 +312,8 @@ Status Tracee::Restore() {
 // its arguments are still in their registers, and the kernel's own restart does the same.
 void Tracee::ReenterEpollAfterEintr(user_regs_struct* regs) {
   if (!IsEpoll(regs->orig_rax) || static_cast<int64_t>(regs->rax) != -EINTR) return;
-  const std::string status = "/proc/" + std::to_string(pid_) + "/task/" + std::to_string(tid_) +
-                             "/status";
+  const std::string status =
+      "/proc/" + std::to_string(pid_) + "/task/" + std::to_string(tid_) + "/status";
   for (const char* field : {"SigPnd", "ShdPnd"})
     if (std::strtoull(StatusField(status, field).c_str(), nullptr, 16) != 0) return;  // real
   uint8_t insn[2] = {0, 0};

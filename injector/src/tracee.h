@@ -12,7 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "probing/format/status.h"
+#include "probing/base/clock.h"
+#include "probing/base/status.h"
 
 namespace probing::injector {
 
@@ -69,7 +70,7 @@ class Tracee {
   int xstate_kind_ = 0;
 };
 
-int64_t MonotonicNs();
+using probing::MonotonicNs;  // probing/base/clock.h
 
 // Why this process may not ptrace `pid`, in words the user can act on: another user, Yama
 // ptrace_scope, another tracer, a seccomp filter (`err` ENOSYS), an undumpable target.

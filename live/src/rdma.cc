@@ -69,4 +69,38 @@ Result<std::vector<RdmaPort>> ReadRdmaPorts(const std::string& root) {
   return ports;
 }
 
+std::vector<RdmaPortRates> RdmaRates(const std::vector<RdmaPort>& first,
+                                     const std::vector<RdmaPort>& second, double seconds) {
+  std::vector<RdmaPortRates> out;
+  for (const RdmaPort& p : second) {
+    RdmaPortRates r;
+    r.port = p;
+    const RdmaPort* before = nullptr;
+    for (const RdmaPort& q : first)
+      if (q.device == p.device && q.port == p.port) before = &q;
+    auto rate = [&](uint64_t a, uint64_t b) -> std::optional<double> {
+      if (b < a || seconds <= 0) return std::nullopt;
+      return static_cast<double>(b - a) / seconds;
+    };
+    if (before != nullptr) {
+      r.tx_bytes_per_s = rate(before->tx_bytes(), p.tx_bytes());
+      r.rx_bytes_per_s = rate(before->rx_bytes(), p.rx_bytes());
+      auto has = [](const RdmaPort& port, const char* name) {
+        return port.counters.count(name) != 0;
+      };
+      if (has(*before, "port_xmit_packets") && has(p, "port_xmit_packets"))
+        r.tx_packets_per_s = rate(Counter(before->counters, "port_xmit_packets"),
+                                  Counter(p.counters, "port_xmit_packets"));
+      if (has(*before, "port_rcv_packets") && has(p, "port_rcv_packets"))
+        r.rx_packets_per_s = rate(Counter(before->counters, "port_rcv_packets"),
+                                  Counter(p.counters, "port_rcv_packets"));
+    }
+    for (const char* name : {"port_rcv_errors", "port_xmit_discards", "symbol_error", "link_downed",
+                             "port_rcv_remote_physical_errors"})
+      r.errors += Counter(p.counters, name);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 }  // namespace probing::live

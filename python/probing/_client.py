@@ -126,7 +126,7 @@ class Probe:
             d = os.path.join(_data_dir(), str(pid))
             if os.path.exists(os.path.join(d, "process.json")):
                 return ("process %d is gone; what it recorded is still readable: "
-                        "probing-analyze %s" % (pid, d))
+                        "probing -t %s query ..., or probing-analyze %s" % (pid, d, d))
             return "no process %d" % pid
         except PermissionError:
             pass

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
@@ -17,6 +18,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
@@ -24,6 +26,7 @@
 #include "config.h"
 #include "log.h"
 #include "native_stack.h"
+#include "probing/base/clock.h"
 #include "py_helpers.h"
 #include "py_module.h"
 
@@ -40,51 +43,15 @@ constexpr int kIoTimeoutSec = 10;  // a slow or abandoned client holds only its 
 constexpr size_t kMaxBody = 1 << 20;
 constexpr const char* kRecorderVersion = "0.1.0";
 
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 ControlServer::Reply Error(int status, const std::string& message) {
-  return {status, Dump(json{{"error", message}})};
+  return {status, Dump(protocol::ToJson(protocol::ErrorReply{message}))};
 }
 
-std::string UrlDecode(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && isxdigit(s[i + 1]) && isxdigit(s[i + 2])) {
-      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i] == '+' ? ' ' : s[i];
-    }
-  }
-  return out;
-}
-
-std::map<std::string, std::string> ParseQuery(const std::string& q) {
-  std::map<std::string, std::string> out;
-  size_t start = 0;
-  while (start <= q.size()) {
-    size_t amp = q.find('&', start);
-    std::string part = q.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
-    if (!part.empty()) {
-      size_t eq = part.find('=');
-      out[UrlDecode(part.substr(0, eq))] =
-          eq == std::string::npos ? "" : UrlDecode(part.substr(eq + 1));
-    }
-    if (amp == std::string::npos) break;
-    start = amp + 1;
-  }
-  return out;
-}
-
-bool Truthy(const std::map<std::string, std::string>& q, const char* key) {
-  auto it = q.find(key);
-  return it != q.end() && (it->second == "1" || it->second == "true" || it->second.empty());
+template <typename T>
+ControlServer::Reply Ok(const T& answer) {
+  return {200, Dump(protocol::ToJson(answer))};
 }
 
 // Constant-time comparison for the token.
@@ -275,11 +242,11 @@ void ControlServer::Serve(int fd, bool tcp) {
       if (reply.body.empty())
         reply = Handle(std::string(req.method_string()), std::string(req.target()), req.body());
       http::response<http::string_body> res{static_cast<http::status>(reply.status), req.version()};
-      res.set(http::field::content_type, "application/json");
+      res.set(http::field::content_type, reply.content_type);
       res.set(http::field::server, "probing-recorder");
       res.keep_alive(req.keep_alive() && allowed);
       res.body() = std::move(reply.body);
-      res.body() += "\n";
+      if (reply.content_type == "application/json") res.body() += "\n";
       res.prepare_payload();
       http::write(stream, res, ec);
       if (ec || !res.keep_alive()) return;
@@ -301,23 +268,89 @@ void ControlServer::Serve(int fd, bool tcp) {
 
 ControlServer::Reply ControlServer::Handle(const std::string& method, const std::string& target,
                                            const std::string& body) {
-  std::string path = target.substr(0, target.find('?'));
-  auto query =
-      ParseQuery(target.find('?') == std::string::npos ? "" : target.substr(target.find('?') + 1));
+  const protocol::RequestTarget t = protocol::ParseRequestTarget(target);
+  const std::string& path = t.path;
   try {
-    if (path == "/info" && method == "GET") return Info();
-    if (path == "/eval" && method == "POST") return Eval(body);
-    if (path == "/backtrace" && method == "GET") return Backtrace(query);
-    if (path == "/config" && (method == "GET" || method == "POST"))
-      return Settings(method, query, body);
-    if (path == "/tables" && method == "GET") return Tables("");
-    if (path.rfind("/tables/", 0) == 0 && method == "GET") return Tables(path.substr(8));
+    if (path == protocol::kInfoPath && method == "GET") return Info();
+    if (path == protocol::kEvalPath && method == "POST") return Eval(body);
+    if (path == protocol::kBacktracePath && method == "GET") {
+      auto request = protocol::BacktraceRequest::FromQuery(t.query);
+      if (!request.ok()) return Error(400, request.status().message());
+      return Backtrace(*request);
+    }
+    if (path == protocol::kConfigPath && (method == "GET" || method == "POST"))
+      return Settings(method, t.query, body);
+    if (path == protocol::kTablesPath && method == "GET") return Tables("");
+    if (path.rfind(std::string(protocol::kTablesPath) + "/", 0) == 0 && method == "GET")
+      return Tables(path.substr(protocol::kTablesPath.size() + 1));
+    if (path == protocol::kSealPath && method == "POST") return Seal();
+    if (path == protocol::kSegmentsPath && method == "GET") {
+      auto request = protocol::SegmentsRequest::FromQuery(t.query);
+      if (!request.ok()) return Error(400, request.status().message());
+      return Segments(*request);
+    }
   } catch (const std::exception& e) {
     return Error(400, std::string("bad request: ") + e.what());
   }
   return Error(404, "unknown endpoint " + method + " " + path +
                         "; endpoints: GET /info, POST /eval, GET /backtrace, GET|POST /config, "
-                        "GET /tables, GET /tables/<name>");
+                        "GET /tables, GET /tables/<name>, POST /seal, GET /segments");
+}
+
+ControlServer::Reply ControlServer::Seal() {
+  protocol::SealReply r;
+  if (ctx_.seal) r.sealed = ctx_.seal();
+  return Ok(r);
+}
+
+ControlServer::Reply ControlServer::Segments(const protocol::SegmentsRequest& request) {
+  protocol::SegmentBatch batch;
+  if (request.seal && ctx_.seal) batch.sealed = ctx_.seal();
+  std::lock_guard<std::mutex> lock(rings_mu_);
+  // Rings appear as the process goes on (torch.ring once PyTorch is imported): look each time.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(ctx_.data_dir, ec)) {
+    if (e.path().extension() != ".ring" || !e.is_regular_file(ec) || e.is_symlink(ec)) continue;
+    std::string name = e.path().stem().string();
+    if (rings_.count(name) != 0) continue;
+    auto reader = format::RingReader::Open(e.path().string());
+    if (reader.ok()) rings_[name] = std::make_unique<format::RingReader>(std::move(reader).value());
+  }
+  uint64_t bytes = 0;
+  std::string copy;
+  for (const auto& [name, reader] : rings_) {
+    if (!request.rings.empty() &&
+        std::find(request.rings.begin(), request.rings.end(), name) == request.rings.end())
+      continue;
+    protocol::RingState st;
+    st.name = name;
+    st.oldest = reader->oldest_seq();
+    st.next = reader->next_seq();
+    auto from = request.from.find(name);
+    st.from = from == request.from.end() ? st.oldest : std::min(from->second, st.next);
+    uint64_t seq = st.from;
+    if (seq < st.oldest) {  // overwritten since the client's last visit
+      st.lost += st.oldest - seq;
+      seq = st.oldest;
+    }
+    const auto index = static_cast<uint32_t>(batch.rings.size());
+    for (; seq < st.next; ++seq) {
+      if (bytes >= request.max_bytes) {
+        batch.more = true;
+        break;
+      }
+      if (!reader->Read(seq, &copy).ok()) {  // overwritten while we read it
+        ++st.lost;
+        continue;
+      }
+      bytes += copy.size();
+      batch.segments.push_back({index, seq, std::move(copy)});
+      copy.clear();
+    }
+    st.to = seq;
+    batch.rings.push_back(std::move(st));
+  }
+  return {200, protocol::EncodeSegmentBatch(batch), std::string(protocol::kSegmentsMediaType)};
 }
 
 ControlServer::Reply ControlServer::GilTimeout() const {
@@ -326,26 +359,27 @@ ControlServer::Reply ControlServer::GilTimeout() const {
 }
 
 ControlServer::Reply ControlServer::Info() {
-  json enabled = {
-      {"stack_sampler", sampler_ != nullptr && probing::recorder::Config::Get().sampler_enabled()},
-      {"memory_sampler", true},
-      {"torch", probing::recorder::Config::Get().torch_enabled()},
-      {"tcp", !token_.empty()}};
-  json j = {{"pid", ctx_.pid},
-            {"python_version", ctx_.process.python_version},
-            {"cmdline", ctx_.process.cmdline},
-            {"recorder_version", kRecorderVersion},
-            {"uptime", static_cast<double>(MonotonicNs() - ctx_.started_ns) / 1e9},
-            {"host", ctx_.process.host},
-            {"data_dir", ctx_.data_dir},
-            {"socket", socket_name()},
-            {"enabled", enabled}};
-  TorchState t = GetTorchState();          // as of the tracer's last step end
-  j["torch"] = {{"tracing", t.installed},  // torch imported and the tracer installed
-                {"step", t.step},
-                {"step_traced", t.traced},
-                {"hooks_installed", t.hooks}};
-  return {200, Dump(j)};
+  const auto& config = probing::recorder::Config::Get();
+  protocol::InfoReply r;
+  r.pid = ctx_.pid;
+  r.python_version = ctx_.process.python_version;
+  r.cmdline = ctx_.process.cmdline;
+  r.recorder_version = kRecorderVersion;
+  r.uptime = static_cast<double>(MonotonicNs() - ctx_.started_ns) / 1e9;
+  r.host = ctx_.process.host;
+  r.data_dir = ctx_.data_dir;
+  r.socket = socket_name();
+  if (ctx_.process.rank >= 0) r.rank = ctx_.process.rank;
+  r.enabled.stack_sampler = sampler_ != nullptr && config.sampler_enabled();
+  r.enabled.memory_sampler = true;
+  r.enabled.torch = config.torch_enabled();
+  r.enabled.tcp = !token_.empty();
+  TorchState t = GetTorchState();  // as of the tracer's last step end
+  r.torch.tracing = t.installed;
+  r.torch.step = static_cast<int64_t>(t.step);
+  r.torch.step_traced = t.traced;
+  r.torch.hooks_installed = t.hooks;
+  return Ok(r);
 }
 
 bool ControlServer::EnsureHelpers() {
@@ -356,38 +390,46 @@ bool ControlServer::EnsureHelpers() {
 }
 
 ControlServer::Reply ControlServer::Eval(const std::string& body) {
-  json in = json::parse(body);
-  if (!in.contains("code") || !in["code"].is_string())
-    return Error(400, "eval needs {\"code\": \"...\"}");
-  double timeout = in.value("timeout", 30.0);
+  protocol::EvalRequest in;
+  try {
+    in = json::parse(body).get<protocol::EvalRequest>();
+  } catch (const std::exception&) {
+    return Error(400, "eval needs {\"code\": \"...\", \"timeout\": seconds}");
+  }
+  const double timeout = in.timeout;
   if (!(timeout > 0 && timeout <= 3600)) return Error(400, "timeout must be 0 < t <= 3600 seconds");
-  auto out = std::make_shared<json>();
-  std::string code = in["code"];
+  struct Outcome {
+    protocol::EvalReply reply;
+    std::string error;
+  };
+  auto out = std::make_shared<Outcome>();
   auto outcome = ctx_.gil->RunInterruptible(
-      [this, out, code, timeout] {
+      [this, out, code = std::move(in.code), timeout] {
         if (!EnsureHelpers()) {
-          (*out)["error"] = "the server's Python helpers failed to load";
+          out->error = "the server's Python helpers failed to load";
           return;
         }
         PyObject* fn = PyDict_GetItemString(static_cast<PyObject*>(helpers_), "_probing_eval");
         PyObject* r = PyObject_CallFunction(fn, "sd", code.c_str(), timeout);
         if (r == nullptr) {
           PyErr_Clear();
-          (*out)["error"] = "eval failed inside the recorder";
+          out->error = "eval failed inside the recorder";
           return;
         }
         json res = ToJson(r);
         Py_DECREF(r);
-        (*out)["stdout"] = res[0];
-        (*out)["stderr"] = res[1];
-        (*out)["value"] = res[2];
-        if (res[3].is_array()) {
-          (*out)["exception"] = {
-              {"type", res[3][0]}, {"message", res[3][1]}, {"traceback", res[3][2]}};
-        } else {
-          (*out)["exception"] = nullptr;
-        }
-        (*out)["duration"] = res[4];
+        // _probing_eval returns (stdout, stderr, value repr or None, (type, message,
+        // traceback) or None, duration).
+        protocol::EvalReply& e = out->reply;
+        e.out = res[0].is_string() ? res[0].get<std::string>() : "";
+        e.err = res[1].is_string() ? res[1].get<std::string>() : "";
+        if (res[2].is_string()) e.value = res[2].get<std::string>();
+        if (res[3].is_array() && res[3].size() == 3)
+          e.exception =
+              protocol::EvalException{res[3][0].is_string() ? res[3][0].get<std::string>() : "",
+                                      res[3][1].is_string() ? res[3][1].get<std::string>() : "",
+                                      res[3][2].is_string() ? res[3][2].get<std::string>() : ""};
+        e.duration = res[4].is_number() ? res[4].get<double>() : 0.0;
       },
       GilTimeoutMs(), static_cast<int>(timeout * 1000), 3000);
   switch (outcome) {
@@ -400,8 +442,8 @@ ControlServer::Reply ControlServer::Eval(const std::string& body) {
     case GilExecutor::Outcome::kStopped: return Error(503, "the interpreter is shutting down");
     case GilExecutor::Outcome::kDone: break;
   }
-  if (out->contains("error")) return {500, Dump(*out)};
-  return {200, Dump(*out)};
+  if (!out->error.empty()) return Error(500, out->error);
+  return Ok(out->reply);
 }
 
 namespace {
@@ -410,7 +452,7 @@ namespace {
 struct PythonStack {
   bool read = false;
   ThreadStack thread;  // its fields, without frames
-  json frames = json::array();
+  std::vector<protocol::Frame> frames;
   std::vector<bool> entry;
 
   static PythonStack Of(const ThreadStack& t) {
@@ -421,13 +463,15 @@ struct PythonStack {
     s.thread.native_id = t.native_id;
     s.thread.holds_gil = t.holds_gil;
     s.thread.truncated = t.truncated;
-    int depth = 0;
+    int64_t depth = 0;
     for (const FrameRef& f : t.frames) {
-      s.frames.push_back({{"func", f.code->name},
-                          {"file", f.code->file},
-                          {"lineno", f.line},
-                          {"depth", depth++},
-                          {"frame_type", "Python"}});
+      protocol::Frame frame;
+      frame.func = f.code->name;
+      frame.file = f.code->file;
+      frame.lineno = f.line;
+      frame.depth = depth++;
+      frame.frame_type = "Python";
+      s.frames.push_back(std::move(frame));
       s.entry.push_back(f.entry);
     }
     return s;
@@ -437,10 +481,11 @@ struct PythonStack {
 // Native frames innermost first, each call of the eval loop replaced by the Python frames it
 // runs (one on 3.8-3.10; on 3.11+ up to the next entry frame). Python frames left over (the
 // unwind stopped early) come last; with no eval-loop frame found at all nothing is merged.
-json MergeFrames(const PythonStack& py, const std::vector<NativeFrame>& native) {
-  json out = json::array();
-  auto push = [&out](json f) {
-    f["depth"] = out.size();
+std::vector<protocol::Frame> MergeFrames(const PythonStack& py,
+                                         const std::vector<NativeFrame>& native) {
+  std::vector<protocol::Frame> out;
+  auto push = [&out](protocol::Frame f) {
+    f.depth = static_cast<int64_t>(out.size());
     out.push_back(std::move(f));
   };
   size_t next = 0;
@@ -458,12 +503,13 @@ json MergeFrames(const PythonStack& py, const std::vector<NativeFrame>& native) 
     const size_t slash = n.module.rfind('/');
     std::snprintf(unnamed, sizeof unnamed, "%s+0x%" PRIxPTR,
                   n.module.empty() ? "??" : n.module.c_str() + slash + 1, n.offset);
-    push({{"func", n.symbol.empty() ? std::string(unnamed) : n.symbol},
-          {"file", n.module},
-          {"lineno", nullptr},
-          {"frame_type", "Native"},
-          {"ip", ip},
-          {"offset", n.offset}});
+    protocol::Frame f;
+    f.func = n.symbol.empty() ? std::string(unnamed) : n.symbol;
+    f.file = n.module;
+    f.frame_type = "Native";
+    f.ip = ip;
+    f.offset = static_cast<int64_t>(n.offset);
+    push(std::move(f));
   }
   while (next < py.frames.size()) push(py.frames[next++]);
   return out;
@@ -471,27 +517,26 @@ json MergeFrames(const PythonStack& py, const std::vector<NativeFrame>& native) 
 
 }  // namespace
 
-ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::string>& q) {
+ControlServer::Reply ControlServer::Backtrace(const protocol::BacktraceRequest& request) {
   if (sampler_ == nullptr)
     return Error(503, "stack reading is off in this process (see its stderr)");
-  uint64_t only = 0;
-  if (auto it = q.find("thread"); it != q.end()) only = std::stoull(it->second);
+  const uint64_t only = request.thread;
   NativeUnwinder* unwinder = nullptr;
-  if (Truthy(q, "native")) {
+  if (request.native) {
     std::string why;
     unwinder = NativeUnwinder::Get(*ctx_.reader, &why);
     if (unwinder == nullptr) return Error(503, why);
   }
-  json threads = json::array();
+  protocol::BacktraceReply result;
   std::map<uint64_t, size_t> by_ident;  // pthread id -> index in threads
-  std::vector<uint64_t> ids;
-  auto add_thread = [&](const ThreadStack& t, json frames) {
-    by_ident[t.pthread_id] = threads.size();
-    ids.push_back(t.native_id);
-    threads.push_back({{"thread_id", t.native_id},
-                       {"holds_gil", t.holds_gil},
-                       {"truncated", t.truncated},
-                       {"frames", std::move(frames)}});
+  auto add_thread = [&](const ThreadStack& t, std::vector<protocol::Frame> frames) {
+    by_ident[t.pthread_id] = result.threads.size();
+    protocol::ThreadBacktrace bt;
+    bt.thread_id = t.native_id;
+    bt.holds_gil = t.holds_gil;
+    bt.truncated = t.truncated;
+    bt.frames = std::move(frames);
+    result.threads.push_back(std::move(bt));
   };
   {
     std::lock_guard<std::mutex> lock(sampler_mu_);
@@ -519,15 +564,17 @@ ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::s
       if (!python.read) read_python();  // it did not stop: read it as it runs
       if (!python.read) continue;       // the thread ended meanwhile
       add_thread(python.thread, ok ? MergeFrames(python, native) : python.frames);
-      if (ok) threads.back()["stopped_us"] = stopped_ns / 1000;
-      if (!ok) threads.back()["native_error"] = why;
+      if (ok) result.threads.back().stopped_us = stopped_ns / 1000;
+      if (!ok) result.threads.back().native_error = why;
     }
   }
-  if (only != 0 && threads.empty()) return Error(404, "no Python thread " + std::to_string(only));
+  if (only != 0 && result.threads.empty())
+    return Error(404, "no Python thread " + std::to_string(only));
   // Names: the ones known; for a thread newer than them, ask the interpreter if it answers soon.
   auto names = ctx_.known_names();
   bool missing = false;
-  for (uint64_t id : ids) missing |= names.count(id) == 0 && id != static_cast<uint64_t>(ctx_.pid);
+  for (const auto& t : result.threads)
+    missing |= names.count(t.thread_id) == 0 && t.thread_id != static_cast<uint64_t>(ctx_.pid);
   if (missing) {
     auto fresh = std::make_shared<json>();
     if (ctx_.gil->Run(
@@ -549,12 +596,11 @@ ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::s
         if (v.is_string()) names[std::stoull(k)] = v.get<std::string>();
     }
   }
-  for (size_t i = 0; i < ids.size(); ++i) {
-    auto n = names.find(ids[i]);
-    threads[i]["thread_name"] = n != names.end() ? n->second : ctx_.fallback_name(ids[i]);
+  for (auto& t : result.threads) {
+    auto n = names.find(t.thread_id);
+    t.thread_name = n != names.end() ? n->second : ctx_.fallback_name(t.thread_id);
   }
-  json result = {{"threads", threads}};
-  if (Truthy(q, "locals")) {
+  if (request.locals) {
     auto out = std::make_shared<json>();
     auto outcome = ctx_.gil->Run(
         [this, out] {
@@ -570,50 +616,53 @@ ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::s
         },
         GilTimeoutMs(), 10000);
     if (outcome != GilExecutor::Outcome::kDone) {
-      result["locals_error"] = "the interpreter has not released the GIL for " +
-                               std::to_string(GilTimeoutMs() / 1000) +
-                               " s; frames above were read without it";
+      result.locals_error = "the interpreter has not released the GIL for " +
+                            std::to_string(GilTimeoutMs() / 1000) +
+                            " s; frames above were read without it";
     } else {
       // Locals by thread ident; frames matched innermost first by function name.
       for (auto& [ident, frames] : out->items()) {
         auto it = by_ident.find(std::stoull(ident));
         if (it == by_ident.end()) continue;
-        json& dst = result["threads"][it->second]["frames"];
-        for (size_t i = 0; i < dst.size() && i < frames.size(); ++i)
-          if (dst[i]["func"] == frames[i][0]) dst[i]["locals"] = frames[i][3];
+        auto& dst = result.threads[it->second].frames;
+        for (size_t i = 0; i < dst.size() && i < frames.size(); ++i) {
+          if (!frames[i].is_array() || frames[i].size() < 4 || dst[i].func != frames[i][0] ||
+              !frames[i][3].is_object())
+            continue;
+          std::map<std::string, std::string> locals;
+          for (auto& [k, v] : frames[i][3].items())
+            locals[k] = v.is_string() ? v.get<std::string>() : v.dump();
+          dst[i].locals = std::move(locals);
+        }
       }
     }
   }
-  return {200, Dump(result)};
+  return Ok(result);
 }
 
 ControlServer::Reply ControlServer::Settings(const std::string& method,
                                              const std::map<std::string, std::string>& q,
                                              const std::string& body) {
   auto& config = probing::recorder::Config::Get();
+  std::string only = q.count("key") ? q.at("key") : "";
   if (method == "POST") {
-    json in = json::parse(body);
-    if (!in.contains("key") || !in["key"].is_string() || !in.contains("value"))
+    protocol::ConfigSetRequest in;
+    try {
+      in = json::parse(body).get<protocol::ConfigSetRequest>();
+    } catch (const std::exception&) {
       return Error(400, "config needs {\"key\": ..., \"value\": ...}");
-    std::string value =
-        in["value"].is_string() ? in["value"].get<std::string>() : in["value"].dump();
-    std::string err = config.Set(in["key"], value);
+    }
+    std::string err = config.Set(in.key, in.value);
     if (!err.empty()) return Error(err.rfind("unknown key", 0) == 0 ? 404 : 400, err);
+    only = in.key;
   }
-  std::string only = q.count("key")
-                         ? q.at("key")
-                         : (method == "POST" ? json::parse(body)["key"].get<std::string>() : "");
-  json keys = json::array();
+  protocol::ConfigReply r;
   for (const ConfigEntry& e : config.All()) {
     if (!only.empty() && e.name != only) continue;
-    keys.push_back({{"name", e.name},
-                    {"value", e.value},
-                    {"default", e.default_value},
-                    {"description", e.description},
-                    {"read_only", e.read_only}});
+    r.settings.push_back({e.name, e.value, e.default_value, e.description, e.read_only});
   }
-  if (!only.empty() && keys.empty()) return Error(404, "unknown key " + only);
-  return {200, Dump(json{{"settings", keys}})};
+  if (!only.empty() && r.settings.empty()) return Error(404, "unknown key " + only);
+  return Ok(r);
 }
 
 ControlServer::Reply ControlServer::Tables(const std::string& name) {
@@ -653,7 +702,15 @@ ControlServer::Reply ControlServer::Tables(const std::string& name) {
   if (outcome == GilExecutor::Outcome::kGilTimeout) return GilTimeout();
   if (outcome != GilExecutor::Outcome::kDone)
     return Error(504, "table " + name + " did not finish in 30 s");
-  return {*status, Dump(*out)};
+  if (*status != 200) return {*status, Dump(*out)};
+  // Checked against the protocol's shape before it leaves: a table whose rows do not fit its
+  // columns is an error here, not a puzzle in the client.
+  try {
+    if (name.empty()) return Ok(out->get<protocol::TablesReply>());
+    return Ok(out->get<protocol::TableRowsReply>());
+  } catch (const std::exception& e) {
+    return Error(500, "table " + name + " gave rows that do not fit its columns: " + e.what());
+  }
 }
 
 }  // namespace probing::recorder

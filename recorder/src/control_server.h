@@ -1,7 +1,8 @@
 // The recorder's control server: HTTP/1.1 + JSON on the abstract Unix socket @probing-<pid>,
 // answering only the same uid or root (SO_PEERCRED, checked on every connection), and on TCP
 // only when a port is configured and PROBING_AUTH_TOKEN is set (every request must carry it).
-// Endpoints and wire format: docs/protocol.md. HTTP parsing is Boost.Beast's; the accept loops
+// Endpoints and wire format: docs/protocol.md and live/protocol.h, whose structs both ends
+// use. HTTP parsing is Boost.Beast's; the accept loops
 // are ours, so credentials are checked before a byte is read.
 //
 //   ControlServer server(context);
@@ -20,7 +21,9 @@
 #include <string>
 
 #include "gil_executor.h"
+#include "probing/format/ring.h"
 #include "probing/format/segment.h"
+#include "probing/live/protocol.h"
 #include "py_offsets.h"
 #include "safe_read.h"
 #include "stack_sampler.h"
@@ -40,6 +43,8 @@ struct ServerContext {
   std::function<std::string(uint64_t native_id)> fallback_name;
   // Native ids of the recorder's own Python-state-holding threads, hidden from backtraces.
   std::function<bool(uint64_t native_id)> is_ours;
+  // Seals every stream's open segment now (never needs the GIL); returns how many it sealed.
+  std::function<int64_t()> seal;
 };
 
 class ControlServer {
@@ -52,7 +57,8 @@ class ControlServer {
 
   struct Reply {
     int status = 200;
-    std::string body;  // JSON
+    std::string body;  // JSON, unless content_type says otherwise
+    std::string content_type = "application/json";
   };
 
  private:
@@ -62,10 +68,12 @@ class ControlServer {
   void Serve(int fd, bool tcp);
   Reply Info();
   Reply Eval(const std::string& body);
-  Reply Backtrace(const std::map<std::string, std::string>& query);
+  Reply Backtrace(const protocol::BacktraceRequest& request);
   Reply Settings(const std::string& method, const std::map<std::string, std::string>& query,
                  const std::string& body);
   Reply Tables(const std::string& name);
+  Reply Seal();
+  Reply Segments(const protocol::SegmentsRequest& request);
   Reply GilTimeout() const;
   bool EnsureHelpers();  // GIL held
 
@@ -73,6 +81,8 @@ class ControlServer {
   std::string token_;
   std::atomic<int> connections_{0};
   std::mutex sampler_mu_;
+  std::mutex rings_mu_;  // guards rings_: readers of this process's own ring files, by name
+  std::map<std::string, std::unique_ptr<format::RingReader>> rings_;
   std::unique_ptr<StackSampler> sampler_;
   void* helpers_ = nullptr;  // PyObject* dict of the Python helpers; touched with the GIL only
 };

@@ -22,8 +22,9 @@
 #include <sstream>
 #include <thread>
 
-#include "proc_maps.h"
-#include "unwind_accessors.h"
+#include "probing/base/clock.h"
+#include "probing/procfs/proc_maps.h"
+#include "probing/procfs/unwind_accessors.h"
 
 namespace probing::recorder {
 namespace {
@@ -59,12 +60,6 @@ const char* g_stack = nullptr;
 uintptr_t g_stack_base = 0;
 size_t g_stack_size = 0;
 std::mutex g_mu;
-
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 int Signal() { return SIGRTMAX - 2; }
 
@@ -139,7 +134,6 @@ int AccessReg(unw_addr_space_t, unw_regnum_t reg, unw_word_t* val, int write, vo
   return 0;
 }
 
-
 std::string Demangle(const char* name) {
   int status = 0;
   char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
@@ -180,7 +174,7 @@ bool NativeUnwinder::Init(std::string* why) {
     return false;
   }
   static unw_accessors_t accessors =
-      UnwindAccessors(_UPT_find_proc_info, _UPT_put_unwind_info, AccessMem, AccessReg);
+      procfs::UnwindAccessors(_UPT_find_proc_info, _UPT_put_unwind_info, AccessMem, AccessReg);
   unw_addr_space_t as = unw_create_addr_space(&accessors, 0);
   void* upt = _UPT_create(getpid());
   if (as == nullptr || upt == nullptr) {
@@ -215,17 +209,17 @@ void NativeUnwinder::Unwind(std::vector<uintptr_t>* ips) {
 }
 
 void NativeUnwinder::Symbolize(const std::vector<uintptr_t>& ips, std::vector<NativeFrame>* out) {
-  std::vector<MapEntry> maps = ReadProcMaps("/proc/self/maps");
+  std::vector<procfs::MapEntry> maps = procfs::ReadProcMaps("/proc/self/maps");
   for (size_t i = 0; i < ips.size(); ++i) {
     NativeFrame f;
     f.ip = ips[i];
     // A return address may point past the end of a call to a noreturn function: look up ip-1.
     const uintptr_t lookup = i == 0 ? f.ip : f.ip - 1;
-    for (const MapEntry& m : maps) {
+    for (const procfs::MapEntry& m : maps) {
       if (m.path.empty() || lookup < m.start || lookup >= m.end) continue;
       f.module = m.path;
       f.offset = lookup - m.start + m.offset;  // file offset until a symbol is found
-      const ElfSymbols::Module* mod = symbols_.Load(m.path);
+      const procfs::ElfSymbols::Module* mod = symbols_.Load(m.path);
       if (mod == nullptr) break;
       auto vaddr = mod->VaddrOfFileOffset(lookup - m.start + m.offset);
       if (!vaddr) break;

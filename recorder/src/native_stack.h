@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "elf_symbols.h"
+#include "probing/procfs/elf_symbols.h"
 #include "safe_read.h"
 
 namespace probing::recorder {
@@ -62,7 +62,7 @@ class NativeUnwinder {
   const SafeReader& reader_;
   void* address_space_ = nullptr;  // unw_addr_space_t
   void* upt_ = nullptr;            // struct UPT_info*: ELF unwind tables of this pid
-  ElfSymbols symbols_;
+  procfs::ElfSymbols symbols_;
   std::vector<char> stack_;
 };
 

@@ -16,6 +16,10 @@ PythonSink* g_sink = nullptr;
 std::atomic<bool> g_installed{false}, g_traced{false}, g_hooks{false};
 std::atomic<uint64_t> g_step{0};
 PyObject* g_namespace = nullptr;  // the tracer's globals (owned, never freed)
+// Set (with the GIL) before the tracer's source runs. Running it can release the GIL (imports),
+// and the program's thread (probing_python_setup) and the recorder's own thread both install:
+// without this, both could run the source and two tracers would wrap every module call twice.
+bool g_installing = false;
 
 bool ToI64(PyObject* o, int64_t* out) {
   if (!PyLong_Check(o)) return false;
@@ -162,7 +166,8 @@ void* RunPythonSource(const char* source, std::initializer_list<PyGlobal> global
 bool InstallPython(PythonSink* sink, std::string* why) {
   g_sink = sink;  // a forked child's new recorder takes over
   SetTorchSink(sink);
-  if (g_namespace != nullptr) return true;
+  if (g_namespace != nullptr || g_installing) return true;
+  g_installing = true;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   PyObject* m = PyDict_GetItemString(modules, "_probing_recorder");
   if (m == nullptr) {
@@ -171,6 +176,7 @@ bool InstallPython(PythonSink* sink, std::string* why) {
         PyDict_SetItemString(modules, "_probing_recorder", m) != 0) {
       PyErr_Clear();
       *why = "could not create _probing_recorder";
+      g_installing = false;
       return false;
     }
     Py_DECREF(m);
@@ -180,6 +186,7 @@ bool InstallPython(PythonSink* sink, std::string* why) {
   Py_XDECREF(name);
   if (ns == nullptr) {
     *why = "the PyTorch tracer did not load: " + *why;
+    g_installing = false;
     return false;
   }
   g_namespace = static_cast<PyObject*>(ns);

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "log.h"
+#include "probing/base/clock.h"
 
 namespace probing::recorder {
 namespace {
@@ -55,12 +56,6 @@ def _probing_collect():
             metrics = []
     return names, counts, collections, sys.getallocatedblocks(), cuda, metrics
 )PY";
-
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 bool IsFinalizing() {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -169,8 +164,9 @@ bool PythonWorker::Collect() {
   for (Py_ssize_t i = 0; PyList_Check(metrics) && i < PyList_GET_SIZE(metrics); ++i) {
     PyObject* m = PyList_GET_ITEM(metrics, i);  // (name, value, ts_ns), checked in Python
     if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 3) continue;
-    const char* name =
-        PyUnicode_Check(PyTuple_GET_ITEM(m, 0)) ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(m, 0)) : nullptr;
+    const char* name = PyUnicode_Check(PyTuple_GET_ITEM(m, 0))
+                           ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(m, 0))
+                           : nullptr;
     double value = PyFloat_AsDouble(PyTuple_GET_ITEM(m, 1));
     long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(m, 2));
     if (name == nullptr || PyErr_Occurred()) {

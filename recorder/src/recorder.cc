@@ -29,6 +29,7 @@
 #include "control_server.h"
 #include "gil_executor.h"
 #include "log.h"
+#include "probing/base/clock.h"
 #include "probing/format/ring.h"
 #include "probing/format/segment.h"
 #include "py_module.h"
@@ -46,20 +47,10 @@ using format::SegmentBuilder;
 using format::Stream;
 
 constexpr int64_t kSealIntervalNs = 1'000'000'000;  // readers see data at most ~1 s old
+constexpr int64_t kMinForcedSealIntervalNs = 200'000'000;
 constexpr uint32_t kStackSlot = 64 << 10;
 constexpr uint32_t kMemorySlot = 4 << 10;
 constexpr uint32_t kTorchSlot = 16 << 10;
-
-int64_t RealtimeNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
-int64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -166,10 +157,11 @@ struct StreamWriter {
   uint64_t dropped = 0;
   bool failed = false;
 
-  void MaybeSeal(int64_t now, bool force) {
-    if (failed || builder->empty()) return;
+  // True when it sealed a segment.
+  bool MaybeSeal(int64_t now, bool force) {
+    if (failed || builder->empty()) return false;
     size_t limit = (ring->max_segment_size() - format::kSegmentHeaderSize) * 3 / 4;
-    if (!force && now - opened_ns < kSealIntervalNs && builder->raw_size() < limit) return;
+    if (!force && now - opened_ns < kSealIntervalNs && builder->raw_size() < limit) return false;
     std::string bytes;
     Status st = builder->Seal(Codec::kLz4, ring->next_seq(), &bytes);
     if (st.ok()) st = ring->Append(bytes);
@@ -177,6 +169,7 @@ struct StreamWriter {
       if (++dropped == 1) Log("a segment was dropped: " + st.message());
     }
     opened_ns = now;
+    return st.ok();
   }
 };
 
@@ -197,6 +190,11 @@ class Recorder : public PythonSink {
   // encoded by the sampler thread (the training thread only moves a vector); variable rows,
   // rarer, are encoded at once with the GIL released.
   void TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&& rows) override;
+  // Seals every stream's open segment now, for a reader that wants the newest data (the
+  // control server's /seal). Never needs the GIL. At most one forced seal per
+  // kMinForcedSealIntervalNs, so a client asking in a loop cannot fill the rings with tiny
+  // segments; returns how many segments it sealed.
+  int64_t SealNow();
   void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) override;
 
  private:
@@ -237,7 +235,9 @@ class Recorder : public PythonSink {
   std::vector<PendingTorch> pending_torch_;
   size_t pending_rows_ = 0;
   uint64_t pending_dropped_ = 0;
-  int64_t metrics_taken_ns_ = 0;  // the snapshot whose metric readings were written last
+  int64_t metrics_taken_ns_ = 0;
+  int64_t forced_seal_ns_ =
+      0;  // when SealNow last sealed  // the snapshot whose metric readings were written last
   std::atomic<bool> stopping_{false};
   std::atomic<bool> forked_child_{false};
   // Segment-local id caches, dropped when the builder's generation changes.
@@ -350,6 +350,7 @@ int Recorder::Start() {
   ctx.known_names = [this] { return worker_->Snapshot().thread_names; };
   ctx.fallback_name = [this](uint64_t id) { return ThreadName({}, pid_, id); };
   ctx.is_ours = [this](uint64_t id) { return IsOurs(id); };
+  ctx.seal = [this] { return SealNow(); };
   server_ = std::make_unique<ControlServer>(std::move(ctx));
   std::string server_why;
   if (!server_->Start(&server_why)) Log("control server off: " + server_why);
@@ -371,6 +372,19 @@ void Recorder::Shutdown() {
   torch_.MaybeSeal(now, true);
   variables_.MaybeSeal(now, true);
   metrics_.MaybeSeal(now, true);
+}
+
+int64_t Recorder::SealNow() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_.load() || forked_child_.load()) return 0;
+  const int64_t now = MonotonicNs();
+  if (forced_seal_ns_ != 0 && now - forced_seal_ns_ < kMinForcedSealIntervalNs) return 0;
+  forced_seal_ns_ = now;
+  DrainTorch();
+  int64_t sealed = 0;
+  for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_})
+    sealed += w->MaybeSeal(now, true) ? 1 : 0;
+  return sealed;
 }
 
 uint32_t ThreadIn(SegmentBuilder& b, const std::map<uint64_t, std::string>& names, pid_t pid,

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "probing/format/status.h"
+#include "probing/base/status.h"
 
 namespace probing::format {
 

@@ -1,4 +1,4 @@
-// RAII handles for the OS resources the format uses: a file descriptor and a memory mapping.
+// RAII for a memory mapping of a whole file (descriptors: probing/base/unique_fd.h).
 //
 //   PROBING_ASSIGN_OR_RETURN(MappedFile m, MappedFile::OpenReadOnly("run.ptrace"));
 //   std::string_view all = m.view();
@@ -9,30 +9,10 @@
 #include <string_view>
 #include <utility>
 
-#include "probing/format/status.h"
+#include "probing/base/status.h"
+#include "probing/base/unique_fd.h"
 
 namespace probing::format {
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  ~UniqueFd() { Reset(); }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void Reset();
-
- private:
-  int fd_ = -1;
-};
 
 // A whole file mapped into memory, shared (writable mappings write through to the file).
 class MappedFile {

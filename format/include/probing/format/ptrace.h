@@ -14,10 +14,10 @@
 #include <string_view>
 #include <vector>
 
+#include "probing/base/status.h"
 #include "probing/format/codec.h"
 #include "probing/format/events.h"
 #include "probing/format/file.h"
-#include "probing/format/status.h"
 
 namespace probing::format {
 

@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "probing/base/status.h"
 #include "probing/format/events.h"
 #include "probing/format/file.h"
-#include "probing/format/status.h"
 
 namespace probing::format {
 

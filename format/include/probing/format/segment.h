@@ -17,10 +17,10 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "probing/base/status.h"
 #include "probing/format/bytes.h"
 #include "probing/format/codec.h"
 #include "probing/format/events.h"
-#include "probing/format/status.h"
 
 namespace probing::format {
 

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "probing/format/status.h"
+#include "probing/base/status.h"
 
 namespace probing::injector {
 
@@ -50,7 +50,7 @@ struct Outcome {
   int64_t checks_ns = 0;         // the other stops (safe-point checks), summed
   // Parts of stopped_ns: the safe-point check, dlopen, and probing_start_detached.
   int64_t check_ns = 0, dlopen_ns = 0, start_ns = 0;
-  int64_t total_ns = 0;          // from the start of Inject to its return
+  int64_t total_ns = 0;  // from the start of Inject to its return
 };
 
 // Errors are one line: no such process, not a Python process, no recorder build for its version,

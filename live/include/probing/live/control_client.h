@@ -1,53 +1,98 @@
-// Talking to a live process's recorder: its control server on @probing-<pid>, or host:port
-// with a token (docs/protocol.md). Errors come back as one line for the user, e.g.
+// The transport to a recorder's control server: HTTP/1.1 on its abstract Unix socket
+// @probing-<pid>, or on host:port with a token (docs/protocol.md). Every request has a deadline;
+// a local process that is stopped, a zombie or gone is named as such before anything waits on
+// it. Errors are one line for the user, e.g.
 // "no recorder in process 4242: run `probing -t 4242 inject` first".
+// Front ends do not use this directly: they open a live::Session, which owns one.
 //
-//   PROBING_ASSIGN_OR_RETURN(Target t, ParseTarget("4242"));
-//   ControlClient c(t, token);
-//   PROBING_ASSIGN_OR_RETURN(nlohmann::json info, c.Get("/info"));
+//   ControlClient c(Endpoint::Local(4242), "", 10);
+//   PROBING_ASSIGN_OR_RETURN(auto info, c.Get<protocol::InfoReply>("/info", "info"));
 #pragma once
 
 #include <sys/types.h>
 
-#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
-#include "probing/format/status.h"
+#include "probing/base/status.h"
+#include "probing/live/protocol.h"
 
 namespace probing::live {
 
-struct Target {
+// Where a control server listens.
+struct Endpoint {
   pid_t pid = 0;     // a local process, reached on @probing-<pid>
   std::string host;  // or host:port over TCP
   int port = 0;
   bool tcp() const { return port != 0; }
   std::string Describe() const;  // "process 4242" or "host:port"
+  static Endpoint Local(pid_t pid) {
+    Endpoint e;
+    e.pid = pid;
+    return e;
+  }
 };
 
-// "4242" or "host:port". Anything else is an InvalidArgument naming what was given.
-Result<Target> ParseTarget(const std::string& s);
+// "host:port" ("[::1]:9922" for IPv6); nullopt when `s` is not of that shape.
+std::optional<Endpoint> ParseHostPort(const std::string& s);
+
+struct Response {
+  int status = 0;
+  std::string content_type;
+  std::string body;
+};
 
 class ControlClient {
  public:
-  ControlClient(Target target, std::string token, int timeout_sec = 60)
-      : target_(std::move(target)), token_(std::move(token)), timeout_sec_(timeout_sec) {}
+  ControlClient(Endpoint endpoint, std::string token, double timeout_s)
+      : endpoint_(std::move(endpoint)), token_(std::move(token)), timeout_s_(timeout_s) {}
 
-  Result<nlohmann::json> Get(const std::string& path) { return Call("GET", path, ""); }
-  Result<nlohmann::json> Post(const std::string& path, const nlohmann::json& body) {
-    return Call("POST", path, body.dump());
+  const Endpoint& endpoint() const { return endpoint_; }
+  double timeout() const { return timeout_s_; }
+
+  // One exchange. `timeout_s` < 0: the client's own. A non-2xx answer is returned as it came.
+  Result<Response> Request(std::string_view method, const std::string& target,
+                           const std::string& body = "", double timeout_s = -1);
+
+  // A JSON answer as protocol struct T; a non-200 answer becomes a Status carrying its
+  // {"error"} text. `what` names the request in messages.
+  template <typename T>
+  Result<T> Get(const std::string& target, std::string_view what, double timeout_s = -1) {
+    PROBING_ASSIGN_OR_RETURN(Response r, Request("GET", target, "", timeout_s));
+    return Decode<T>(r, what);
   }
+  template <typename T, typename B>
+  Result<T> Post(const std::string& target, const B& body, std::string_view what,
+                 double timeout_s = -1) {
+    PROBING_ASSIGN_OR_RETURN(Response r,
+                             Request("POST", target, protocol::ToJson(body).dump(), timeout_s));
+    return Decode<T>(r, what);
+  }
+  // A non-200 answer as a Status (404 NotFound, 400 InvalidArgument, 401/403 PermissionDenied,
+  // 504 DeadlineExceeded, others Unavailable), with the server's message.
+  static Status ErrorOf(const Response& r);
 
  private:
-  Result<nlohmann::json> Call(const std::string& method, const std::string& path,
-                              const std::string& body);
+  template <typename T>
+  Result<T> Decode(const Response& r, std::string_view what) {
+    if (r.status != 200) return ErrorOf(r);
+    return protocol::Parse<T>(r.body, what);
+  }
   Status Unreachable(int err) const;
 
-  Target target_;
+  Endpoint endpoint_;
   std::string token_;
-  int timeout_sec_;
+  double timeout_s_;
 };
 
-// The data directory the recorder uses by default: $PROBING_DATA_DIR or /dev/shm/probing-<uid>.
+// The data directory recorders of this user write to: $PROBING_DATA_DIR or
+// /dev/shm/probing-<uid>.
 std::string DefaultDataDir();
+
+// How a local process is doing, from /proc/<pid>/stat.
+enum class ProcessState { kGone, kRunning, kStopped, kZombie };
+ProcessState StateOf(pid_t pid);
+// The one line for a local process that cannot answer because of its state, or "" when it can.
+std::string StateProblem(pid_t pid);
 
 }  // namespace probing::live

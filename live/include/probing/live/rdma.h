@@ -9,10 +9,11 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "probing/format/status.h"
+#include "probing/base/status.h"
 
 namespace probing::live {
 
@@ -27,6 +28,19 @@ struct RdmaPort {
   uint64_t tx_bytes() const;
   uint64_t rx_bytes() const;
 };
+
+// One port's counters now and their rates between two readings (nullopt where a counter is
+// missing or went backwards, as after a reset).
+struct RdmaPortRates {
+  RdmaPort port;  // the second reading
+  std::optional<double> tx_bytes_per_s, rx_bytes_per_s, tx_packets_per_s, rx_packets_per_s;
+  uint64_t errors = 0;  // receive errors, transmit discards, symbol errors, link downs, remote
+                        // physical errors: summed
+};
+
+// Pairs the ports of two readings `seconds` apart (a port new in the second has no rates).
+std::vector<RdmaPortRates> RdmaRates(const std::vector<RdmaPort>& first,
+                                     const std::vector<RdmaPort>& second, double seconds);
 
 // Every port under `root`, sorted by device and port. An empty list when there are none; an
 // error only when `root` exists but cannot be read.

@@ -1,18 +1,19 @@
-#include "probing/analyzer/sql.h"
+#include "probing/sql/sql.h"
 
 #include <gtest/gtest.h>
 
-#include "probing/analyzer/trace_set.h"
+#include "../../format/tests/test_events.h"
 
-namespace probing::analyzer {
+namespace probing::sql {
 namespace {
 
-std::unique_ptr<SqlDatabase> Loaded() {
-  auto set = LoadTraces({std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace"});
-  EXPECT_TRUE(set.ok());
-  auto db = SqlDatabase::Create();
+std::vector<format::Segment> Fixture() { return format::testing::FixtureSegments(); }
+
+std::unique_ptr<Database> Loaded() {
+  auto segments = Fixture();
+  auto db = Database::Create();
   EXPECT_TRUE(db.ok());
-  EXPECT_TRUE((*db)->LoadSegments(set->segments).ok());
+  EXPECT_TRUE((*db)->LoadSegments(segments).ok());
   return std::move(db).value();
 }
 
@@ -65,7 +66,7 @@ TEST(Sql, ErrorsAreSqlitesOwnAndNameTheKnownTables) {
 }
 
 TEST(Sql, LiveAndCustomTablesLoadFromRows) {
-  auto db = SqlDatabase::Create();
+  auto db = Database::Create();
   ASSERT_TRUE(db.ok());
   ASSERT_TRUE((*db)
                   ->LoadRows("information_schema.df_settings", {"name", "value"}, {},
@@ -87,22 +88,21 @@ TEST(Sql, LiveAndCustomTablesLoadFromRows) {
 // A ring table read through the virtual table (AttachSegments, AttachLoader) holds exactly the
 // rows LoadSegments copies in, in the same order, for every ring table.
 TEST(Sql, VirtualTablesMatchLoadedOnes) {
-  auto set = LoadTraces({std::string(PROBING_SOURCE_DIR) + "/tests/fixtures/format_v1.ptrace"});
-  ASSERT_TRUE(set.ok());
+  const auto segments = Fixture();
   auto loaded = Loaded();
-  auto attached = SqlDatabase::Create();
+  auto attached = Database::Create();
   ASSERT_TRUE(attached.ok());
-  auto lazy = SqlDatabase::Create();
+  auto lazy = Database::Create();
   ASSERT_TRUE(lazy.ok());
   int loads = 0;
   for (const auto& t : format::AllTables()) {
     if (t.source != format::TableSource::kRing) continue;
-    ASSERT_TRUE((*attached)->AttachSegments(set->segments, t.id).ok());
+    ASSERT_TRUE((*attached)->AttachSegments(segments, t.id).ok());
     ASSERT_TRUE((*lazy)
                     ->AttachLoader(t.id,
                                    [&]() -> Result<std::vector<format::Segment>> {
                                      ++loads;
-                                     return set->segments;
+                                     return segments;
                                    })
                     .ok());
   }
@@ -112,7 +112,7 @@ TEST(Sql, VirtualTablesMatchLoadedOnes) {
     const std::string sql = "SELECT * FROM " + std::string(t.name);
     auto want = loaded->Query(sql);
     ASSERT_TRUE(want.ok()) << want.status().message();
-    for (SqlDatabase* db : {attached->get(), lazy->get()}) {
+    for (Database* db : {attached->get(), lazy->get()}) {
       auto got = db->Query(sql);
       ASSERT_TRUE(got.ok()) << got.status().message();
       EXPECT_EQ(got->columns, want->columns);
@@ -120,14 +120,15 @@ TEST(Sql, VirtualTablesMatchLoadedOnes) {
       EXPECT_FALSE(want->rows.empty()) << t.name;
     }
   }
-  auto twice = (*lazy)->Query("SELECT count(*) FROM python.stacks a JOIN python.stacks b USING (sample_id)");
+  auto twice =
+      (*lazy)->Query("SELECT count(*) FROM python.stacks a JOIN python.stacks b USING (sample_id)");
   ASSERT_TRUE(twice.ok());
   EXPECT_EQ(std::get<int64_t>(twice->rows[0][0]), 6 * 9);  // 6 samples of 3 frames, squared each
   EXPECT_EQ(loads, 6);  // one load per ring table, kept across scans
 }
 
 TEST(Sql, AFailedLoadFailsTheQueryWithItsMessage) {
-  auto db = SqlDatabase::Create();
+  auto db = Database::Create();
   ASSERT_TRUE(db.ok());
   ASSERT_TRUE((*db)
                   ->AttachLoader(format::TableId::kMemory,
@@ -141,4 +142,4 @@ TEST(Sql, AFailedLoadFailsTheQueryWithItsMessage) {
 }
 
 }  // namespace
-}  // namespace probing::analyzer
+}  // namespace probing::sql

@@ -1,17 +1,17 @@
-#include "probing/analyzer/sql.h"
+#include "probing/sql/sql.h"
 
 #include <sqlite3.h>
 #include <time.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <regex>
 
-namespace probing::analyzer {
+namespace probing::sql {
 namespace {
 
 using format::AllTables;
@@ -43,7 +43,7 @@ void Bind(sqlite3_stmt* st, int col, const Value& v) {
   else
     sqlite3_bind_null(st, col);
 }
-void Bind(sqlite3_stmt* st, int col, const SqlValue& v) {
+void Bind(sqlite3_stmt* st, int col, const Cell& v) {
   if (auto* s = std::get_if<std::string>(&v))
     sqlite3_bind_text(st, col, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
   else if (auto* i = std::get_if<int64_t>(&v))
@@ -58,7 +58,8 @@ void Bind(sqlite3_stmt* st, int col, const SqlValue& v) {
 std::string ColumnList(const TableSchema& t) {
   std::string out = "(";
   for (size_t i = 0; i < t.columns.size(); ++i)
-    out += (i ? ", " : "") + std::string(t.columns[i].name) + " " + ColumnTypeName(t.columns[i].type);
+    out +=
+        (i ? ", " : "") + std::string(t.columns[i].name) + " " + ColumnTypeName(t.columns[i].type);
   return out + ")";
 }
 
@@ -74,9 +75,10 @@ std::string Quoted(const std::string& table) {  // python.stacks -> "python"."st
 // Where a virtual table's segments come from: given, or loaded on the first scan.
 struct SegmentsModuleAux {
   const std::vector<format::Segment>* segments = nullptr;
-  SqlDatabase::SegmentLoader load;
+  Database::SegmentLoader load;
   std::vector<format::Segment> loaded;
   std::string error;
+  Status* failed = nullptr;  // the database's: a query that fails for this says why, unchanged
 
   const std::vector<format::Segment>* Get() {
     if (segments == nullptr && error.empty() && load) {
@@ -86,6 +88,7 @@ struct SegmentsModuleAux {
         segments = &loaded;
       } else {
         error = r.status().message();
+        if (failed != nullptr && failed->ok()) *failed = r.status();
       }
     }
     return segments;
@@ -171,7 +174,7 @@ struct SegmentsCursor {
     if (++row >= rows) Seek();
   }
 
-  const Value& Cell(int col) {
+  const Value& At(int col) {
     if (stacks()) {
       if (frame_row_id != rowid) {
         format::StackRow(*seg, sample, callsite, depth, frame_row);
@@ -251,13 +254,14 @@ int SegEof(sqlite3_vtab_cursor* cur) {
 }
 
 int SegColumn(sqlite3_vtab_cursor* cur, sqlite3_context* ctx, int col) {
-  const Value& v = reinterpret_cast<SegmentsCursor*>(cur)->Cell(col);
+  const Value& v = reinterpret_cast<SegmentsCursor*>(cur)->At(col);
   if (auto* i = std::get_if<int64_t>(&v))
     sqlite3_result_int64(ctx, *i);
   else if (auto* d = std::get_if<double>(&v))
     sqlite3_result_double(ctx, *d);
   else if (auto* s = std::get_if<std::string_view>(&v))
-    sqlite3_result_text(ctx, s->data(), static_cast<int>(s->size()), SQLITE_STATIC);  // segments outlive queries
+    sqlite3_result_text(ctx, s->data(), static_cast<int>(s->size()),
+                        SQLITE_STATIC);  // segments outlive queries
   else
     sqlite3_result_null(ctx);
   return SQLITE_OK;
@@ -315,23 +319,24 @@ std::string RewriteIntervals(const std::string& sql) {
   return out + sql.substr(last);
 }
 
-SqlDatabase::~SqlDatabase() { sqlite3_close(Db(db_)); }
+Database::~Database() { sqlite3_close(Db(db_)); }
 
-Result<std::unique_ptr<SqlDatabase>> SqlDatabase::Create() {
+Result<std::unique_ptr<Database>> Database::Create() {
   // Loading is most of the work: no memory statistics and no mutex on this connection (each
-  // SqlDatabase is used by one thread at a time) save a fifth of it.
+  // Database is used by one thread at a time) save a fifth of it.
   static const bool configured = [] {
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);  // before SQLite initializes; harmless after
     return true;
   }();
   (void)configured;
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+  if (sqlite3_open_v2(":memory:", &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK) {
     sqlite3_close(db);
     return Internal("cannot open an in-memory SQLite database");
   }
-  std::unique_ptr<SqlDatabase> d(new SqlDatabase(db));
+  std::unique_ptr<Database> d(new Database(db));
   sqlite3_create_function(db, "now", 0, SQLITE_UTF8, nullptr, NowFunction, nullptr, nullptr);
   // Each table-name prefix is a schema of its own, so "python.stacks" is a real table name.
   for (const char* schema : {"python", "system", "information_schema"})
@@ -344,21 +349,22 @@ Result<std::unique_ptr<SqlDatabase>> SqlDatabase::Create() {
   return d;
 }
 
-Status SqlDatabase::AttachSegments(const std::vector<format::Segment>& segments,
-                                   format::TableId table) {
+Status Database::AttachSegments(const std::vector<format::Segment>& segments,
+                                format::TableId table) {
   auto aux = std::make_unique<SegmentsModuleAux>();
   aux->segments = &segments;
   return Attach(table, std::move(aux));
 }
 
-Status SqlDatabase::AttachLoader(format::TableId table, SegmentLoader load) {
+Status Database::AttachLoader(format::TableId table, SegmentLoader load) {
   auto aux = std::make_unique<SegmentsModuleAux>();
   aux->load = std::move(load);
+  aux->failed = &load_failure_;
   return Attach(table, std::move(aux));
 }
 
 // One module per table: the module's aux data says where its segments come from.
-Status SqlDatabase::Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux) {
+Status Database::Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux) {
   const TableSchema& t = format::GetTable(table);
   if (t.source != format::TableSource::kRing)
     return InvalidArgument(std::string(t.name) + " is not read from segments");
@@ -373,7 +379,7 @@ Status SqlDatabase::Attach(format::TableId table, std::unique_ptr<SegmentsModule
               std::to_string(static_cast<int>(table)) + ")");
 }
 
-Status SqlDatabase::Exec(const std::string& sql) {
+Status Database::Exec(const std::string& sql) {
   char* err = nullptr;
   if (sqlite3_exec(Db(db_), sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err ? err : "error";
@@ -383,8 +389,8 @@ Status SqlDatabase::Exec(const std::string& sql) {
   return Status::Ok();
 }
 
-Status SqlDatabase::LoadSegments(const std::vector<format::Segment>& segments,
-                                 const std::vector<format::TableId>& only) {
+Status Database::LoadSegments(const std::vector<format::Segment>& segments,
+                              const std::vector<format::TableId>& only) {
   PROBING_RETURN_IF_ERROR(Exec("BEGIN"));
   format::RowContext ctx;
   for (const TableSchema& t : AllTables()) {
@@ -407,9 +413,9 @@ Status SqlDatabase::LoadSegments(const std::vector<format::Segment>& segments,
   return Exec("COMMIT");
 }
 
-Status SqlDatabase::LoadRows(const std::string& table, const std::vector<std::string>& columns,
-                             const std::vector<std::string>& types,
-                             const std::vector<std::vector<SqlValue>>& rows) {
+Status Database::LoadRows(const std::string& table, const std::vector<std::string>& columns,
+                          const std::vector<std::string>& types,
+                          const std::vector<std::vector<Cell>>& rows) {
   if (format::FindTable(table) == nullptr) {  // a custom table: create it as described
     std::string sql = "CREATE TABLE IF NOT EXISTS " + Quoted(table) + " (";
     for (size_t i = 0; i < columns.size(); ++i)
@@ -434,7 +440,7 @@ Status SqlDatabase::LoadRows(const std::string& table, const std::vector<std::st
   return Exec("COMMIT");
 }
 
-Status SqlDatabase::SaveTo(const std::string& path) {
+Status Database::SaveTo(const std::string& path) {
   const std::string tmp = path + ".tmp";
   std::remove(tmp.c_str());
   Stmt attach;
@@ -459,7 +465,8 @@ Status SqlDatabase::SaveTo(const std::string& path) {
       std::string full = std::string(schema) + "." + name;
       st = Exec("CREATE TABLE saved.\"" + full + "\" " + create.substr(paren));
       if (st.ok())
-        st = Exec("INSERT INTO saved.\"" + full + "\" SELECT * FROM " + schema + ".\"" + name + "\"");
+        st = Exec("INSERT INTO saved.\"" + full + "\" SELECT * FROM " + schema + ".\"" + name +
+                  "\"");
     }
   }
   if (st.ok()) {
@@ -479,7 +486,7 @@ Status SqlDatabase::SaveTo(const std::string& path) {
   return Status::Ok();
 }
 
-std::string SqlDatabase::KnownTables() {
+std::string Database::KnownTables() {
   std::string out;
   for (const char* schema : {"python", "system", "information_schema"}) {
     Stmt st;
@@ -493,7 +500,7 @@ std::string SqlDatabase::KnownTables() {
   return out;
 }
 
-Result<QueryResult> SqlDatabase::Query(const std::string& sql_in) {
+Result<QueryResult> Database::Query(const std::string& sql_in) {
   std::string sql = RewriteIntervals(sql_in);
   Stmt st;
   const char* tail = nullptr;
@@ -508,7 +515,7 @@ Result<QueryResult> SqlDatabase::Query(const std::string& sql_in) {
   for (int i = 0; i < n; ++i) r.columns.emplace_back(sqlite3_column_name(st.s, i));
   int rc;
   while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
-    std::vector<SqlValue> row;
+    std::vector<Cell> row;
     row.reserve(n);
     for (int i = 0; i < n; ++i) {
       switch (sqlite3_column_type(st.s, i)) {
@@ -524,8 +531,13 @@ Result<QueryResult> SqlDatabase::Query(const std::string& sql_in) {
     }
     r.rows.push_back(std::move(row));
   }
-  if (rc != SQLITE_DONE) return InvalidArgument(std::string("SQL: ") + sqlite3_errmsg(Db(db_)));
+  if (rc != SQLITE_DONE) {
+    // A table whose data could not be read (a target gone, a wrong token) fails the query with
+    // that reason as it came, not as an SQL error.
+    if (!load_failure_.ok()) return load_failure_;
+    return InvalidArgument(std::string("SQL: ") + sqlite3_errmsg(Db(db_)));
+  }
   return r;
 }
 
-}  // namespace probing::analyzer
+}  // namespace probing::sql

@@ -4,7 +4,7 @@
 // ("SELECT ... FROM python.torch_trace") run as written. Adds now() (Unix seconds) and
 // rewrites `interval '5 minutes'` to seconds, as the seeds write time arithmetic.
 //
-//   PROBING_ASSIGN_OR_RETURN(auto db, SqlDatabase::Create());
+//   PROBING_ASSIGN_OR_RETURN(auto db, Database::Create());
 //   db->LoadSegments(set.segments);
 //   PROBING_ASSIGN_OR_RETURN(QueryResult r, db->Query("SELECT count(*) FROM python.stacks"));
 #pragma once
@@ -12,29 +12,27 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <variant>
 #include <vector>
 
+#include "probing/base/cell.h"
+#include "probing/base/status.h"
 #include "probing/format/events.h"
-#include "probing/format/status.h"
 #include "probing/format/tables.h"
 
-namespace probing::analyzer {
-
-using SqlValue = std::variant<std::monostate, int64_t, double, std::string>;
+namespace probing::sql {
 
 struct QueryResult {
   std::vector<std::string> columns;
-  std::vector<std::vector<SqlValue>> rows;
+  std::vector<std::vector<Cell>> rows;
 };
 
 struct SegmentsModuleAux;  // sql.cc: where a virtual table's segments come from
 
-class SqlDatabase {
+class Database {
  public:
-  ~SqlDatabase();
+  ~Database();
   // An in-memory database with every table of format/tables.h, empty.
-  static Result<std::unique_ptr<SqlDatabase>> Create();
+  static Result<std::unique_ptr<Database>> Create();
 
   // Inserts the ring tables' rows of these segments (prepared statements, one transaction).
   // `only`: just these tables (the others stay empty); empty: every ring table.
@@ -46,14 +44,14 @@ class SqlDatabase {
   // times (a self-join) is better served by LoadSegments: a virtual table has no index.
   Status AttachSegments(const std::vector<format::Segment>& segments, format::TableId table);
   // The same, with the segments loaded by `load` when a query first scans the table (never,
-  // if no query does), and kept. A failed load fails that query with its message.
+  // if no query does), and kept. A failed load fails that query with the load's Status.
   using SegmentLoader = std::function<Result<std::vector<format::Segment>>()>;
   Status AttachLoader(format::TableId table, SegmentLoader load);
   // Inserts rows into a table of kind kControl (python.backtrace, df_settings) or a custom one
   // (python.<name>, created with the given columns).
   Status LoadRows(const std::string& table, const std::vector<std::string>& columns,
                   const std::vector<std::string>& types,
-                  const std::vector<std::vector<SqlValue>>& rows);
+                  const std::vector<std::vector<Cell>>& rows);
 
   // Writes every table into a new SQLite file at `path` (replacing it once complete), each
   // named as here, "python.stacks" (other clients quote it: SELECT * FROM "python.stacks").
@@ -64,16 +62,17 @@ class SqlDatabase {
   uint64_t rows_loaded() const { return rows_loaded_; }
 
  private:
-  explicit SqlDatabase(void* db) : db_(db) {}
+  explicit Database(void* db) : db_(db) {}
   Status Exec(const std::string& sql);
   Status Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux);
   std::string KnownTables();
   void* db_;  // sqlite3*
   uint64_t rows_loaded_ = 0;
+  Status load_failure_;                         // the first AttachLoader load that failed
   std::vector<std::shared_ptr<void>> modules_;  // aux data of AttachSegments' modules
 };
 
 // `interval '5 minutes'` -> `300` (seconds), for the seeds' time arithmetic.
 std::string RewriteIntervals(const std::string& sql);
 
-}  // namespace probing::analyzer
+}  // namespace probing::sql

@@ -1,4 +1,4 @@
-#include "elf_symbols.h"
+#include "probing/procfs/elf_symbols.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string>
 
-namespace probing::recorder {
+namespace probing::procfs {
 namespace {
 
 // Not inlined, not static: the test binary's symbol table names it.
@@ -106,4 +106,4 @@ TEST(ElfSymbols, TruncatedOrDamagedFilesNeverReadOutOfBounds) {
 }
 
 }  // namespace
-}  // namespace probing::recorder
+}  // namespace probing::procfs

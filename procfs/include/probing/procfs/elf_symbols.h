@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace probing::recorder {
+namespace probing::procfs {
 
 class ElfSymbols {
  public:
@@ -67,4 +67,4 @@ class ElfSymbols {
   std::map<std::string, std::unique_ptr<Module>> modules_;
 };
 
-}  // namespace probing::recorder
+}  // namespace probing::procfs

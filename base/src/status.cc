@@ -1,4 +1,4 @@
-#include "probing/format/status.h"
+#include "probing/base/status.h"
 
 #include <cstring>
 

@@ -1,4 +1,4 @@
-#include "elf_symbols.h"
+#include "probing/procfs/elf_symbols.h"
 
 #include <elf.h>
 #include <fcntl.h>
@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace probing::recorder {
+namespace probing::procfs {
 namespace {
 
 // A bounds-checked view of a mapped file.
@@ -165,4 +165,4 @@ const ElfSymbols::Module* ElfSymbols::Load(const std::string& path) {
   return (modules_[key] = std::move(m)).get();
 }
 
-}  // namespace probing::recorder
+}  // namespace probing::procfs

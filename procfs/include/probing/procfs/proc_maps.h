@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace probing::recorder {
+namespace probing::procfs {
 
 struct MapEntry {
   uintptr_t start = 0, end = 0, offset = 0;
@@ -20,4 +20,4 @@ struct MapEntry {
 // Every mapping of `file` in order; empty when it cannot be read (errno tells why).
 std::vector<MapEntry> ReadProcMaps(const std::string& file);
 
-}  // namespace probing::recorder
+}  // namespace probing::procfs

@@ -9,7 +9,7 @@
 
 #include <libunwind.h>
 
-namespace probing::recorder {
+namespace probing::procfs {
 
 inline unw_accessors_t UnwindAccessors(
     int (*find_proc_info)(unw_addr_space_t, unw_word_t, unw_proc_info_t*, int, void*),
@@ -29,4 +29,4 @@ inline unw_accessors_t UnwindAccessors(
   return a;
 }
 
-}  // namespace probing::recorder
+}  // namespace probing::procfs

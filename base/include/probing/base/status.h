@@ -21,9 +21,11 @@ enum class StatusCode {
   kDataLoss,         // corrupt or truncated input
   kUnimplemented,    // e.g. a newer format version
   kNotFound,
-  kOutOfRange,   // does not fit (segment too large for a slot)
-  kUnavailable,  // a resource went away (dead process, overwritten slot)
-  kInternal,     // an OS call failed
+  kOutOfRange,        // does not fit (segment too large for a slot)
+  kUnavailable,       // a resource went away (dead process, overwritten slot)
+  kInternal,          // an OS call failed
+  kPermissionDenied,  // another user's, or a missing or wrong token
+  kDeadlineExceeded,  // no answer in time
 };
 
 class [[nodiscard]] Status {
@@ -54,6 +56,12 @@ inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move
 inline Status OutOfRange(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status PermissionDenied(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
+}
+inline Status DeadlineExceeded(std::string m) {
+  return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
 // An OS call failed: "open /dev/shm/x: No such file or directory".
 Status ErrnoStatus(const std::string& what, int err);
 
@@ -71,6 +79,8 @@ class [[nodiscard]] Result {
   T* operator->() { return &*value_; }
   const T* operator->() const { return &*value_; }
   T& operator*() & { return *value_; }
+  const T& operator*() const& { return *value_; }
+  T&& operator*() && { return std::move(*value_); }
 
  private:
   Status status_;

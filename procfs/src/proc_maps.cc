@@ -1,10 +1,10 @@
-#include "proc_maps.h"
+#include "probing/procfs/proc_maps.h"
 
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
-namespace probing::recorder {
+namespace probing::procfs {
 
 std::vector<MapEntry> ReadProcMaps(const std::string& file) {
   std::vector<MapEntry> maps;
@@ -28,4 +28,4 @@ std::vector<MapEntry> ReadProcMaps(const std::string& file) {
   return maps;
 }
 
-}  // namespace probing::recorder
+}  // namespace probing::procfs

@@ -1,0 +1,109 @@
+#include "probing/live/recorders.h"
+
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace probing::live {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+uint64_t DirSize(const fs::path& p) {
+  uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(p, ec))
+    if (e.is_regular_file(ec) && !e.is_symlink(ec)) n += e.file_size(ec);
+  return n;
+}
+
+// When `pid` started, in Unix seconds, from /proc (field 22 of stat); nullopt when it is gone.
+std::optional<double> StartTime(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  size_t p = stat.rfind(')');
+  if (p == std::string::npos || p + 2 >= stat.size()) return std::nullopt;
+  std::istringstream fields(stat.substr(p + 2));
+  std::string field;
+  unsigned long long ticks = 0;
+  for (int i = 3; i <= 22 && fields >> field; ++i)
+    if (i == 22) ticks = std::strtoull(field.c_str(), nullptr, 10);
+  timespec boot, real;
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  clock_gettime(CLOCK_REALTIME, &real);
+  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100);
+  const double now_boot = static_cast<double>(boot.tv_sec) + boot.tv_nsec / 1e9;
+  return static_cast<double>(real.tv_sec) + real.tv_nsec / 1e9 - (now_boot - ticks / hz);
+}
+
+bool IsPid(const std::string& name) {
+  return !name.empty() && name.size() <= 9 &&
+         name.find_first_not_of("0123456789") == std::string::npos && name[0] != '0';
+}
+
+}  // namespace
+
+std::vector<RecorderEntry> ListRecorders(const std::string& data_dir) {
+  std::vector<RecorderEntry> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(data_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!IsPid(name) || !e.is_directory(ec) || e.is_symlink(ec)) continue;
+    RecorderEntry r;
+    r.pid = static_cast<pid_t>(std::stol(name));
+    r.dir = e.path().string();
+    std::ifstream in(e.path() / "process.json");
+    json meta = in ? json::parse(in, nullptr, false) : json();
+    r.has_metadata = meta.is_object() && meta.contains("pid");
+    const bool exists = kill(r.pid, 0) == 0 || errno == EPERM;
+    r.alive = exists;
+    if (r.has_metadata) {
+      if (meta.contains("cmdline") && meta["cmdline"].is_array())
+        for (const auto& a : meta["cmdline"])
+          if (a.is_string()) r.command += (r.command.empty() ? "" : " ") + a.get<std::string>();
+      r.python_version = meta.value("python_version", "");
+      r.socket = meta.value("socket", "");
+      if (meta.contains("ppid") && meta["ppid"].is_number_integer())
+        r.ppid = meta["ppid"].get<pid_t>();
+      if (meta.contains("rank") && meta["rank"].is_number_integer() &&
+          meta["rank"].get<int64_t>() >= 0)
+        r.rank = meta["rank"].get<int64_t>();
+      // A pid the kernel gave to another process since: its start time differs.
+      if (exists && meta.contains("start_time") && meta["start_time"].is_number()) {
+        auto started = StartTime(r.pid);
+        if (started && std::fabs(*started - meta["start_time"].get<double>()) > 2) r.alive = false;
+      }
+    }
+    r.bytes = DirSize(e.path());
+    out.push_back(std::move(r));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.pid < b.pid; });
+  return out;
+}
+
+Collected CollectDead(const std::string& data_dir) {
+  Collected c;
+  for (const RecorderEntry& r : ListRecorders(data_dir)) {
+    if (r.alive) continue;
+    std::error_code ec;
+    fs::remove_all(r.dir, ec);
+    if (ec) {
+      c.failed.push_back(r.dir + ": " + ec.message());
+      continue;
+    }
+    ++c.dirs;
+    c.bytes += r.bytes;
+  }
+  return c;
+}
+
+}  // namespace probing::live
