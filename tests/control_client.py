@@ -2,13 +2,20 @@
 @probing-<pid>, or TCP with a token; statuses are returned, never raised (probing.connect raises)."""
 import http.client
 import json
-import os
-import sys
+import socket
 
-# The transport is the product's own (python/probing/_client.py, standard library only); this
-# module adds what tests need on top: every status returned, never raised.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-from probing._client import _UnixConnection  # noqa: E402
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP on the recorder's abstract socket @probing-<pid>."""
+
+    def __init__(self, pid, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self._pid = pid
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect("\0probing-%d" % self._pid)
 
 
 def request(pid=None, method="GET", path="/info", body=None, timeout=30, port=None, token=None):

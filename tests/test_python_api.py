@@ -204,3 +204,36 @@ def test_a_table_and_metrics_live_and_in_a_recording(target, tmp_path, monkeypat
                        capture_output=True, text=True, timeout=60)
     rows = json.loads(r.stdout)
     assert [row["name"] for row in rows] == ["ticks"] and rows[0]["n"] >= 2
+
+
+def test_open_a_recording_or_a_ring_directory_in_a_notebook(served, tmp_path, probing_bin):
+    pid = served.proc.pid
+    rec = tmp_path / "nb.ptrace"
+    r = subprocess.run([str(probing_bin), "-t", str(pid), "record", "-o", str(rec), "--duration",
+                        "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    served.kill()  # what it left: its ring directory answers SQL, nothing live
+    out = script("""
+        import json, probing
+        got = {}
+        for name, where in (("recording", %r), ("ring directory", %r)):
+            p = probing.open(where)
+            df = p.query("SELECT thread_name, count(*) AS n FROM python.stacks GROUP BY 1")
+            try:
+                p.backtrace()
+                refused = None
+            except probing.ProbingError as e:
+                refused = str(e)
+            got[name] = {"type": type(df).__name__, "threads": sorted(df["thread_name"]),
+                         "tables": "python.stacks" in p.tables(), "refused": refused}
+        try:
+            probing.open("/nonexistent/run.ptrace")
+            missing = None
+        except probing.ProbingError as e:
+            missing = str(e)
+        print(json.dumps({"got": got, "missing": missing}))
+    """ % (str(rec), os.path.join(os.environ["PROBING_DATA_DIR"], str(pid))), tmp_path)
+    for name, g in out["got"].items():
+        assert g["type"] == "DataFrame" and "MainThread" in g["threads"] and g["tables"], name
+        assert "needs a live process" in g["refused"], name
+    assert out["missing"] == "/nonexistent/run.ptrace: no such file or directory"

@@ -159,6 +159,19 @@ int CmdBacktrace(const Options& o, const protocol::BacktraceRequest& request) {
 
 int CmdEval(const Options& o, const std::string& code, double timeout) {
   auto r = OrFail(Open(o, "eval")->Eval({code, timeout}));
+  if (o.fmt() != OutputFormat::kTable) {  // one row, for scripts (and the Python API)
+    auto text = [](const std::optional<std::string>& s) {
+      return s ? Cell(*s) : Cell(std::monostate{});
+    };
+    const auto& e = r.exception;
+    Print(o,
+          {"value", "stdout", "stderr", "exception_type", "exception_message", "traceback",
+           "duration"},
+          {{text(r.value), r.out, r.err, text(e ? std::optional(e->type) : std::nullopt),
+            text(e ? std::optional(e->message) : std::nullopt),
+            text(e ? std::optional(e->traceback) : std::nullopt), r.duration}});
+    return e ? 1 : 0;
+  }
   std::cout << r.out;
   std::cerr << r.err;
   if (r.value) std::cout << *r.value << "\n";

@@ -11,6 +11,7 @@ The recorder samples every thread's stack and memory into ring files under
 
     p = probing.connect(pid=4242)
     p.query("SELECT count(*) AS n FROM python.stacks")
+    probing.open("run.ptrace").query("SELECT count(*) AS n FROM python.stacks")
 """
 
 from probing._recorder import library_path
@@ -18,10 +19,10 @@ from probing._metrics import metric
 from probing._tables import table
 
 __version__ = "0.1.0"
-__all__ = ["library_path", "table", "metric", "connect", "query", "Probe", "ProbingError", "RemoteError",
-           "__version__"]
+__all__ = ["library_path", "table", "metric", "connect", "open", "query", "Probe", "ProbingError",
+           "RemoteError", "__version__"]
 
-_CLIENT = ("connect", "query", "Probe", "ProbingError", "RemoteError", "EvalResult")
+_CLIENT = ("connect", "open", "query", "Probe", "ProbingError", "RemoteError", "EvalResult")
 
 
 def __getattr__(name):

@@ -1,4 +1,5 @@
-"""probing.connect: what the `probing` command does, from Python (a script, a notebook).
+"""probing.connect and probing.open: what the `probing` command does, from Python (a script, a
+notebook).
 
     import probing
 
@@ -9,19 +10,21 @@
     p.config("probing.sample_rate", "0.5")
     p.tables()
 
-Talks HTTP/1.1 + JSON to the recorder's control server (@probing-<pid>, or TCP with a token;
-docs/protocol.md). SQL runs in the `probing` command itself (`query --format json`), which reads
-the rings straight from shared memory: it answers while the target is hung. Errors raise
-ProbingError with the message the command line prints.
+    r = probing.open("run.ptrace")                     # a recording, or a ring directory
+    r.query("SELECT func, count(*) AS n FROM python.stacks WHERE depth = 0 GROUP BY func")
+
+Every call runs the `probing` command (`--format json`), which opens the target as a session:
+the same resolution of pids, paths and addresses, the same protocol and the same errors as the
+command line, by construction. SQL reads the rings straight from shared memory (or a remote
+recorder's segments), so it answers while the target is hung. Errors raise ProbingError with
+the message the command line prints.
 """
-import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 
-__all__ = ["connect", "query", "Probe", "ProbingError", "RemoteError", "EvalResult"]
+__all__ = ["connect", "open", "query", "Probe", "ProbingError", "RemoteError", "EvalResult"]
 
 
 class ProbingError(Exception):
@@ -49,21 +52,6 @@ class EvalResult:
         return "EvalResult(value=%r, stdout=%r, stderr=%r)" % (self.value, self.stdout, self.stderr)
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, pid, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self._pid = pid
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect("\0probing-%d" % self._pid)
-
-
-def _data_dir():
-    return os.environ.get("PROBING_DATA_DIR") or "/dev/shm/probing-%d" % os.getuid()
-
-
 def _probing_command():
     """The `probing` program: $PROBING_BIN, beside this build's recorder libraries, or on PATH."""
     if os.environ.get("PROBING_BIN"):
@@ -83,8 +71,7 @@ def _probing_command():
     return found
 
 
-def _rows(text):
-    rows = json.loads(text) if text.strip() else []
+def _frame(rows):
     try:
         import pandas
     except ImportError:
@@ -93,102 +80,109 @@ def _rows(text):
 
 
 class Probe:
-    """A connection to one process's recorder. Make it with probing.connect()."""
+    """One target, as the command line reaches it: a local process (pid), a recorder on another
+    host (address "host:port" with a token), or a recording or ring directory (path; only SQL
+    and the tables answer there). Make it with probing.connect() or probing.open()."""
 
-    def __init__(self, pid=None, address=None, token=None, timeout=60):
-        if (pid is None) == (address is None):
-            raise ValueError("give pid=... or address='host:port', not both")
+    def __init__(self, pid=None, address=None, token=None, timeout=60, path=None):
+        if sum(x is not None for x in (pid, address, path)) != 1:
+            raise ValueError("give one of pid=..., address='host:port' or path=..., not both")
         self.pid = int(pid) if pid is not None else None
         self.address = address
+        self.path = os.fspath(path) if path is not None else None
         self.token = token if token is not None else os.environ.get("PROBING_AUTH_TOKEN")
         self.timeout = timeout
         if address is not None:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError("address must be host:port, not %r" % (address,))
-            self._host, self._port = host.strip("[]"), int(port)
 
     def __repr__(self):
-        return "Probe(%s)" % ("pid=%d" % self.pid if self.pid is not None else repr(self.address))
+        if self.pid is not None:
+            return "Probe(pid=%d)" % self.pid
+        return "Probe(%r)" % (self.address if self.address is not None else self.path)
 
     @property
     def target(self):
-        return str(self.pid) if self.pid is not None else self.address
-
-    # -- the control server ------------------------------------------------------------------
-
-    def _gone(self):
-        """The message for a local target that does not answer, as the command line words it."""
-        pid = self.pid
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            d = os.path.join(_data_dir(), str(pid))
-            if os.path.exists(os.path.join(d, "process.json")):
-                return ("process %d is gone; what it recorded is still readable: "
-                        "probing -t %s query ..., or probing-analyze %s" % (pid, d, d))
-            return "no process %d" % pid
-        except PermissionError:
-            pass
-        return "no recorder in process %d: run `probing -t %d inject` first" % (pid, pid)
-
-    def _request(self, method, path, body=None, timeout=None):
-        timeout = self.timeout if timeout is None else timeout
         if self.pid is not None:
-            conn = _UnixConnection(self.pid, timeout)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-        headers = {"Content-Type": "application/json"}
+            return str(self.pid)
+        return self.address if self.address is not None else self.path
+
+    # -- the probing command -----------------------------------------------------------------
+
+    def _run(self, args, wait):
+        env = dict(os.environ)
+        env.pop("PROBING_AUTH_TOKEN", None)
         if self.token:
-            headers["Authorization"] = "Bearer " + self.token
+            env["PROBING_AUTH_TOKEN"] = self.token
+        argv = [_probing_command(), "-t", self.target, "--format", "json",
+                "--timeout", str(self.timeout), *args]
         try:
-            conn.request(method, path, body=None if body is None else json.dumps(body),
-                         headers=headers)
-            r = conn.getresponse()
-            data = json.loads(r.read() or b"null")
-        except (ConnectionRefusedError, FileNotFoundError):
-            raise ProbingError(self._gone() if self.pid is not None else
-                               "cannot reach %s: connection refused (is PROBING_PORT set, with "
-                               "PROBING_AUTH_TOKEN, in the target?)" % self.address) from None
-        except OSError as e:
-            raise ProbingError("cannot reach %s: %s" % (self.target, e)) from None
-        finally:
-            conn.close()
-        if r.status != 200:
-            raise ProbingError(data.get("error", "HTTP %d" % r.status) if isinstance(data, dict)
-                               else "HTTP %d" % r.status)
-        return data
+            return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=wait)
+        except subprocess.TimeoutExpired:
+            raise ProbingError("probing %s took more than %g s" % (args[0], wait)) from None
+
+    @staticmethod
+    def _error(r, command):
+        lines = r.stderr.strip().splitlines()
+        message = lines[-1] if lines else "probing %s failed (exit %d)" % (command, r.returncode)
+        return ProbingError(message[len("probing: "):] if message.startswith("probing: ")
+                            else message)
+
+    def _rows(self, *args, wait=None):
+        r = self._run(args, wait if wait is not None else self.timeout + 10)
+        if r.returncode != 0:
+            raise self._error(r, args[0])
+        return json.loads(r.stdout) if r.stdout.strip() else []
+
+    # -- what the command line does ------------------------------------------------------------
 
     def info(self):
         """What the recorder says about itself (pid, Python version, data_dir, ...)."""
-        return self._request("GET", "/info")
+        out = {}
+        for row in self._rows("info"):
+            value = row["value"]
+            if isinstance(value, str) and value.startswith("{"):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            out[row["key"]] = value
+        return out
 
     def eval(self, code, timeout=30):
         """Runs `code` in the target's __main__. Raises RemoteError if the code raised."""
-        r = self._request("POST", "/eval", {"code": code, "timeout": timeout},
-                          timeout=timeout + 10)
-        if r.get("exception"):
-            e = r["exception"]
-            raise RemoteError(e["type"], e["message"], e["traceback"])
-        return EvalResult(r.get("value"), r.get("stdout", ""), r.get("stderr", ""),
-                          r.get("duration"))
+        r = self._run(("eval", code, "--timeout", str(timeout)), timeout + self.timeout + 10)
+        rows = []
+        if r.stdout.strip():
+            try:
+                rows = json.loads(r.stdout)
+            except ValueError:
+                rows = []
+        if not rows:
+            raise self._error(r, "eval")
+        row = rows[0]
+        if row.get("exception_type") is not None:
+            raise RemoteError(row["exception_type"], row["exception_message"], row["traceback"])
+        return EvalResult(row["value"], row["stdout"], row["stderr"], row["duration"])
 
     def backtrace(self, thread=None, locals=False, native=False):
         """Every thread's stack (or one thread's): one dict per frame, innermost first."""
-        path = "/backtrace?x=1"
+        args = ["backtrace"]
         if thread is not None:
-            path += "&thread=%d" % thread
+            args += ["--thread", str(thread)]
         if locals:
-            path += "&locals=1"
+            args.append("--locals")
         if native:
-            path += "&native=1"
+            args.append("--native")
         out = []
-        for t in self._request("GET", path)["threads"]:
-            for f in t["frames"]:
-                row = {"thread_id": t["thread_id"], "thread_name": t["thread_name"],
-                       "holds_gil": t["holds_gil"]}
-                row.update(f)
-                out.append(row)
+        for row in self._rows(*args):
+            row["holds_gil"] = bool(row["holds_gil"])
+            if row.get("locals") is not None:
+                row["locals"] = json.loads(row["locals"])
+            elif not locals:
+                row.pop("locals", None)
+            out.append(row)
         return out
 
     def config(self, key=None, value=None):
@@ -197,42 +191,22 @@ class Probe:
         if value is not None:
             if key is None:
                 raise ValueError("config(key, value) needs the key")
-            settings = self._request("POST", "/config", {"key": key, "value": str(value)})
+            rows = self._rows("config", "%s=%s" % (key, value))
         elif key is not None:
-            settings = self._request("GET", "/config?key=" + key)
+            rows = self._rows("config", key)
         else:
-            settings = self._request("GET", "/config")
-        values = {s["name"]: s["value"] for s in settings["settings"]}
+            rows = self._rows("config")
+        values = {r["name"]: r["value"] for r in rows}
         return values if key is None else values[key]
 
     def tables(self):
         """Every table SQL can name here: ours, and those the target registered."""
-        rows = _rows(self._probing("tables"))
-        names = rows["table"].tolist() if hasattr(rows, "columns") else [r["table"] for r in rows]
-        return sorted(set(names))
-
-    # -- SQL, through the probing command ------------------------------------------------------
-
-    def _probing(self, *args):
-        env = dict(os.environ)
-        if self.token:
-            env["PROBING_AUTH_TOKEN"] = self.token
-        try:
-            r = subprocess.run([_probing_command(), "-t", self.target, "--format", "json", *args],
-                               capture_output=True, text=True, env=env, timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            raise ProbingError("probing %s took more than %g s" % (args[0], self.timeout)) from None
-        if r.returncode != 0:
-            lines = r.stderr.strip().splitlines()
-            message = lines[-1] if lines else "probing %s failed (exit %d)" % (args[0], r.returncode)
-            raise ProbingError(message[len("probing: "):] if message.startswith("probing: ")
-                               else message)
-        return r.stdout
+        return sorted({r["table"] for r in self._rows("tables")})
 
     def query(self, sql):
         """Rows of one SQL statement: a pandas DataFrame when pandas is importable, else a list
         of dicts (integers, floats, strings and None kept as such)."""
-        return _rows(self._probing("query", sql))
+        return _frame(self._rows("query", sql))
 
 
 def connect(pid=None, address=None, token=None, timeout=60):
@@ -240,6 +214,15 @@ def connect(pid=None, address=None, token=None, timeout=60):
     token defaults to $PROBING_AUTH_TOKEN). Checks that the recorder answers."""
     p = Probe(pid=pid, address=address, token=token, timeout=timeout)
     p.info()
+    return p
+
+
+def open(path, timeout=60):  # noqa: A001 (probing.open, as a notebook writes it)
+    """A Probe on a recording (.ptrace), or the ring directory a process left: query() and
+    tables() answer; what needs a live process raises ProbingError saying so."""
+    p = Probe(path=path, timeout=timeout)
+    if not os.path.exists(p.path):
+        raise ProbingError("%s: no such file or directory" % p.path)
     return p
 
 
