@@ -1,6 +1,8 @@
 #include "probing/analyzer/summary.h"
 
 #include <algorithm>
+#include <iterator>
+#include <map>
 #include <set>
 #include <unordered_map>
 
@@ -14,6 +16,8 @@ Summary Summarize(const std::vector<Segment>& segments, size_t top) {
   bool have_time = false;
   std::set<std::string> threads, processes;
   std::set<std::pair<uint32_t, uint64_t>> steps;  // (pid, step)
+  std::map<uint32_t, std::map<uint64_t, int64_t>> step_start;  // pid -> step -> first call
+  std::map<uint32_t, int32_t> rank_of;
   std::unordered_map<std::string, uint64_t> funcs;
   std::unordered_map<std::string, NamedCount> modules;
   for (const Segment& seg : segments) {
@@ -43,14 +47,38 @@ Summary Summarize(const std::vector<Segment>& segments, size_t top) {
       const auto& f = seg.frames[cs.frame];
       ++funcs[std::string(seg.String(f.func)) + " (" + std::string(seg.String(f.file)) + ")"];
     }
+    for (const auto& p : seg.processes)
+      if (p.rank >= 0) rank_of[p.pid] = p.rank;
     for (const auto& e : seg.torch) {
       steps.insert({seg.info.pid, e.step});
+      auto [it, fresh] = step_start[seg.info.pid].emplace(e.step, e.ts);
+      if (!fresh && e.ts < it->second) it->second = e.ts;
       auto& m = modules[std::string(seg.String(e.module)) + " " + format::TorchStageName(e.stage)];
       ++m.count;
       m.seconds += static_cast<double>(e.duration_ns) / 1e9;
     }
   }
   s.processes.assign(processes.begin(), processes.end());
+  for (const auto& [pid, starts] : step_start) {
+    ProcessSteps p;
+    p.pid = pid;
+    p.rank = rank_of.count(pid) ? rank_of[pid] : -1;
+    p.steps = starts.size();
+    std::vector<double> ms;
+    for (auto it = starts.begin(), next = std::next(it); next != starts.end(); ++it, ++next)
+      if (next->first == it->first + 1) ms.push_back(static_cast<double>(next->second - it->second) / 1e6);
+    if (!ms.empty()) {
+      std::sort(ms.begin(), ms.end());
+      auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))]; };
+      p.p50_ms = at(0.5);
+      p.p90_ms = at(0.9);
+      p.max_ms = ms.back();
+    }
+    s.per_process.push_back(p);
+  }
+  std::sort(s.per_process.begin(), s.per_process.end(), [](const auto& a, const auto& b) {
+    return a.rank != b.rank ? a.rank < b.rank : a.pid < b.pid;
+  });
   s.threads.assign(threads.begin(), threads.end());
   s.steps = steps.size();
   for (auto& [name, n] : funcs) s.top_functions.push_back({name, n, 0});

@@ -61,6 +61,31 @@ void PrintSummary(const probing::analyzer::Summary& s) {
   std::cout << "\nThreads (" << s.threads.size() << "):\n";
   for (const auto& t : s.threads) std::cout << "  " << t << "\n";
   if (s.steps > 0) std::cout << "\nTraining steps traced: " << s.steps << "\n";
+  if (s.per_process.size() > 1) {
+    // Several processes (the ranks of a job): each on its own line, never summed.
+    std::cout << "\nRanks:\n";
+    std::vector<std::vector<Cell>> rows;
+    const probing::analyzer::ProcessSteps* slowest = nullptr;
+    const probing::analyzer::ProcessSteps* fastest = nullptr;
+    for (const auto& p : s.per_process) {
+      auto ms = [](double v) { return v > 0 ? Cell(std::round(v * 100) / 100) : Cell(std::monostate{}); };
+      rows.push_back({p.rank >= 0 ? Cell(int64_t{p.rank}) : Cell(std::monostate{}),
+                      int64_t{p.pid}, static_cast<int64_t>(p.steps), ms(p.p50_ms), ms(p.p90_ms),
+                      ms(p.max_ms)});
+      if (p.p50_ms > 0 && (slowest == nullptr || p.p50_ms > slowest->p50_ms)) slowest = &p;
+      if (p.p50_ms > 0 && (fastest == nullptr || p.p50_ms < fastest->p50_ms)) fastest = &p;
+    }
+    probing::cli::PrintRows(probing::cli::OutputFormat::kTable,
+                            {"rank", "pid", "steps", "p50_ms", "p90_ms", "max_ms"}, rows, std::cout);
+    if (slowest != nullptr && fastest != nullptr) {
+      char line[200];
+      std::snprintf(line, sizeof line, "slowest: %s (step p50 %.1f ms, %.2fx the fastest's)\n",
+                    slowest->rank >= 0 ? ("rank " + std::to_string(slowest->rank)).c_str()
+                                       : ("pid " + std::to_string(slowest->pid)).c_str(),
+                    slowest->p50_ms, slowest->p50_ms / fastest->p50_ms);
+      std::cout << line;
+    }
+  }
   if (!s.top_functions.empty()) {
     std::cout << "\nTop functions (samples where innermost):\n";
     std::vector<std::vector<Cell>> rows;

@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <map>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -21,6 +23,7 @@
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
 #include "probing/base/clock.h"
+#include "probing/cluster/cluster.h"
 #include "probing/format/tables.h"
 #include "probing/live/inject.h"
 #include "probing/live/rdma.h"
@@ -244,10 +247,222 @@ int CmdConfig(const Options& o, const std::string& arg) {
   return 0;
 }
 
+// Set by SIGINT/SIGTERM while recording: finish the file cleanly instead of dying.
+std::atomic<int> g_stop_signal{0};
+void OnStopSignal(int sig) { g_stop_signal.store(sig); }
+
+probing::cluster::Options ClusterOptions(const Options& o) {
+  probing::cluster::Options co;
+  co.session.token = o.token;
+  co.session.timeout_s = o.timeout;
+  return co;
+}
+
+bool NamesClusterTables(const std::string& sql) {
+  std::string lower = sql;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower.find("cluster.") != std::string::npos;
+}
+
 int CmdQuery(const Options& o, const std::string& sql) {
+  if (NamesClusterTables(sql)) {  // every rank's tables: asked of every rank, by us
+    if (o.target.empty()) throw Usage("a cluster query needs -t TARGET: any one rank of the job");
+    std::string coverage;
+    auto r = OrFail(probing::cluster::Query(o.target, ClusterOptions(o), sql, &coverage));
+    Print(o, r.columns, r.rows);
+    if (coverage.find(';') != std::string::npos) std::cerr << "probing: " << coverage << "\n";
+    return 0;
+  }
   auto r = OrFail(Open(o, "query")->Query(sql));
   Print(o, r.columns, r.rows);
   return 0;
+}
+
+probing::cluster::Job Discover(const Options& o, const std::string& what) {
+  if (o.target.empty())
+    throw Usage("cluster " + what + " needs -t TARGET: any one rank of the job (pid or host:port)");
+  return OrFail(probing::cluster::Discover(o.target, ClusterOptions(o)));
+}
+
+void SayJob(const Options& o, const probing::cluster::Job& job) {
+  if (o.fmt() == OutputFormat::kTable)
+    std::cerr << "probing: job " << job.run_id << ", " << job.world_size << " ranks"
+              << (job.how.empty() ? std::string() : ", found through " + job.how) << "\n";
+}
+
+int CmdClusterList(const Options& o) {
+  auto job = Discover(o, "list");
+  SayJob(o, job);
+  auto statuses = probing::cluster::List(job, ClusterOptions(o));
+  std::vector<std::vector<Cell>> rows;
+  size_t running = 0;
+  for (const auto& st : statuses) {
+    const auto& m = *st.member;
+    running += st.state == "running";
+    rows.push_back({m.rank, m.local_rank < 0 ? Cell(std::monostate{}) : Cell(m.local_rank),
+                    m.host.empty() ? Cell(std::monostate{}) : Cell(m.host),
+                    m.pid == 0 ? Cell(std::monostate{}) : Cell(m.pid),
+                    st.address.empty() ? Cell(std::monostate{}) : Cell(st.address), st.state,
+                    st.step ? Cell(*st.step) : Cell(std::monostate{}),
+                    st.clock_offset_s ? Cell(*st.clock_offset_s * 1e3) : Cell(std::monostate{}),
+                    st.error.empty() ? Cell(std::monostate{}) : Cell(st.error)});
+  }
+  Print(o, {"rank", "local_rank", "host", "pid", "address", "state", "step", "clock_offset_ms",
+            "why"},
+        rows);
+  return running == statuses.size() ? 0 : 1;
+}
+
+std::string RankList(const std::vector<int64_t>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    out += (out.empty() ? "" : ",") + std::to_string(ranks[i]) +
+           (j > i + 1 ? "-" + std::to_string(ranks[j]) : j == i + 1 ? "," + std::to_string(ranks[j]) : "");
+    i = j;
+  }
+  return out;
+}
+
+int CmdClusterBacktrace(const Options& o) {
+  auto job = Discover(o, "backtrace");
+  auto merged = probing::cluster::Backtraces(job, ClusterOptions(o));
+  if (o.fmt() != OutputFormat::kTable) {
+    std::vector<std::vector<Cell>> rows;
+    int64_t group = 0;
+    for (const auto& g : merged.groups) {
+      for (const auto& f : g.frames)
+        rows.push_back({group, RankList(g.ranks), static_cast<int64_t>(g.ranks.size()),
+                        g.thread_name, f.depth, f.func, f.file,
+                        f.lineno ? Cell(*f.lineno) : Cell(std::monostate{}),
+                        int64_t{g.holds_gil ? 1 : 0}});
+      ++group;
+    }
+    Print(o, {"group", "ranks", "rank_count", "thread_name", "depth", "func", "file", "lineno",
+              "holds_gil"},
+          rows);
+  } else {
+    SayJob(o, job);
+    for (const auto& g : merged.groups) {
+      std::cout << (g.ranks.size() == 1 ? "rank " : "ranks ") << RankList(g.ranks) << "  "
+                << g.thread_name << (g.holds_gil ? "  (holds the GIL)" : "") << "\n";
+      for (const auto& f : g.frames)
+        std::cout << "  #" << f.depth << "  " << f.func << " (" << f.file << ":"
+                  << (f.lineno ? std::to_string(*f.lineno) : "?") << ")\n";
+      std::cout << "\n";
+    }
+  }
+  std::cerr << "probing: " << merged.coverage << "\n";
+  return merged.coverage.find(';') == std::string::npos ? 0 : 1;
+}
+
+int CmdClusterRecord(const Options& o, const std::string& dir, double duration) {
+  if (dir.empty()) throw Usage("cluster record needs -o DIR");
+  auto job = Discover(o, "record");
+  SayJob(o, job);
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  auto r = probing::cluster::Record(job, ClusterOptions(o), dir, duration, g_stop_signal);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  auto out = OrFail(std::move(r));
+  for (const auto& line : out.lines) std::cerr << "probing: " << line << "\n";
+  std::cerr << "probing: " << out.coverage << "; the manifest is " << out.manifest
+            << "\nprobing: analyze it with: probing-analyze " << dir << "\n";
+  return out.coverage.find(';') == std::string::npos ? 0 : 1;
+}
+
+int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double duration,
+                         int64_t rank) {
+  auto job = Discover(o, "flamegraph");
+  auto merged = probing::cluster::StackSamples(job, ClusterOptions(o), rank);
+  std::cerr << "probing: " << merged.coverage << "\n";
+  probing::analyzer::SampleFilter filter;
+  if (duration > 0) filter.since_ns = probing::RealtimeNs() - static_cast<int64_t>(duration * 1e9);
+  auto stacks = probing::analyzer::FoldStacks(merged.segments, filter);
+  if (stacks.samples == 0)
+    throw Failure("no stack samples with Python frames from the job's ranks" +
+                  (duration > 0 ? " in the last " + std::to_string(static_cast<int>(duration)) + " s"
+                                : std::string()));
+  // Each stack under its rank ("rank 2 (pid 4242)"), not its process.
+  std::map<std::string, uint64_t> by_rank;
+  for (const auto& [stack, n] : stacks.stacks) {
+    std::string key = stack;
+    int64_t pid = -1;
+    if (key.rfind("process ", 0) == 0) {
+      size_t semi = key.find(';');
+      pid = std::atoll(key.substr(8, semi - 8).c_str());
+      key = key.substr(semi + 1);
+    } else if (merged.pid_rank.size() == 1) {
+      pid = merged.pid_rank[0].first;
+    }
+    std::string root = "unknown rank";
+    for (const auto& [p, r] : merged.pid_rank)
+      if (p == pid) root = "rank " + std::to_string(r) + " (pid " + std::to_string(p) + ")";
+    by_rank[root + ";" + key] += n;
+  }
+  stacks.stacks = std::move(by_rank);
+  if (folded) {
+    if (out.empty() || out == "-") {
+      probing::analyzer::WriteFolded(stacks, std::cout);
+      return 0;
+    }
+  }
+  if (out.empty()) out = "flamegraph-" + job.run_id + ".svg";
+  std::ofstream file(out, std::ios::trunc);
+  if (!file) throw Failure("cannot write " + out + ": " + strerror(errno));
+  if (folded) {
+    probing::analyzer::WriteFolded(stacks, file);
+  } else {
+    probing::analyzer::FlameGraphOptions fo;
+    fo.title = "Flame graph: job " + job.run_id + (rank >= 0 ? ", rank " + std::to_string(rank) : "");
+    fo.subtitle = std::to_string(stacks.samples) + " samples from " + merged.coverage;
+    probing::analyzer::WriteFlameGraphSvg(stacks, fo, file);
+  }
+  file.close();
+  if (!file) throw Failure("writing " + out + " failed: " + strerror(errno));
+  std::cout << "Wrote " << (folded ? "folded stacks" : "a flame graph") << " of "
+            << stacks.samples << " samples to " << out << "\n";
+  return 0;
+}
+
+int CmdClusterAttach(const Options& o, double timeout) {
+  std::optional<pid_t> of;
+  if (!o.target.empty()) {
+    auto session = Open(o, "cluster attach");
+    if (session->kind() != live::TargetKind::kProcess)
+      throw Usage("cluster attach works on this host's processes: -t PID of a rank or launcher");
+    of = *session->pid();
+  }
+  auto ranks = OrFail(probing::cluster::LocalRanks(of, live::DefaultDataDir()));
+  if (ranks.empty()) throw Failure("no ranks of the job found on this host");
+  int failures = 0;
+  for (const auto& r : ranks) {
+    if (r.recorded) {
+      std::cerr << "probing: rank " << r.rank << " (process " << r.pid
+                << ") already records\n";
+      continue;
+    }
+    live::InjectOptions io;
+    io.pid = r.pid;
+    io.safe_point_timeout_s = timeout;
+    auto injected = live::InjectAndWait(io);
+    if (injected.ok()) {
+      std::cerr << "probing: rank " << r.rank << " (process " << r.pid << "): recorder injected in "
+                << static_cast<int>(injected->answered_ms) << " ms\n";
+    } else {
+      ++failures;
+      std::cerr << "probing: rank " << r.rank << " (process " << r.pid
+                << "): " << injected.status().message() << "\n";
+    }
+  }
+  Options listing = o;
+  if (listing.target.empty()) listing.target = std::to_string(ranks.front().pid);
+  const int rc = CmdClusterList(listing);
+  return failures > 0 ? 1 : rc;
 }
 
 std::string Mb(const Cell& c) {
@@ -310,10 +525,6 @@ int CmdMemory(const Options& o, int last) {
   }
   return 0;
 }
-
-// Set by SIGINT/SIGTERM while recording: finish the file cleanly instead of dying.
-std::atomic<int> g_stop_signal{0};
-void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 
 std::string Size(uint64_t bytes) {
   char buf[32];
@@ -488,10 +699,15 @@ int CmdList(const Options& o, bool gc) {
   for (const auto& r : live::ListRecorders(dir)) {
     std::string state = r.alive ? "running" : "dead (rings readable)";
     if (!r.has_metadata) state = r.alive ? "starting" : "dead (start interrupted)";
-    rows.push_back({int64_t{r.pid}, r.command, r.python_version, state, r.socket,
-                    static_cast<int64_t>(r.bytes)});
+    auto opt = [](const std::optional<int64_t>& v) { return v ? Cell(*v) : Cell(std::monostate{}); };
+    rows.push_back({int64_t{r.pid}, r.ppid ? Cell(int64_t{*r.ppid}) : Cell(std::monostate{}),
+                    r.role.empty() ? Cell(std::monostate{}) : Cell(r.role), opt(r.rank),
+                    r.run_id.empty() ? Cell(std::monostate{}) : Cell(r.run_id), r.command,
+                    r.python_version, state, r.socket, static_cast<int64_t>(r.bytes)});
   }
-  Print(o, {"pid", "command", "python", "state", "socket", "data_bytes"}, rows);
+  Print(o, {"pid", "ppid", "role", "rank", "job", "command", "python", "state", "socket",
+            "data_bytes"},
+        rows);
   return 0;
 }
 
@@ -618,6 +834,41 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e9));
   flame->add_option("--thread", flame_thread, "only this thread (OS thread id)");
 
+  auto* cluster = app.add_subcommand(
+      "cluster",
+      "every rank of a distributed job, from any one of them (docs/distributed.md); SQL over "
+      "all ranks: probing -t PID query \"... FROM cluster.stacks ...\"");
+  cluster->require_subcommand(1);
+  auto* c_attach = cluster->add_subcommand(
+      "attach", "inject the recorder into every rank of a job on this host that lacks one, then list them");
+  double c_attach_timeout = 5;
+  c_attach->add_option("--wait", c_attach_timeout,
+                       "seconds to find a safe point in each rank (default 5)")
+      ->check(CLI::Range(0.01, 600.0));
+  auto* c_list = cluster->add_subcommand(
+      "list", "every rank: local rank, host, pid, address, state, step, clock offset");
+  auto* c_bt = cluster->add_subcommand(
+      "backtrace", "every rank's stacks, ranks with the same stack grouped, the odd ones out first");
+  auto* c_record = cluster->add_subcommand(
+      "record", "one recording per rank in a directory, with a manifest (probing-analyze DIR)");
+  std::string c_record_dir;
+  double c_record_duration = 0;
+  c_record->add_option("-o,--output", c_record_dir, "the directory to write into")->required();
+  c_record->add_option("--duration", c_record_duration,
+                       "seconds to record (default: until Ctrl-C or the ranks end)")
+      ->check(CLI::Range(0.0, 1e9));
+  auto* c_flame = cluster->add_subcommand(
+      "flamegraph", "one flame graph of every rank's samples, each rank its own root");
+  std::string c_flame_out;
+  bool c_flame_folded = false;
+  double c_flame_duration = 0;
+  int64_t c_flame_rank = -1;
+  c_flame->add_option("-o,--output", c_flame_out, "the file to write (default flamegraph-RUN.svg)");
+  c_flame->add_flag("--folded", c_flame_folded, "folded stacks instead of an SVG");
+  c_flame->add_option("--duration", c_flame_duration, "only the latest S seconds of samples")
+      ->check(CLI::Range(0.0, 1e9));
+  c_flame->add_option("--rank", c_flame_rank, "only this rank");
+
   auto* rdma = app.add_subcommand(
       "rdma", "RDMA ports of this machine: state, rate, traffic counters and rates (sysfs)");
   std::string rdma_root = "/sys/class/infiniband";
@@ -654,6 +905,12 @@ int Run(int argc, char** argv) {
     if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);
     if (*record) return CmdRecord(o, ro);
     if (*flame) return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread);
+    if (*c_attach) return CmdClusterAttach(o, c_attach_timeout);
+    if (*c_list) return CmdClusterList(o);
+    if (*c_bt) return CmdClusterBacktrace(o);
+    if (*c_record) return CmdClusterRecord(o, c_record_dir, c_record_duration);
+    if (*c_flame)
+      return CmdClusterFlamegraph(o, c_flame_out, c_flame_folded, c_flame_duration, c_flame_rank);
   } catch (const Usage& e) {
     std::cerr << "probing: " << e.what() << "\n";
     return 2;

@@ -71,6 +71,18 @@ void SegmentBuilder::StartSegment() {
   payload_.PutVarint(pv);
   payload_.PutVarint(cmd);
   payload_.PutVarint(host);
+  if (process_.run_id.empty() && process_.role.empty()) return;
+  const uint32_t run = InternString(process_.run_id);
+  const uint32_t node = InternString(process_.node);
+  const uint32_t role = InternString(process_.role);
+  ByteWriter job;
+  job.PutVarint(run);
+  job.PutZigzag(process_.world_size);
+  job.PutZigzag(process_.local_rank);
+  job.PutVarint(node);
+  job.PutVarint(role);
+  BeginRecord(static_cast<RecordKind>(kJobRecordKind));
+  payload_.PutLengthPrefixed(job.view());
 }
 
 uint32_t SegmentBuilder::InternString(std::string_view s) {
@@ -256,6 +268,19 @@ Status SegmentBuilder::Seal(Codec codec, uint64_t seq, std::string* out, int zst
 // ---------------------------------------------------------------------------------------------
 // Decoder
 
+void ShiftTimes(Segment* seg, int64_t delta_ns) {
+  if (delta_ns == 0) return;
+  if (seg->info.first_ts != 0 || seg->info.last_ts != 0) {
+    seg->info.first_ts += delta_ns;
+    seg->info.last_ts += delta_ns;
+  }
+  for (auto& e : seg->samples) e.ts += delta_ns;
+  for (auto& e : seg->torch) e.ts += delta_ns;
+  for (auto& e : seg->memory) e.ts += delta_ns;
+  for (auto& e : seg->variables) e.ts += delta_ns;
+  for (auto& e : seg->metrics) e.ts += delta_ns;
+}
+
 Result<SegmentInfo> ParseSegmentHeader(std::string_view bytes) {
   if (bytes.size() < kSegmentHeaderSize)
     return DataLoss("segment truncated: " + std::to_string(bytes.size()) +
@@ -341,6 +366,31 @@ class RecordDecoder {
   }
   static Status BadRef(const char* what) {
     return DataLoss(std::string("reference to an undefined ") + what + " or a truncated record");
+  }
+
+  // The job record: the place in a distributed job of the process record before it.
+  Status Job() {
+    std::string_view body;
+    if (!r_.GetLengthPrefixed(&body, kMaxRawSegmentSize)) return Truncated();
+    if (seg_->processes.empty()) return DataLoss("a job record without a process record");
+    ByteReader j(body);
+    ProcessEvent& p = seg_->processes.back();
+    int64_t world = 0, local = 0;
+    auto string_id = [&](uint32_t* out) {
+      uint64_t v;
+      if (!j.GetVarint(&v) || v >= seg_->strings.size()) return false;
+      *out = static_cast<uint32_t>(v);
+      return true;
+    };
+    if (!string_id(&p.run_id) || !j.GetZigzag(&world) || !j.GetZigzag(&local) ||
+        !string_id(&p.node) || !string_id(&p.role))
+      return BadRef("string");
+    if (world < -1 || world > std::numeric_limits<int32_t>::max() || local < -1 ||
+        local > std::numeric_limits<int32_t>::max())
+      return DataLoss("world size or local rank out of range");
+    p.world_size = static_cast<int32_t>(world);
+    p.local_rank = static_cast<int32_t>(local);
+    return Status::Ok();  // later fields, from newer writers, are ignored
   }
 
   Status One(uint8_t kind) {
@@ -479,6 +529,7 @@ class RecordDecoder {
         return Status::Ok();
       }
     }
+    if (kind == kJobRecordKind) return Job();
     if (kind >= kFirstSkippableKind && kind <= kLastSkippableKind) {
       std::string_view skipped;
       if (!r_.GetLengthPrefixed(&skipped, kMaxRawSegmentSize)) return Truncated();

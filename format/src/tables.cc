@@ -70,6 +70,11 @@ constexpr Column kProcessColumns[] = {
     {"start_time", kReal, "process start, seconds since the Unix epoch"},
     {"host", kText, "host name"},
     {"rank", kInteger, "distributed rank; NULL when unknown"},
+    {"run_id", kText, "the job it belongs to (TORCHELASTIC_RUN_ID, SLURM_JOB_ID, or MASTER_ADDR:MASTER_PORT); NULL outside a job"},
+    {"world_size", kInteger, "ranks in the job; NULL when unknown"},
+    {"local_rank", kInteger, "rank on its node; NULL when unknown"},
+    {"node", kText, "node name (SLURMD_NODENAME, else the host name); NULL outside a job"},
+    {"role", kText, "rank, launcher (torchrun's agent), child (a forked child), or process; NULL in recordings of older recorders"},
 };
 constexpr Column kBacktraceColumns[] = {
     {"func", kText, "function name"},
@@ -258,15 +263,31 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
       return;
     }
     case TableId::kProcess: {
-      std::array<Value, 6> row;
+      std::array<Value, 11> row;
+      auto text = [&](uint32_t id) { return id == 0 ? Value{} : Value{seg.String(id)}; };
+      auto number = [](int32_t v) { return v < 0 ? Value{} : Value{int64_t{v}}; };
       for (const ProcessEvent& p : seg.processes) {
-        if (!ctx.seen_processes.emplace(p.pid, p.start_ts).second) continue;
+        // One row per process and identity: a process that learned its rank later (its
+        // torch.distributed initialized after the recorder started) has a row for each.
+        const std::string identity = std::to_string(p.rank) + "/" +
+                                     std::string(seg.String(p.run_id)) + "/" +
+                                     std::to_string(p.world_size) + "/" +
+                                     std::to_string(p.local_rank);
+        if (!ctx.seen_processes.emplace(std::to_string(p.pid) + "/" + std::to_string(p.start_ts) +
+                                        "/" + identity)
+                 .second)
+          continue;
         row[0] = int64_t{p.pid};
         row[1] = seg.String(p.cmdline);
         row[2] = seg.String(p.python_version);
         row[3] = Seconds(p.start_ts);
         row[4] = seg.String(p.host);
-        row[5] = p.rank < 0 ? Value{} : Value{int64_t{p.rank}};
+        row[5] = number(p.rank);
+        row[6] = text(p.run_id);
+        row[7] = number(p.world_size);
+        row[8] = number(p.local_rank);
+        row[9] = text(p.node);
+        row[10] = text(p.role);
         emit(row);
       }
       return;

@@ -226,7 +226,9 @@ void to_json(Json& j, const InfoReply& v) {
            {"host", v.host},
            {"data_dir", v.data_dir},
            {"socket", v.socket},
+           {"now", v.now},
            {"rank", v.rank.has_value() ? Json(*v.rank) : Json(nullptr)},
+           {"role", v.role},
            {"enabled",
             {{"stack_sampler", v.enabled.stack_sampler},
              {"memory_sampler", v.enabled.memory_sampler},
@@ -237,6 +239,11 @@ void to_json(Json& j, const InfoReply& v) {
              {"step", v.torch.step},
              {"step_traced", v.torch.step_traced},
              {"hooks_installed", v.torch.hooks_installed}}}};
+  PutOptional(j, "run_id", v.run_id);
+  PutOptional(j, "world_size", v.world_size);
+  PutOptional(j, "local_rank", v.local_rank);
+  PutOptional(j, "node", v.node);
+  PutOptional(j, "tcp_port", v.tcp_port);
 }
 void from_json(const Json& j, InfoReply& v) {
   j.at("pid").get_to(v.pid);
@@ -248,6 +255,13 @@ void from_json(const Json& j, InfoReply& v) {
   j.at("data_dir").get_to(v.data_dir);
   j.at("socket").get_to(v.socket);
   GetOptional(j, "rank", v.rank);
+  GetOr(j, "now", v.now, 0.0);
+  GetOr(j, "role", v.role, std::string());
+  GetOptional(j, "run_id", v.run_id);
+  GetOptional(j, "world_size", v.world_size);
+  GetOptional(j, "local_rank", v.local_rank);
+  GetOptional(j, "node", v.node);
+  GetOptional(j, "tcp_port", v.tcp_port);
   const Json& e = j.at("enabled");
   e.at("stack_sampler").get_to(v.enabled.stack_sampler);
   e.at("memory_sampler").get_to(v.enabled.memory_sampler);
@@ -396,6 +410,32 @@ void from_json(const Json& j, TableRowsReply& v) {
   }
 }
 
+void to_json(Json& j, const Member& v) {
+  j = Json{{"rank", v.rank}, {"local_rank", v.local_rank}, {"host", v.host},
+           {"node", v.node}, {"pid", v.pid}, {"port", v.port ? Json(*v.port) : Json(nullptr)}};
+}
+void from_json(const Json& j, Member& v) {
+  j.at("rank").get_to(v.rank);
+  GetOr(j, "local_rank", v.local_rank, int64_t{-1});
+  j.at("host").get_to(v.host);
+  GetOr(j, "node", v.node, std::string());
+  GetOr(j, "pid", v.pid, int64_t{0});
+  GetOptional(j, "port", v.port);
+}
+
+void to_json(Json& j, const ClusterReply& v) {
+  j = Json{{"run_id", v.run_id},
+           {"world_size", v.world_size},
+           {"members", v.members},
+           {"complete", v.complete}};
+}
+void from_json(const Json& j, ClusterReply& v) {
+  j.at("run_id").get_to(v.run_id);
+  j.at("world_size").get_to(v.world_size);
+  j.at("members").get_to(v.members);
+  GetOr(j, "complete", v.complete, false);
+}
+
 void to_json(Json& j, const SealReply& v) { j = Json{{"sealed", v.sealed}}; }
 void from_json(const Json& j, SealReply& v) { j.at("sealed").get_to(v.sealed); }
 
@@ -480,6 +520,11 @@ Result<SegmentBatch> DecodeSegmentBatch(std::string_view body) {
 std::vector<MessageFields> AllMessageFields() {
   InfoReply info;
   info.rank = 0;
+  info.run_id = "";
+  info.world_size = 0;
+  info.local_rank = 0;
+  info.node = "";
+  info.tcp_port = 0;
   EvalReply eval;
   eval.value = "";
   eval.exception = EvalException{};
@@ -515,6 +560,7 @@ std::vector<MessageFields> AllMessageFields() {
       FieldsOf("GET /tables", TablesReply{}),
       FieldsOf("GET /tables/<name>", rows),
       FieldsOf("POST /seal", SealReply{}),
+      FieldsOf("GET /cluster", ClusterReply{"", 0, {Member{}}, false}),
       {"GET /segments", std::vector<std::string>(batch_keys.begin(), batch_keys.end())},
   };
 }

@@ -74,9 +74,19 @@ std::vector<RecorderEntry> ListRecorders(const std::string& data_dir) {
       r.socket = meta.value("socket", "");
       if (meta.contains("ppid") && meta["ppid"].is_number_integer())
         r.ppid = meta["ppid"].get<pid_t>();
-      if (meta.contains("rank") && meta["rank"].is_number_integer() &&
-          meta["rank"].get<int64_t>() >= 0)
-        r.rank = meta["rank"].get<int64_t>();
+      auto number = [&](const char* key) -> std::optional<int64_t> {
+        if (!meta.contains(key) || !meta[key].is_number_integer() || meta[key].get<int64_t>() < 0)
+          return std::nullopt;
+        return meta[key].get<int64_t>();
+      };
+      r.rank = number("rank");
+      r.world_size = number("world_size");
+      r.local_rank = number("local_rank");
+      r.tcp_port = number("tcp_port");
+      if (r.tcp_port == 0) r.tcp_port.reset();
+      r.run_id = meta.contains("run_id") && meta["run_id"].is_string() ? meta["run_id"].get<std::string>() : "";
+      r.role = meta.contains("role") && meta["role"].is_string() ? meta["role"].get<std::string>() : "";
+      r.host = meta.contains("host") && meta["host"].is_string() ? meta["host"].get<std::string>() : "";
       // A pid the kernel gave to another process since: its start time differs.
       if (exists && meta.contains("start_time") && meta["start_time"].is_number()) {
         auto started = StartTime(r.pid);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "probing/format/ptrace.h"
@@ -144,14 +145,16 @@ std::vector<format::SourceStats> RingDirSource::stats() const {
 
 struct RecordingSource::File {
   std::string path;
+  int64_t shift_ns = 0;
   std::optional<format::PtraceReader> ptrace;
   std::unique_ptr<format::RingReader> ring;  // a single ring file given by name
 };
 
 Result<std::unique_ptr<RecordingSource>> RecordingSource::Open(
-    const std::vector<std::string>& paths) {
+    const std::vector<std::string>& paths, std::vector<int64_t> shifts_ns) {
   std::unique_ptr<RecordingSource> s(new RecordingSource());
-  for (const std::string& p : paths) {
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const std::string& p = paths[i];
     std::error_code ec;
     if (!fs::exists(p, ec)) return NotFound(p + ": no such file or directory");
     struct stat st;
@@ -159,6 +162,7 @@ Result<std::unique_ptr<RecordingSource>> RecordingSource::Open(
       return InvalidArgument(p + " is not a regular file (a recording is a .ptrace file)");
     auto f = std::make_shared<File>();
     f->path = p;
+    f->shift_ns = i < shifts_ns.size() ? shifts_ns[i] : 0;
     auto ptrace = format::PtraceReader::Open(p);
     if (ptrace.ok()) {
       f->ptrace = std::move(ptrace).value();
@@ -189,7 +193,7 @@ Status RecordingSource::Fetch(const std::vector<std::string>& rings, Cursors* cu
         std::string ring = format::StreamName(locs[cursor].stream);
         if (locs[cursor].stream != format::Stream::kMixed && !Wanted(rings, ring)) continue;
         out->segments.push_back(
-            {ring, f->path, cursor, std::string(f->ptrace->SegmentBytes(cursor))});
+            {ring, f->path, cursor, std::string(f->ptrace->SegmentBytes(cursor)), f->shift_ns});
       }
       continue;
     }
@@ -203,7 +207,7 @@ Status RecordingSource::Fetch(const std::vector<std::string>& rings, Cursors* cu
         out->origin_of[ring] = f->path;
         continue;
       }
-      out->segments.push_back({ring, f->path, seq, std::move(copy)});
+      out->segments.push_back({ring, f->path, seq, std::move(copy), f->shift_ns});
       copy.clear();
     }
     cursor = seq;
@@ -326,6 +330,38 @@ bool MultiSource::live() const {
   return std::any_of(parts_.begin(), parts_.end(), [](const auto& p) { return p->live(); });
 }
 
+Result<std::optional<std::unique_ptr<SegmentSource>>> OpenBundle(const std::string& dir) {
+  const std::string path = dir + "/manifest.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::optional<std::unique_ptr<SegmentSource>>();
+  std::string why;
+  if (!RegularFile(path, &why)) return InvalidArgument(path + ": " + why);
+  std::ifstream in(path);
+  auto m = protocol::Json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!m.is_object() || m.value("format", "") != "probing-bundle" || !m.contains("ranks") ||
+      !m["ranks"].is_array())
+    return DataLoss(path + " is not a Probing bundle's manifest");
+  if (m.value("version", 0) > 1)
+    return Unimplemented(path + ": bundle version " + std::to_string(m.value("version", 0)) +
+                         " is newer than this build (reads up to 1)");
+  std::vector<std::string> files;
+  std::vector<int64_t> shifts;
+  for (const auto& r : m["ranks"]) {
+    if (!r.is_object() || !r.contains("file") || !r["file"].is_string()) continue;  // not recorded
+    const std::string file = r["file"].get<std::string>();
+    if (file.find('/') != std::string::npos || file.empty() || file[0] == '.')
+      return DataLoss(path + " names a file outside its directory: " + file);
+    files.push_back(dir + "/" + file);
+    // A rank whose clock ran `offset` ahead of the recording client's: its times, minus that.
+    const double offset =
+        r.contains("clock_offset_s") && r["clock_offset_s"].is_number() ? r["clock_offset_s"].get<double>() : 0;
+    shifts.push_back(static_cast<int64_t>(-offset * 1e9));
+  }
+  if (files.empty()) return NotFound(path + " lists no recorded rank");
+  PROBING_ASSIGN_OR_RETURN(auto rec, RecordingSource::Open(files, shifts));
+  return std::optional<std::unique_ptr<SegmentSource>>(std::move(rec));
+}
+
 Result<std::unique_ptr<SegmentSource>> OpenFiles(const std::vector<std::string>& paths) {
   if (paths.empty()) return InvalidArgument("no recordings given");
   std::vector<std::unique_ptr<SegmentSource>> parts;
@@ -333,6 +369,11 @@ Result<std::unique_ptr<SegmentSource>> OpenFiles(const std::vector<std::string>&
   for (const std::string& p : paths) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
+      PROBING_ASSIGN_OR_RETURN(auto bundle, OpenBundle(p));
+      if (bundle) {
+        parts.push_back(std::move(*bundle));
+        continue;
+      }
       PROBING_ASSIGN_OR_RETURN(auto dir, RingDirSource::Open(p));
       parts.push_back(std::move(dir));
     } else {
@@ -382,6 +423,7 @@ Result<format::TraceSet> LoadStreams(SegmentSource& source,
       continue;
     }
     ++st.segments_ok;
+    format::ShiftTimes(&*seg, raw.shift_ns);
     set.segments.push_back(std::move(seg).value());
   }
   for (const auto& [ring, n] : got.lost) stats_of(got.origin_of[ring]).segments_lost += n;

@@ -85,9 +85,14 @@ Result<std::unique_ptr<Session>> Session::Open(const std::string& target,
     s->control_ = std::make_unique<ControlClient>(Endpoint::Local(*s->pid_), "", timeout);
     return s;
   }
-  std::error_code ec;
   struct stat st;
   if (::stat(target.c_str(), &st) == 0) {
+    std::error_code ec;
+    if (S_ISDIR(st.st_mode) && fs::exists(target + "/manifest.json", ec)) {  // a bundle
+      s->kind_ = TargetKind::kRecording;
+      s->paths_ = {target};
+      return s;
+    }
     if (S_ISDIR(st.st_mode)) {
       s->kind_ = TargetKind::kRingDirectory;
       s->ring_dir_ = target;
@@ -275,7 +280,7 @@ Result<SegmentSource*> Session::Segments() {
   return source_.get();
 }
 
-Result<sql::QueryResult> Session::Query(const std::string& sql) {
+Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables& more) {
   PROBING_ASSIGN_OR_RETURN(auto db, sql::Database::Create());
   const std::string lower = Lower(sql);  // SQL names are case-insensitive
   PROBING_ASSIGN_OR_RETURN(SegmentSource * source, Segments());
@@ -350,6 +355,7 @@ Result<sql::QueryResult> Session::Query(const std::string& sql) {
       }
     }
   }
+  if (more) PROBING_RETURN_IF_ERROR(more(*db));
   return db->Query(sql);
 }
 

@@ -24,7 +24,8 @@ import os
 import shutil
 import subprocess
 
-__all__ = ["connect", "open", "query", "Probe", "ProbingError", "RemoteError", "EvalResult"]
+__all__ = ["connect", "open", "query", "Probe", "Cluster", "ProbingError", "RemoteError",
+           "EvalResult"]
 
 
 class ProbingError(Exception):
@@ -205,8 +206,53 @@ class Probe:
 
     def query(self, sql):
         """Rows of one SQL statement: a pandas DataFrame when pandas is importable, else a list
-        of dicts (integers, floats, strings and None kept as such)."""
+        of dicts (integers, floats, strings and None kept as such). `cluster.<table>` names the
+        table of every rank of this target's job (with rank, host and pid columns)."""
         return _frame(self._rows("query", sql))
+
+    def cluster(self):
+        """Every rank of the distributed job this target is a rank of (docs/distributed.md)."""
+        return Cluster(self)
+
+
+class Cluster:
+    """The ranks of one job, reached through any one of them (Probe.cluster()). Every call asks
+    every rank in parallel from here; ranks that do not answer are named, never left out."""
+
+    def __init__(self, probe):
+        self._probe = probe
+
+    def __repr__(self):
+        return "Cluster(via %r)" % (self._probe,)
+
+    def list(self):
+        """One row per rank: rank, local_rank, host, pid, address, state, step,
+        clock_offset_ms and, for a rank that did not answer, why."""
+        r = self._probe._run(("cluster", "list"), self._probe.timeout + 30)
+        if not r.stdout.strip():
+            raise Probe._error(r, "cluster list")
+        return _frame(json.loads(r.stdout))  # a rank not running is a row saying so
+
+    def query(self, sql):
+        """SQL over cluster.<table> (and this rank's own python.* tables)."""
+        return self._probe.query(sql)
+
+    def backtrace(self):
+        """Every rank's stacks, ranks with the same stack in one group (the odd ones first):
+        one row per frame with group, ranks, rank_count, thread_name, depth, func, file, lineno."""
+        r = self._probe._run(("cluster", "backtrace"), self._probe.timeout + 30)
+        if not r.stdout.strip():
+            raise Probe._error(r, "cluster backtrace")
+        return _frame(json.loads(r.stdout))
+
+    def record(self, directory, duration):
+        """One recording per rank in `directory`, with a manifest: probing.open(directory)
+        reads it back. Returns the manifest's path."""
+        r = self._probe._run(("cluster", "record", "-o", os.fspath(directory), "--duration",
+                              str(duration)), duration + self._probe.timeout + 60)
+        if r.returncode != 0 and not os.path.exists(os.path.join(directory, "manifest.json")):
+            raise Probe._error(r, "cluster record")
+        return os.path.join(directory, "manifest.json")
 
 
 def connect(pid=None, address=None, token=None, timeout=60):

@@ -1,12 +1,31 @@
 """The PROBING=1/2 start-up hook, imported by probing.pth when PROBING is set.
 
-PROBING=1: the recorder runs in this process only; PROBING=2: also in its children (forked
-ones start their own recorder, exec'd ones inherit PROBING=2). Anything else but 0: a warning,
+PROBING=1: the recorder runs in this process only (under torchrun: in the launcher and in every
+rank it starts); PROBING=2: also in its children (forked ones start their own recorder, exec'd
+ones inherit PROBING=2). Anything else but 0: a warning,
 and the recorder stays off. Nothing here may stop the program from running.
 """
 
 import os
 import sys
+
+
+def _is_launcher():
+    """torchrun, or python -m torch.distributed.run / .launch: the agent that starts the ranks
+    (read from /proc: sys.argv is not always set this early)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    for i, a in enumerate(args[:3]):
+        if a.rsplit(b"/", 1)[-1] == b"torchrun" or a.endswith((b"torch/distributed/run.py",
+                                                                 b"torch/distributed/launch.py")):
+            return True
+        if a == b"-m" and i + 1 < len(args) and args[i + 1] in (b"torch.distributed.run",
+                                                                b"torch.distributed.launch"):
+            return True
+    return False
 
 
 def _start():
@@ -16,8 +35,9 @@ def _start():
     if mode not in ("1", "2"):
         sys.stderr.write("probing: PROBING=%r is not 0, 1 or 2; the recorder stays off\n" % mode)
         return
-    if mode == "1":
-        # For this process only: programs it starts do not inherit the recorder.
+    if mode == "1" and not _is_launcher():
+        # For this process only: programs it starts do not inherit the recorder. A launcher's
+        # (torchrun) programs are the job's ranks: they keep PROBING=1, so every rank records.
         os.environ["PROBING"] = "0"
     try:
         import ctypes

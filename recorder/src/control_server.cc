@@ -144,6 +144,9 @@ bool ControlServer::Start(std::string* why) {
   std::thread([this, fd] { AcceptLoop(fd, false); }).detach();
 
   int port = probing::recorder::Config::Get().server_port();
+  // Several ranks of a job on one host share PROBING_PORT: each listens on it plus its local
+  // rank, the address it registers in the job's store.
+  if (port != 0 && ctx_.process.local_rank > 0) port += ctx_.process.local_rank;
   if (port != 0) {
     const char* token = std::getenv("PROBING_AUTH_TOKEN");
     if (token == nullptr || *token == '\0') {
@@ -168,9 +171,43 @@ bool ControlServer::Start(std::string* why) {
       if (tfd >= 0) close(tfd);
       return true;
     }
+    tcp_port_ = port;
     std::thread([this, tfd] { AcceptLoop(tfd, true); }).detach();
   }
   return true;
+}
+
+void ControlServer::SetProcess(const format::ProcessInfo& process) {
+  std::lock_guard<std::mutex> lock(identity_mu_);
+  ctx_.process = process;
+}
+
+void ControlServer::SetMembers(std::string json) {
+  std::lock_guard<std::mutex> lock(identity_mu_);
+  members_ = std::move(json);
+}
+
+// What this rank knows of its job: its own identity, and the members the job's store listed
+// (none yet: an empty list, with `complete` false). Never needs the GIL.
+ControlServer::Reply ControlServer::Cluster() {
+  protocol::ClusterReply r;
+  std::string members;
+  {
+    std::lock_guard<std::mutex> lock(identity_mu_);
+    r.run_id = ctx_.process.run_id;
+    r.world_size = ctx_.process.world_size;
+    members = members_;
+  }
+  if (!members.empty()) {
+    try {
+      json j = json::parse(members);
+      for (const auto& m : j) r.members.push_back(m.get<protocol::Member>());
+    } catch (const std::exception& e) {
+      return Error(500, std::string("the job's member list is not readable: ") + e.what());
+    }
+  }
+  r.complete = r.world_size > 0 && static_cast<int64_t>(r.members.size()) >= r.world_size;
+  return Ok(r);
 }
 
 void ControlServer::AcceptLoop(int fd, bool tcp) {
@@ -284,6 +321,7 @@ ControlServer::Reply ControlServer::Handle(const std::string& method, const std:
     if (path.rfind(std::string(protocol::kTablesPath) + "/", 0) == 0 && method == "GET")
       return Tables(path.substr(protocol::kTablesPath.size() + 1));
     if (path == protocol::kSealPath && method == "POST") return Seal();
+    if (path == protocol::kClusterPath && method == "GET") return Cluster();
     if (path == protocol::kSegmentsPath && method == "GET") {
       auto request = protocol::SegmentsRequest::FromQuery(t.query);
       if (!request.ok()) return Error(400, request.status().message());
@@ -294,7 +332,8 @@ ControlServer::Reply ControlServer::Handle(const std::string& method, const std:
   }
   return Error(404, "unknown endpoint " + method + " " + path +
                         "; endpoints: GET /info, POST /eval, GET /backtrace, GET|POST /config, "
-                        "GET /tables, GET /tables/<name>, POST /seal, GET /segments");
+                        "GET /tables, GET /tables/<name>, POST /seal, GET /segments, "
+                        "GET /cluster");
 }
 
 ControlServer::Reply ControlServer::Seal() {
@@ -361,15 +400,27 @@ ControlServer::Reply ControlServer::GilTimeout() const {
 ControlServer::Reply ControlServer::Info() {
   const auto& config = probing::recorder::Config::Get();
   protocol::InfoReply r;
+  r.now = static_cast<double>(RealtimeNs()) / 1e9;  // first: the client's clock offset uses it
+  format::ProcessInfo process;
+  {
+    std::lock_guard<std::mutex> lock(identity_mu_);
+    process = ctx_.process;
+  }
   r.pid = ctx_.pid;
-  r.python_version = ctx_.process.python_version;
-  r.cmdline = ctx_.process.cmdline;
+  r.python_version = process.python_version;
+  r.cmdline = process.cmdline;
   r.recorder_version = kRecorderVersion;
   r.uptime = static_cast<double>(MonotonicNs() - ctx_.started_ns) / 1e9;
-  r.host = ctx_.process.host;
+  r.host = process.host;
   r.data_dir = ctx_.data_dir;
   r.socket = socket_name();
-  if (ctx_.process.rank >= 0) r.rank = ctx_.process.rank;
+  if (process.rank >= 0) r.rank = process.rank;
+  if (!process.run_id.empty()) r.run_id = process.run_id;
+  if (process.world_size >= 0) r.world_size = process.world_size;
+  if (process.local_rank >= 0) r.local_rank = process.local_rank;
+  if (!process.node.empty()) r.node = process.node;
+  r.role = process.role;
+  if (tcp_port_.load() != 0) r.tcp_port = tcp_port_.load();
   r.enabled.stack_sampler = sampler_ != nullptr && config.sampler_enabled();
   r.enabled.memory_sampler = true;
   r.enabled.torch = config.torch_enabled();

@@ -54,6 +54,12 @@ class ControlServer {
   // the Unix socket cannot be bound; a TCP problem is logged and TCP stays closed.
   bool Start(std::string* why);
   std::string socket_name() const;
+  // The TCP port it listens on (PROBING_PORT + the local rank); 0 when TCP is off.
+  int tcp_port() const { return tcp_port_.load(); }
+  // The process's identity changed (its rank became known): /info says so from now on.
+  void SetProcess(const format::ProcessInfo& process);
+  // The job's members as its store lists them (JSON), for GET /cluster.
+  void SetMembers(std::string json);
 
   struct Reply {
     int status = 200;
@@ -73,12 +79,16 @@ class ControlServer {
                  const std::string& body);
   Reply Tables(const std::string& name);
   Reply Seal();
+  Reply Cluster();
   Reply Segments(const protocol::SegmentsRequest& request);
   Reply GilTimeout() const;
   bool EnsureHelpers();  // GIL held
 
   ServerContext ctx_;
   std::string token_;
+  std::atomic<int> tcp_port_{0};
+  mutable std::mutex identity_mu_;  // guards ctx_.process after start, and members_
+  std::string members_;
   std::atomic<int> connections_{0};
   std::mutex sampler_mu_;
   std::mutex rings_mu_;  // guards rings_: readers of this process's own ring files, by name

@@ -103,7 +103,35 @@ PyObject* VariableRowsFn(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+// job(rank, world_size): torch.distributed's identity of this process; returns (run_id,
+// local_rank, node, host, pid, tcp_port) for its registration in the job's store.
+PyObject* JobFn(PyObject*, PyObject* args) {
+  long long rank, world;
+  if (!PyArg_ParseTuple(args, "LL", &rank, &world)) return nullptr;
+  if (g_sink == nullptr) Py_RETURN_NONE;
+  PythonSink::Place p;
+  Py_BEGIN_ALLOW_THREADS  // takes the recorder's lock, which its sampler may hold a while
+  p = g_sink->JobIdentity(rank, world);
+  Py_END_ALLOW_THREADS
+  return Py_BuildValue("(sLssLL)", p.run_id.c_str(), static_cast<long long>(p.local_rank),
+                       p.node.c_str(), p.host.c_str(), static_cast<long long>(p.pid),
+                       static_cast<long long>(p.tcp_port));
+}
+
+// members(json): the job's members as registered in its store.
+PyObject* MembersFn(PyObject*, PyObject* arg) {
+  std::string json;
+  if (!ToStr(arg, &json)) {
+    PyErr_SetString(PyExc_TypeError, "members() takes a str");
+    return nullptr;
+  }
+  if (g_sink != nullptr) g_sink->JobMembers(std::move(json));
+  Py_RETURN_NONE;
+}
+
 PyMethodDef kMethods[] = {
+    {"job", JobFn, METH_VARARGS, "(rank, world_size) -> (run_id, local_rank, node, host, pid, port)"},
+    {"members", MembersFn, METH_O, "the job's members (JSON) as read from its store"},
     {"settings", Settings, METH_O,
      "(torch enabled, sample rate, exprs, calls, generation), None if at this generation"},
     {"log", LogMessage, METH_O, "one line on stderr, prefixed probing:"},

@@ -37,6 +37,16 @@ class PythonSink {
   virtual void TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&& rows) = 0;
   virtual void VariableRows(uint64_t thread, uint64_t step,
                             const std::vector<VariableRow>& rows) = 0;
+  // torch.distributed says this process is `rank` of `world_size` (once it is initialized).
+  // Returns the process's place as the recorder now knows it, for registration in the job's
+  // store: run id, local rank, node, host, pid, TCP port (0: none).
+  struct Place {
+    std::string run_id, node, host;
+    int64_t local_rank = -1, pid = 0, tcp_port = 0;
+  };
+  virtual Place JobIdentity(int64_t rank, int64_t world_size) = 0;
+  // The job's members as read from its store (JSON text, docs/protocol.md GET /cluster).
+  virtual void JobMembers(std::string json) = 0;
 };
 
 // Runs Python source of ours in a fresh namespace holding `__builtins__` and `globals` (borrowed

@@ -99,6 +99,47 @@ int64_t ProcessStartNs() {
   return RealtimeNs() - (now_boot - started_boot);
 }
 
+// A non-negative integer from the environment, or -1.
+int32_t EnvInt(std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    const char* v = std::getenv(name);  // NOLINT(concurrency-mt-unsafe): read at start only
+    if (v == nullptr || *v == '\0') continue;
+    char* end = nullptr;
+    long n = std::strtol(v, &end, 10);
+    if (end != v && *end == '\0' && n >= 0 && n < (1L << 30)) return static_cast<int32_t>(n);
+  }
+  return -1;
+}
+
+std::string EnvText(std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    const char* v = std::getenv(name);  // NOLINT(concurrency-mt-unsafe): read at start only
+    if (v != nullptr && *v != '\0') return v;
+  }
+  return "";
+}
+
+// torchrun / python -m torch.distributed.run (or .launch): the agent that starts the ranks.
+bool IsLauncher(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const std::string base = a.substr(a.rfind('/') + 1);
+    if (i <= 1 && (base == "torchrun" || a.find("torch/distributed/run.py") != std::string::npos ||
+                   a.find("torch/distributed/launch.py") != std::string::npos))
+      return true;
+    if (a == "-m" && i + 1 < args.size() &&
+        (args[i + 1] == "torch.distributed.run" || args[i + 1] == "torch.distributed.launch"))
+      return true;
+  }
+  return false;
+}
+
+// Set by probing_after_fork_child before it starts the child's own recorder (PROBING=2).
+bool& StartedInForkChild() {
+  static bool child = false;
+  return child;
+}
+
 // A directory we own with mode 0700 (created if missing). Refuses one that is not ours.
 bool EnsurePrivateDir(const std::string& path, std::string* why) {
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -196,6 +237,8 @@ class Recorder : public PythonSink {
   // segments; returns how many segments it sealed.
   int64_t SealNow();
   void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) override;
+  Place JobIdentity(int64_t rank, int64_t world_size) override;
+  void JobMembers(std::string json) override;
 
  private:
   void SamplerLoop();
@@ -289,6 +332,12 @@ void Recorder::WriteMetadata() {
   j["socket"] = "@probing-" + std::to_string(pid_);
   j["host"] = process_.host;
   j["rank"] = process_.rank;
+  j["run_id"] = process_.run_id;
+  j["world_size"] = process_.world_size;
+  j["local_rank"] = process_.local_rank;
+  j["node"] = process_.node;
+  j["role"] = process_.role;
+  j["tcp_port"] = server_ ? server_->tcp_port() : 0;
   j["recorder_version"] = "0.1.0";
   j["library"] = LibraryPath();
   j["rings"] = {"stacks.ring", "memory.ring", "torch.ring", "variables.ring", "metrics.ring"};
@@ -315,12 +364,25 @@ int Recorder::Start() {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   process_.host = host;
-  if (const char* rank = std::getenv("RANK")) {
-    char* end = nullptr;
-    long r = std::strtol(rank, &end, 10);
-    if (end != rank && *end == '\0' && r >= 0 && r < (1L << 30))
-      process_.rank = static_cast<int32_t>(r);
+  // Its place in a job, from torchrun's or SLURM's environment (torch.distributed may tell
+  // later: JobIdentity).
+  process_.rank = EnvInt({"RANK", "SLURM_PROCID"});
+  process_.world_size = EnvInt({"WORLD_SIZE", "SLURM_NTASKS"});
+  process_.local_rank = EnvInt({"LOCAL_RANK", "SLURM_LOCALID"});
+  // torchrun's run id, unless it is its default "none" (then every job on a host would share
+  // it): the job's store address names it then (cluster.cc's LocalRanks does the same).
+  process_.run_id = EnvText({"TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"});
+  if (process_.run_id == "none") process_.run_id.clear();
+  if (process_.run_id.empty() && process_.rank >= 0) {
+    const std::string addr = EnvText({"MASTER_ADDR"}), port = EnvText({"MASTER_PORT"});
+    if (!addr.empty() && !port.empty()) process_.run_id = addr + ":" + port;
   }
+  process_.role = IsLauncher(CommandLine()) ? "launcher"
+                  : StartedInForkChild()     ? "child"
+                  : process_.rank >= 0       ? "rank"
+                                             : "process";
+  if (!process_.run_id.empty()) process_.node = EnvText({"SLURMD_NODENAME"});
+  if (!process_.run_id.empty() && process_.node.empty()) process_.node = process_.host;
 
   std::string why;
   if (!CreateRings(&why)) {
@@ -354,6 +416,10 @@ int Recorder::Start() {
   server_ = std::make_unique<ControlServer>(std::move(ctx));
   std::string server_why;
   if (!server_->Start(&server_why)) Log("control server off: " + server_why);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    WriteMetadata();  // again, with the TCP port it listens on
+  }
   std::thread([this] { SamplerLoop(); }).detach();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return 0;
@@ -372,6 +438,40 @@ void Recorder::Shutdown() {
   torch_.MaybeSeal(now, true);
   variables_.MaybeSeal(now, true);
   metrics_.MaybeSeal(now, true);
+}
+
+PythonSink::Place Recorder::JobIdentity(int64_t rank, int64_t world_size) {
+  std::lock_guard<std::mutex> lock(mu_);
+  format::ProcessInfo p = process_;
+  p.rank = static_cast<int32_t>(rank);
+  p.world_size = static_cast<int32_t>(world_size);
+  if (p.role == "process") p.role = "rank";
+  if (p.run_id.empty()) {  // init_process_group without torchrun: the store names the job
+    const std::string addr = EnvText({"MASTER_ADDR"}), port = EnvText({"MASTER_PORT"});
+    if (!addr.empty() && !port.empty()) p.run_id = addr + ":" + port;
+  }
+  if (p.node.empty()) p.node = p.host;
+  if (p.rank != process_.rank || p.world_size != process_.world_size || p.run_id != process_.run_id ||
+      p.role != process_.role) {
+    process_ = p;
+    // Segments sealed from now on say who wrote them; the open ones start again with it.
+    for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_})
+      if (w->builder) w->builder->SetProcess(process_);
+    if (server_) server_->SetProcess(process_);
+    WriteMetadata();
+  }
+  Place out;
+  out.run_id = process_.run_id;
+  out.node = process_.node;
+  out.host = process_.host;
+  out.local_rank = process_.local_rank;
+  out.pid = pid_;
+  out.tcp_port = server_ ? server_->tcp_port() : 0;
+  return out;
+}
+
+void Recorder::JobMembers(std::string json) {
+  if (server_) server_->SetMembers(std::move(json));
 }
 
 int64_t Recorder::SealNow() {
@@ -667,5 +767,6 @@ extern "C" __attribute__((visibility("default"))) void probing_after_fork_child(
   int mode = r->mode();
   // The parent's recorder object stays behind, unused: its threads did not survive the fork.
   r = nullptr;
+  probing::recorder::StartedInForkChild() = true;
   if (mode == 2) probing_start();
 }

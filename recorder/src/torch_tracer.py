@@ -3,6 +3,8 @@
 # the built-in module _probing_recorder, whose C functions (torch_hooks.cc) are the module hooks
 # and keep the step's rows. Standard library and torch only; never imports threading. Nothing
 # here may raise into the user's code: the first failure turns tracing off and is logged once.
+import json
+import os
 import sys
 import time
 import _thread
@@ -288,9 +290,92 @@ class _TorchFinder:
         return spec
 
 
+class _Job:
+    """This process's place in a distributed job, once torch.distributed is initialized (also
+    in a process the recorder was injected into): told to the recorder (system.process, info),
+    registered in the job's own store (the c10d store at MASTER_ADDR:MASTER_PORT) so that a
+    client that reaches any one rank finds every rank, and the others' registrations read back
+    for GET /cluster. A store connection of our own, opened only after the job's process group
+    exists (earlier, it would count as one of the workers the store waits for)."""
+
+    def __init__(self):
+        self.known = False
+        self.failed = False
+        self.store = None
+        self.world = 0
+        self.members = {}
+        self.next_read = 0.0
+        self.first_read = 0.0
+
+    def poll(self):
+        if self.failed or (self.known and len(self.members) >= self.world):
+            return
+        dist = sys.modules.get("torch.distributed")
+        if dist is None:
+            return
+        try:
+            if not (dist.is_available() and dist.is_initialized()):
+                return
+            if not self.known:
+                self.start(dist)
+            if self.store is not None and time.monotonic() >= self.next_read:
+                self.read()
+        except Exception as e:
+            self.failed = True
+            _rec.log("the job's members will not be known from its store: %s: %s"
+                     % (type(e).__name__, e))
+
+    def start(self, dist):
+        rank, world = dist.get_rank(), dist.get_world_size()
+        run_id, local_rank, node, host, pid, port = _rec.job(rank, world)
+        self.known = True
+        self.world = world
+        self.prefix = "probing/%s/" % run_id
+        self.members[rank] = {"rank": rank, "local_rank": local_rank, "host": host, "node": node,
+                              "pid": pid, "port": port or None}
+        self.publish()
+        addr, store_port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if not addr or not (store_port or "").isdigit() or world <= 1:
+            return  # no store to register in: the ring directory finds local ranks
+        from datetime import timedelta
+
+        self.store = dist.TCPStore(addr, int(store_port), None, False, timedelta(seconds=2),
+                                   wait_for_workers=False)
+        self.store.set(self.prefix + str(rank), json.dumps(self.members[rank]))
+        self.store.add(self.prefix + "registered", 1)
+        self.first_read = time.monotonic()
+
+    def read(self):
+        from datetime import timedelta
+
+        registered = self.store.add(self.prefix + "registered", 0)
+        now = time.monotonic()
+        # Every rank's key once all have registered; before that, now and then, those present.
+        if registered >= self.world or now - self.first_read > 10:
+            for r in range(self.world):
+                if r in self.members:
+                    continue
+                key = self.prefix + str(r)
+                try:
+                    self.store.wait([key], timedelta(milliseconds=1))
+                except Exception:
+                    continue
+                self.members[r] = json.loads(self.store.get(key))
+            self.publish()
+        self.next_read = now + 2
+
+    def publish(self):
+        _rec.members(json.dumps([self.members[r] for r in sorted(self.members)]))
+
+
+_job = _Job()
+
+
 def probing_torch_poll():
-    """Called at start and then about once a second: installs when torch is (fully) imported."""
+    """Called at start and then about once a second: installs when torch is (fully) imported;
+    then learns the process's place in a distributed job."""
     if _tracer is not None:
+        _job.poll()
         return
     torch = sys.modules.get("torch")
     if torch is not None and _ready(torch):

@@ -72,13 +72,17 @@ std::string Quoted(const std::string& table) {  // python.stacks -> "python"."st
 
 }  // namespace
 
-// Where a virtual table's segments come from: given, or loaded on the first scan.
+// Where a virtual table's segments come from: given, or loaded on the first scan; or several
+// members' segments (AttachParts), each with constant values for the extra columns.
 struct SegmentsModuleAux {
   const std::vector<format::Segment>* segments = nullptr;
   Database::SegmentLoader load;
   std::vector<format::Segment> loaded;
   std::string error;
   Status* failed = nullptr;  // the database's: a query that fails for this says why, unchanged
+  std::vector<Database::Part> parts;
+  std::vector<std::pair<std::string, std::string>> extra_columns;  // name, SQL type
+  std::vector<std::vector<format::Value>> extra_values;            // per part, views of `parts`
 
   const std::vector<format::Segment>* Get() {
     if (segments == nullptr && error.empty() && load) {
@@ -100,14 +104,16 @@ namespace {
 struct SegmentsTable {
   sqlite3_vtab base;  // first: SQLite sees a sqlite3_vtab*
   SegmentsModuleAux* source;
-  const std::vector<format::Segment>* segments = nullptr;
+  // What a scan walks: one set of segments, or one per cluster member (with its extra values).
+  std::vector<const std::vector<format::Segment>*> sets;
   format::TableId id;
-  size_t columns;
+  size_t columns;  // the ring table's own; extra columns come after them
 };
 
 struct SegmentsCursor {
   sqlite3_vtab_cursor base;  // first
   SegmentsTable* table;
+  size_t set = 0;  // which of table->sets
   size_t next_segment = 0;
   int64_t rowid = 0;
   bool at_end = true;
@@ -129,7 +135,19 @@ struct SegmentsCursor {
   // Stacks: from sample `sample` of `seg` on, the first sample with a frame, else the next
   // segment's. Others: the next segment that has rows.
   void Seek() {
-    const auto& segs = *table->segments;
+    for (;;) {
+      SeekInSet();
+      if (!at_end || set + 1 >= table->sets.size()) return;
+      ++set;  // the next member's segments; its processes are its own
+      next_segment = 0;
+      seg = nullptr;
+      sample = 0;
+      ctx = {};
+    }
+  }
+
+  void SeekInSet() {
+    const auto& segs = *table->sets[set];
     if (stacks()) {
       for (;;) {
         if (seg != nullptr) {
@@ -175,6 +193,8 @@ struct SegmentsCursor {
   }
 
   const Value& At(int col) {
+    if (static_cast<size_t>(col) >= table->columns)
+      return table->source->extra_values[set][static_cast<size_t>(col) - table->columns];
     if (stacks()) {
       if (frame_row_id != rowid) {
         format::StackRow(*seg, sample, callsite, depth, frame_row);
@@ -194,10 +214,14 @@ int SegConnect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite
   }
   const auto id = static_cast<format::TableId>(std::atoi(argv[3]));
   const TableSchema& t = format::GetTable(id);
-  int rc = sqlite3_declare_vtab(db, ("CREATE TABLE x" + ColumnList(t)).c_str());
+  auto* source = static_cast<SegmentsModuleAux*>(aux);
+  std::string columns = ColumnList(t);
+  for (const auto& [name, type] : source->extra_columns)
+    columns.insert(columns.size() - 1, ", \"" + name + "\" " + type);
+  int rc = sqlite3_declare_vtab(db, ("CREATE TABLE x" + columns).c_str());
   if (rc != SQLITE_OK) return rc;
   auto* tab = new SegmentsTable{};
-  tab->source = static_cast<SegmentsModuleAux*>(aux);
+  tab->source = source;
   tab->id = id;
   tab->columns = t.columns.size();
   *out = &tab->base;
@@ -228,12 +252,20 @@ int SegClose(sqlite3_vtab_cursor* c) {
 
 int SegFilter(sqlite3_vtab_cursor* cur, int, const char*, int, sqlite3_value**) {
   auto* c = reinterpret_cast<SegmentsCursor*>(cur);
-  c->table->segments = c->table->source->Get();
-  if (c->table->segments == nullptr) {
-    sqlite3_free(c->table->base.zErrMsg);
-    c->table->base.zErrMsg = sqlite3_mprintf("%s", c->table->source->error.c_str());
-    return SQLITE_ERROR;
+  SegmentsModuleAux* source = c->table->source;
+  c->table->sets.clear();
+  if (!source->parts.empty()) {
+    for (const auto& part : source->parts) c->table->sets.push_back(part.segments);
+  } else {
+    const std::vector<format::Segment>* segments = source->Get();
+    if (segments == nullptr) {
+      sqlite3_free(c->table->base.zErrMsg);
+      c->table->base.zErrMsg = sqlite3_mprintf("%s", source->error.c_str());
+      return SQLITE_ERROR;
+    }
+    c->table->sets.push_back(segments);
   }
+  c->set = 0;
   c->next_segment = 0;
   c->rowid = 0;
   c->frame_row_id = -1;
@@ -339,7 +371,7 @@ Result<std::unique_ptr<Database>> Database::Create() {
   std::unique_ptr<Database> d(new Database(db));
   sqlite3_create_function(db, "now", 0, SQLITE_UTF8, nullptr, NowFunction, nullptr, nullptr);
   // Each table-name prefix is a schema of its own, so "python.stacks" is a real table name.
-  for (const char* schema : {"python", "system", "information_schema"})
+  for (const char* schema : {"python", "system", "information_schema", "cluster"})
     PROBING_RETURN_IF_ERROR(d->Exec(std::string("ATTACH DATABASE ':memory:' AS ") + schema));
   PROBING_RETURN_IF_ERROR(d->Exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF"));
   for (const TableSchema& t : AllTables()) {
@@ -364,7 +396,8 @@ Status Database::AttachLoader(format::TableId table, SegmentLoader load) {
 }
 
 // One module per table: the module's aux data says where its segments come from.
-Status Database::Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux) {
+Status Database::Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux,
+                        const std::string& name) {
   const TableSchema& t = format::GetTable(table);
   if (t.source != format::TableSource::kRing)
     return InvalidArgument(std::string(t.name) + " is not read from segments");
@@ -373,10 +406,43 @@ Status Database::Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux
       SQLITE_OK)
     return Internal(sqlite3_errmsg(Db(db_)));
   modules_.push_back(std::move(aux));
-  const std::string name = Quoted(std::string(t.name));
-  PROBING_RETURN_IF_ERROR(Exec("DROP TABLE IF EXISTS " + name));
-  return Exec("CREATE VIRTUAL TABLE " + name + " USING " + module + "(" +
+  const std::string quoted = Quoted(name.empty() ? std::string(t.name) : name);
+  PROBING_RETURN_IF_ERROR(Exec("DROP TABLE IF EXISTS " + quoted));
+  return Exec("CREATE VIRTUAL TABLE " + quoted + " USING " + module + "(" +
               std::to_string(static_cast<int>(table)) + ")");
+}
+
+Status Database::AttachParts(const std::string& name, format::TableId table,
+                             const std::vector<std::pair<std::string, std::string>>& extra_columns,
+                             std::vector<Part> parts) {
+  if (name.find('.') == std::string::npos)
+    return InvalidArgument("a table name needs its schema: " + name);
+  for (const auto& [column, type] : extra_columns)
+    for (const auto& c : format::GetTable(table).columns)
+      if (column == c.name)
+        return InvalidArgument(name + " already has a column " + column + " (from " +
+                               std::string(format::GetTable(table).name) + ")");
+  auto aux = std::make_unique<SegmentsModuleAux>();
+  aux->parts = std::move(parts);
+  aux->extra_columns = extra_columns;
+  for (const Part& p : aux->parts) {
+    if (p.segments == nullptr || p.extra.size() != extra_columns.size())
+      return InvalidArgument("each part of " + name + " needs its segments and " +
+                             std::to_string(extra_columns.size()) + " extra values");
+    std::vector<format::Value> values;
+    for (const Cell& c : p.extra) {
+      if (auto* i = std::get_if<int64_t>(&c))
+        values.emplace_back(*i);
+      else if (auto* d = std::get_if<double>(&c))
+        values.emplace_back(*d);
+      else if (auto* str = std::get_if<std::string>(&c))
+        values.emplace_back(std::string_view(*str));  // the part's string: lives in aux
+      else
+        values.emplace_back(std::monostate{});
+    }
+    aux->extra_values.push_back(std::move(values));
+  }
+  return Attach(table, std::move(aux), name);
 }
 
 Status Database::Exec(const std::string& sql) {
@@ -488,7 +554,7 @@ Status Database::SaveTo(const std::string& path) {
 
 std::string Database::KnownTables() {
   std::string out;
-  for (const char* schema : {"python", "system", "information_schema"}) {
+  for (const char* schema : {"python", "system", "information_schema", "cluster"}) {
     Stmt st;
     std::string sql = std::string("SELECT name FROM ") + schema +
                       ".sqlite_master WHERE type='table' ORDER BY name";

@@ -143,3 +143,55 @@ TEST(Sql, AFailedLoadFailsTheQueryWithItsMessage) {
 
 }  // namespace
 }  // namespace probing::sql
+
+namespace probing::sql {
+namespace {
+
+// cluster.<table>: one table over several members' segments, each row with its member's
+// values in the extra columns; the same rows as the members' own tables, in member order.
+TEST(Sql, PartsReadAsOneTableWithTheirOwnExtraColumns) {
+  const auto segments = format::testing::FixtureSegments();
+  auto db = Database::Create();
+  ASSERT_TRUE(db.ok());
+  std::vector<Database::Part> parts = {{&segments, {int64_t{0}, std::string("node-a")}},
+                                       {&segments, {int64_t{1}, std::string("node-b")}}};
+  ASSERT_TRUE((*db)
+                  ->AttachParts("cluster.stacks", format::TableId::kStacks,
+                                {{"member", "INTEGER"}, {"host", "TEXT"}}, parts)
+                  .ok());
+  std::vector<Database::Part> process_parts = {{&segments, {int64_t{0}}}, {&segments, {int64_t{1}}}};
+  ASSERT_TRUE((*db)
+                  ->AttachParts("cluster.process", format::TableId::kProcess,
+                                {{"member", "INTEGER"}}, process_parts)
+                  .ok());
+  auto clash = (*db)->AttachParts("cluster.p2", format::TableId::kProcess, {{"host", "TEXT"}},
+                                  {{&segments, {std::string("x")}}});
+  ASSERT_FALSE(clash.ok());
+  EXPECT_EQ(clash.message(), "cluster.p2 already has a column host (from system.process)");
+  auto r = (*db)->Query(
+      "SELECT member, host, count(*) AS n FROM cluster.stacks GROUP BY 1, 2 ORDER BY 1");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->rows.size(), 2u);
+  EXPECT_EQ(std::get<std::string>(r->rows[1][1]), "node-b");
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][2]), 18);
+  EXPECT_EQ(std::get<int64_t>(r->rows[1][2]), 18);
+  // Each member's processes are its own: one process row each, not one for both.
+  r = (*db)->Query("SELECT member, pid FROM cluster.process ORDER BY member");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->rows.size(), 2u);
+  // Joins across members, as any SQL.
+  r = (*db)->Query("SELECT count(*) FROM cluster.stacks a JOIN cluster.stacks b "
+                   "ON a.sample_id = b.sample_id AND a.depth = b.depth AND a.member < b.member");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 18);
+  EXPECT_FALSE((*db)
+                   ->AttachParts("nodot", format::TableId::kStacks, {}, {{&segments, {}}})
+                   .ok());
+  EXPECT_FALSE((*db)
+                   ->AttachParts("cluster.bad", format::TableId::kStacks, {{"x", "TEXT"}},
+                                 {{&segments, {}}})
+                   .ok());  // a value for every extra column
+}
+
+}  // namespace
+}  // namespace probing::sql

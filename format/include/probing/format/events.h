@@ -45,6 +45,9 @@ enum class RecordKind : uint8_t {
   kProcess = 10,
   kLost = 11,
 };
+// Skippable kinds (64-127: length-prefixed; readers that do not know one skip it).
+// kJob follows a process record: the process's place in a distributed job.
+inline constexpr uint8_t kJobRecordKind = 70;
 inline constexpr uint8_t kFirstSkippableKind = 64;
 inline constexpr uint8_t kLastSkippableKind = 127;
 
@@ -139,6 +142,12 @@ struct ProcessEvent {
   uint32_t python_version = 0;  // string ids
   uint32_t cmdline = 0;
   uint32_t host = 0;
+  // From the job record that follows (absent: 0 / -1).
+  uint32_t run_id = 0;  // string id
+  int32_t world_size = -1;
+  int32_t local_rank = -1;
+  uint32_t node = 0;  // string id
+  uint32_t role = 0;  // string id: "rank", "launcher", "child", "process"
   bool operator==(const ProcessEvent&) const = default;
 };
 

@@ -45,6 +45,12 @@ struct ProcessInfo {
   std::string python_version;
   std::string cmdline;
   std::string host;
+  // Its place in a distributed job (written as a job record when run_id or role is set).
+  std::string run_id;
+  int32_t world_size = -1;
+  int32_t local_rank = -1;
+  std::string node;
+  std::string role;
 };
 
 // Builds segments. Not thread-safe: one builder per writer. Ids it returns are valid until the
@@ -129,6 +135,10 @@ class SegmentBuilder {
 
 // Parses and checks the fixed header at the start of `bytes` (no payload checks).
 Result<SegmentInfo> ParseSegmentHeader(std::string_view bytes);
+
+// Moves every event time of `seg` by `delta_ns` (a recording of a rank whose clock ran ahead of
+// the client's, by its measured offset).
+void ShiftTimes(Segment* seg, int64_t delta_ns);
 
 // Decodes the segment at the start of `bytes` (which may hold more after it). Checks the header,
 // the checksum and every record. `consumed` gets the segment's total size.

@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <span>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <variant>
@@ -68,7 +69,7 @@ using RowCallback = std::function<void(std::span<const Value>)>;
 // State that spans segments while rows are produced from a sequence of them.
 struct RowContext {
   // system.process is one row per process: (pid, start_ts) already emitted.
-  std::set<std::tuple<uint32_t, int64_t>> seen_processes;
+  std::set<std::string> seen_processes;  // pid, start and identity, as system.process keys them
 };
 
 // One python.stacks row: the frame at call site `callsite`, `depth` frames from the innermost,

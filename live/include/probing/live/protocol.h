@@ -40,6 +40,7 @@ inline constexpr std::string_view kConfigPath = "/config";  // GET, POST
 inline constexpr std::string_view kTablesPath = "/tables";  // and /tables/<name>
 inline constexpr std::string_view kSegmentsPath = "/segments";
 inline constexpr std::string_view kSealPath = "/seal";  // POST
+inline constexpr std::string_view kClusterPath = "/cluster";
 // The media type of a segment batch (binary, EncodeSegmentBatch); every other answer is JSON.
 inline constexpr std::string_view kSegmentsMediaType = "application/vnd.probing.segments";
 
@@ -57,7 +58,15 @@ struct InfoReply {
   std::string host;
   std::string data_dir;         // where its rings are, on its host
   std::string socket;           // "@probing-<pid>"
-  std::optional<int64_t> rank;  // $RANK, when the process has one
+  double now = 0;  // the recorder's clock (Unix seconds) when it answered: clock offsets
+  std::optional<int64_t> rank;  // distributed rank, when known
+  // Its place in a distributed job (system.process has the same): absent outside a job.
+  std::optional<std::string> run_id;
+  std::optional<int64_t> world_size;
+  std::optional<int64_t> local_rank;
+  std::optional<std::string> node;
+  std::string role;                 // "rank", "launcher", "child" or "process"
+  std::optional<int64_t> tcp_port;  // where it listens on TCP (PROBING_PORT + local rank)
   struct Enabled {
     bool stack_sampler = false;
     bool memory_sampler = false;
@@ -157,6 +166,25 @@ struct TableRowsReply {
   std::vector<std::vector<Cell>> rows;
 };
 
+// One member of a distributed job, as it registered itself in the job's store.
+struct Member {
+  int64_t rank = -1;
+  int64_t local_rank = -1;
+  std::string host;  // the host name its process runs on
+  std::string node;
+  int64_t pid = 0;
+  std::optional<int64_t> port;  // its TCP control port; absent: no TCP (same host only)
+};
+
+// GET /cluster: what this rank knows of its job. Answered without the GIL, from what the
+// recorder read from the job's store (docs/distributed.md).
+struct ClusterReply {
+  std::string run_id;
+  int64_t world_size = -1;
+  std::vector<Member> members;  // by rank, those registered so far
+  bool complete = false;        // every rank has registered
+};
+
 struct SealReply {
   int64_t sealed = 0;  // segments sealed by this request (0: nothing was open, or sealed lately)
 };
@@ -226,6 +254,10 @@ void to_json(Json& j, const TablesReply& v);
 void from_json(const Json& j, TablesReply& v);
 void to_json(Json& j, const TableRowsReply& v);
 void from_json(const Json& j, TableRowsReply& v);
+void to_json(Json& j, const Member& v);
+void from_json(const Json& j, Member& v);
+void to_json(Json& j, const ClusterReply& v);
+void from_json(const Json& j, ClusterReply& v);
 void to_json(Json& j, const SealReply& v);
 void from_json(const Json& j, SealReply& v);
 void to_json(Json& j, const RingState& v);

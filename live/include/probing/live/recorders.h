@@ -26,6 +26,13 @@ struct RecorderEntry {
   std::string socket;
   std::optional<pid_t> ppid;
   std::optional<int64_t> rank;
+  // Its place in a distributed job (process.json; empty / nullopt outside one).
+  std::string run_id;
+  std::optional<int64_t> world_size;
+  std::optional<int64_t> local_rank;
+  std::string role;  // "rank", "launcher", "child", "process"
+  std::string host;
+  std::optional<int64_t> tcp_port;
   uint64_t bytes = 0;  // what its rings take
 };
 

@@ -32,6 +32,7 @@ struct RawSegment {
   std::string origin;  // the file (or remote ring) it came from, as stats() names it
   uint64_t seq = 0;
   std::string bytes;
+  int64_t shift_ns = 0;  // added to its times once decoded (a bundle's clock offsets)
 };
 
 // ring -> the next seq to fetch. A ring missing from the map starts at its oldest segment.
@@ -96,7 +97,9 @@ class RingDirSource : public SegmentSource {
 // every segment once, by stream.
 class RecordingSource : public SegmentSource {
  public:
-  static Result<std::unique_ptr<RecordingSource>> Open(const std::vector<std::string>& paths);
+  // `shifts_ns`, when given, one per path: added to each file's event times.
+  static Result<std::unique_ptr<RecordingSource>> Open(const std::vector<std::string>& paths,
+                                                       std::vector<int64_t> shifts_ns = {});
   std::string Describe() const override;
   Status Fetch(const std::vector<std::string>& rings, Cursors* cursors, FetchOutcome* out) override;
   std::vector<format::SourceStats> stats() const override;
@@ -138,7 +141,13 @@ class MultiSource : public SegmentSource {
   std::vector<Cursors> cursors_;  // one set per part: their ring names may coincide
 };
 
-// Recorded data on disk: each path a .ptrace file, a single ring file, or a ring directory.
+// A bundle (`probing cluster record -o DIR`): DIR/manifest.json lists one recording per rank
+// and each rank's clock offset, applied as its segments are decoded. Nullopt when `dir` holds
+// no manifest; an error when it holds a damaged one.
+Result<std::optional<std::unique_ptr<SegmentSource>>> OpenBundle(const std::string& dir);
+
+// Recorded data on disk: each path a .ptrace file, a single ring file, a ring directory, or a
+// bundle directory (with its manifest.json).
 // Fails only when a path cannot be read at all or is not a trace; damage inside is counted.
 Result<std::unique_ptr<SegmentSource>> OpenFiles(const std::vector<std::string>& paths);
 

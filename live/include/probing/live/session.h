@@ -22,6 +22,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,7 +85,9 @@ class Session {
   // One SQL statement over the ring tables (read from segments(), the newest second sealed
   // first where the target is live) and, for a live target, the tables only it can answer
   // (python.backtrace, information_schema.df_settings, its @probing.table tables).
-  Result<sql::QueryResult> Query(const std::string& sql);
+  // `more` may add tables of its own before the statement runs (cluster.<table>).
+  using MoreTables = std::function<Status(sql::Database& db)>;
+  Result<sql::QueryResult> Query(const std::string& sql, const MoreTables& more = {});
 
  private:
   Session() = default;

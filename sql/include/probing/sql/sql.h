@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "probing/base/cell.h"
@@ -47,6 +48,17 @@ class Database {
   // if no query does), and kept. A failed load fails that query with the load's Status.
   using SegmentLoader = std::function<Result<std::vector<format::Segment>>()>;
   Status AttachLoader(format::TableId table, SegmentLoader load);
+  // Several sets of segments read as one table `name` (e.g. "cluster.stacks": every rank of a
+  // job): rows of ring table `table` from each part in turn, each followed by that part's
+  // `extra` values in the `extra_columns` (name, SQL type). Nothing copied; the parts'
+  // segments must outlive every query.
+  struct Part {
+    const std::vector<format::Segment>* segments = nullptr;
+    std::vector<Cell> extra;
+  };
+  Status AttachParts(const std::string& name, format::TableId table,
+                     const std::vector<std::pair<std::string, std::string>>& extra_columns,
+                     std::vector<Part> parts);
   // Inserts rows into a table of kind kControl (python.backtrace, df_settings) or a custom one
   // (python.<name>, created with the given columns).
   Status LoadRows(const std::string& table, const std::vector<std::string>& columns,
@@ -64,7 +76,8 @@ class Database {
  private:
   explicit Database(void* db) : db_(db) {}
   Status Exec(const std::string& sql);
-  Status Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux);
+  Status Attach(format::TableId table, std::unique_ptr<SegmentsModuleAux> aux,
+                const std::string& name = "");
   std::string KnownTables();
   void* db_;  // sqlite3*
   uint64_t rows_loaded_ = 0;
