@@ -17,11 +17,12 @@ here, as it would from another host).
 import argparse
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import tempfile
 import time
+
+from probing_bench import free_port, start_target
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROBING = ROOT / "build" / "bin" / "probing"
@@ -43,16 +44,10 @@ def main():
     p.add_argument("--hz", type=int, default=200)
     args = p.parse_args()
     data = tempfile.mkdtemp(prefix="probing-bench-cli-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PROBING="1", PROBING_DATA_DIR=data, PROBING_SAMPLER_HZ=str(args.hz),
-               PYTHONUSERBASE=str(ROOT / "build" / "pyuser"), PROBING_PORT=str(port),
-               PROBING_AUTH_TOKEN="bench")
-    target = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "targets" / "many_threads.py"),
-                               "3600"], stdout=subprocess.PIPE, text=True, env=env)
+    port = free_port()
+    env = dict(os.environ, PROBING_DATA_DIR=data, PROBING_AUTH_TOKEN="bench")
+    target = start_target("many_threads.py", [3600], data, args.hz, port)
     try:
-        assert target.stdout.readline().strip() == "ready"
         pid = str(target.pid)
         count = ["SELECT count(*) FROM python.stacks"]
         deadline = time.time() + 600

@@ -25,6 +25,8 @@ import tempfile
 import time
 import uuid
 
+from probing_bench import start_target
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROBING = ROOT / "build" / "bin" / "probing"
 
@@ -39,17 +41,10 @@ def run(argv, env):
 
 def start_job(n, hz, data, target="many_threads.py"):
     run_id = "bench-" + uuid.uuid4().hex[:6]
-    procs = []
-    for rank in range(n):
-        env = dict(os.environ, PROBING="1", PROBING_DATA_DIR=data, PROBING_SAMPLER_HZ=str(hz),
-                   PYTHONUSERBASE=str(ROOT / "build" / "pyuser"), RANK=str(rank),
-                   WORLD_SIZE=str(n), LOCAL_RANK=str(rank), TORCHELASTIC_RUN_ID=run_id)
-        procs.append(subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "targets" /
-                                                                target), "3600"],
-                                      stdout=subprocess.PIPE, text=True, env=env))
-    for p in procs:
-        assert p.stdout.readline().strip() == "ready"
-    return procs
+    return [start_target(target, [3600], data, hz,
+                         extra_env={"RANK": str(rank), "WORLD_SIZE": str(n),
+                                    "LOCAL_RANK": str(rank), "TORCHELASTIC_RUN_ID": run_id})
+            for rank in range(n)]
 
 
 def fill(procs, rows, env):

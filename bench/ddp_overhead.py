@@ -11,19 +11,14 @@ import argparse
 import os
 import pathlib
 import re
-import socket
 import statistics
 import subprocess
 import tempfile
 import uuid
 
+from probing_bench import free_port
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def job(world, steps, probing, data):

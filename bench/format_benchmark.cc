@@ -76,7 +76,7 @@ void BM_AppendStackSamples(benchmark::State& state) {
     return;
   }
   SegmentBuilder b(Stream::kStacks, 1);
-  b.SetProcess({1, 0, -1, "3.11.2", "python train.py", "host"});
+  b.SetProcess(ProcessInfo::Of(1, 0, -1, "3.11.2", "python train.py", "host"));
   CallSiteCache cache;
   std::string sealed;
   int64_t ts = 1'700'000'000'000'000'000;

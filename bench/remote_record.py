@@ -12,10 +12,11 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import tempfile
 import time
+
+from probing_bench import free_port, start_target
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROBING = ROOT / "build" / "bin" / "probing"
@@ -36,16 +37,10 @@ def main():
     p.add_argument("--interval", type=float, default=0.1)
     args = p.parse_args()
     data = tempfile.mkdtemp(prefix="probing-bench-remote-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PROBING="1", PROBING_DATA_DIR=data, PROBING_SAMPLER_HZ=str(args.hz),
-               PYTHONUSERBASE=str(ROOT / "build" / "pyuser"), PROBING_PORT=str(port),
-               PROBING_AUTH_TOKEN="bench")
-    target = subprocess.Popen(["/usr/bin/python3", str(ROOT / "tests" / "targets" / "many_threads.py"),
-                               "3600"], stdout=subprocess.PIPE, text=True, env=env)
+    port = free_port()
+    env = dict(os.environ, PROBING_DATA_DIR=data, PROBING_AUTH_TOKEN="bench")
+    target = start_target("many_threads.py", [3600], data, args.hz, port)
     try:
-        assert target.stdout.readline().strip() == "ready"
         time.sleep(1)
         outs = {"remote": os.path.join(data, "remote.ptrace"), "local": os.path.join(data, "local.ptrace")}
         targets = {"remote": "127.0.0.1:%d" % port, "local": str(target.pid)}

@@ -169,3 +169,22 @@ def line_of(script, marker):
         if marker in text:
             return n
     raise AssertionError("no %s in %s" % (marker, script))
+
+
+def free_port():
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_probing(probing_bin, *args, token=None, timeout=120):
+    """`probing ARGS` with exactly this token (none: $PROBING_AUTH_TOKEN unset)."""
+    env = dict(os.environ)
+    env.pop("PROBING_AUTH_TOKEN", None)
+    if token is not None:
+        env["PROBING_AUTH_TOKEN"] = token
+    return subprocess.run([str(probing_bin), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)

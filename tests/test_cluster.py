@@ -15,16 +15,10 @@ import uuid
 
 import pytest
 
-from conftest import BUILD, ROOT
+from conftest import BUILD, ROOT, free_port, run_probing as probing
 
 PY = "/usr/bin/python3"
 DDP = ROOT / "samples" / "train_ddp.py"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def free_ports(n):
@@ -108,15 +102,6 @@ def job(tmp_path, monkeypatch):
     yield _start
     for j in started:
         j.kill()
-
-
-def probing(probing_bin, *args, token=None, timeout=120):
-    env = dict(os.environ)
-    env.pop("PROBING_AUTH_TOKEN", None)
-    if token:
-        env["PROBING_AUTH_TOKEN"] = token
-    return subprocess.run([str(probing_bin), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def rows(r):

@@ -6,30 +6,13 @@ holds the GIL, and a remote recording of a target that dies mid-way keeps what w
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
-import pytest
-
+from conftest import free_port, run_probing as probing
 from control_client import wait_for_server
 
 PY = "/usr/bin/python3"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def probing(probing_bin, *args, timeout=60, token=None):
-    env = dict(os.environ)
-    env.pop("PROBING_AUTH_TOKEN", None)
-    if token is not None:
-        env["PROBING_AUTH_TOKEN"] = token
-    return subprocess.run([str(probing_bin), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def rows(r):

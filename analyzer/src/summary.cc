@@ -15,7 +15,7 @@ Summary Summarize(const std::vector<Segment>& segments, size_t top) {
   s.segments = segments.size();
   bool have_time = false;
   std::set<std::string> threads, processes;
-  std::set<std::pair<uint32_t, uint64_t>> steps;  // (pid, step)
+  std::set<std::pair<uint32_t, uint64_t>> steps;               // (pid, step)
   std::map<uint32_t, std::map<uint64_t, int64_t>> step_start;  // pid -> step -> first call
   std::map<uint32_t, int32_t> rank_of;
   std::unordered_map<std::string, uint64_t> funcs;
@@ -66,10 +66,13 @@ Summary Summarize(const std::vector<Segment>& segments, size_t top) {
     p.steps = starts.size();
     std::vector<double> ms;
     for (auto it = starts.begin(), next = std::next(it); next != starts.end(); ++it, ++next)
-      if (next->first == it->first + 1) ms.push_back(static_cast<double>(next->second - it->second) / 1e6);
+      if (next->first == it->first + 1)
+        ms.push_back(static_cast<double>(next->second - it->second) / 1e6);
     if (!ms.empty()) {
       std::sort(ms.begin(), ms.end());
-      auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))]; };
+      auto at = [&](double q) {
+        return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
+      };
       p.p50_ms = at(0.5);
       p.p90_ms = at(0.9);
       p.max_ms = ms.back();

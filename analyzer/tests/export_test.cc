@@ -19,7 +19,7 @@ using testing::kBaseTs;
 // runs fetch (2 samples), and once has no Python frame at all.
 Segment TwoThreads(uint32_t pid = 100, uint64_t seq = 0) {
   SegmentBuilder b(Stream::kStacks, pid);
-  b.SetProcess({pid, kBaseTs, -1, "3.11.2", "python t.py", "h"});
+  b.SetProcess(ProcessInfo::Of(pid, kBaseTs, -1, "3.11.2", "python t.py", "h"));
   uint32_t main_t = b.InternThread(pid, b.InternString("MainThread"));
   uint32_t loader = b.InternThread(pid + 1, b.InternString("loader;0"));
   FrameLine fwd[] = {{"forward", "m.py", 5, 6}, {"train", "t.py", 1, 3}};
@@ -117,7 +117,7 @@ TEST(Speedscope, OneSampledProfilePerThreadInTimeOrder) {
 
 TEST(ChromeTrace, TorchCallsNestInTheirStep) {
   SegmentBuilder b(Stream::kTorch, 100);
-  b.SetProcess({100, kBaseTs, 2, "3.11.2", "python t.py", "h"});
+  b.SetProcess(ProcessInfo::Of(100, kBaseTs, 2, "3.11.2", "python t.py", "h"));
   uint32_t t = b.InternThread(100, b.InternString("MainThread"));
   TorchEvent outer;
   outer.ts = kBaseTs;

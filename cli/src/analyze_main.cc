@@ -68,15 +68,17 @@ void PrintSummary(const probing::analyzer::Summary& s) {
     const probing::analyzer::ProcessSteps* slowest = nullptr;
     const probing::analyzer::ProcessSteps* fastest = nullptr;
     for (const auto& p : s.per_process) {
-      auto ms = [](double v) { return v > 0 ? Cell(std::round(v * 100) / 100) : Cell(std::monostate{}); };
-      rows.push_back({p.rank >= 0 ? Cell(int64_t{p.rank}) : Cell(std::monostate{}),
-                      int64_t{p.pid}, static_cast<int64_t>(p.steps), ms(p.p50_ms), ms(p.p90_ms),
-                      ms(p.max_ms)});
+      auto ms = [](double v) {
+        return v > 0 ? Cell(std::round(v * 100) / 100) : Cell(std::monostate{});
+      };
+      rows.push_back({p.rank >= 0 ? Cell(int64_t{p.rank}) : Cell(std::monostate{}), int64_t{p.pid},
+                      static_cast<int64_t>(p.steps), ms(p.p50_ms), ms(p.p90_ms), ms(p.max_ms)});
       if (p.p50_ms > 0 && (slowest == nullptr || p.p50_ms > slowest->p50_ms)) slowest = &p;
       if (p.p50_ms > 0 && (fastest == nullptr || p.p50_ms < fastest->p50_ms)) fastest = &p;
     }
     probing::cli::PrintRows(probing::cli::OutputFormat::kTable,
-                            {"rank", "pid", "steps", "p50_ms", "p90_ms", "max_ms"}, rows, std::cout);
+                            {"rank", "pid", "steps", "p50_ms", "p90_ms", "max_ms"}, rows,
+                            std::cout);
     if (slowest != nullptr && fastest != nullptr) {
       char line[200];
       std::snprintf(line, sizeof line, "slowest: %s (step p50 %.1f ms, %.2fx the fastest's)\n",

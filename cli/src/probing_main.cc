@@ -10,13 +10,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <map>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <thread>
 
 #include "printer.h"
@@ -307,8 +307,8 @@ int CmdClusterList(const Options& o) {
                     st.clock_offset_s ? Cell(*st.clock_offset_s * 1e3) : Cell(std::monostate{}),
                     st.error.empty() ? Cell(std::monostate{}) : Cell(st.error)});
   }
-  Print(o, {"rank", "local_rank", "host", "pid", "address", "state", "step", "clock_offset_ms",
-            "why"},
+  Print(o,
+        {"rank", "local_rank", "host", "pid", "address", "state", "step", "clock_offset_ms", "why"},
         rows);
   return running == statuses.size() ? 0 : 1;
 }
@@ -319,7 +319,9 @@ std::string RankList(const std::vector<int64_t>& ranks) {
     size_t j = i;
     while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
     out += (out.empty() ? "" : ",") + std::to_string(ranks[i]) +
-           (j > i + 1 ? "-" + std::to_string(ranks[j]) : j == i + 1 ? "," + std::to_string(ranks[j]) : "");
+           (j > i + 1    ? "-" + std::to_string(ranks[j])
+            : j == i + 1 ? "," + std::to_string(ranks[j])
+                         : "");
     i = j;
   }
   return out;
@@ -339,8 +341,9 @@ int CmdClusterBacktrace(const Options& o) {
                         int64_t{g.holds_gil ? 1 : 0}});
       ++group;
     }
-    Print(o, {"group", "ranks", "rank_count", "thread_name", "depth", "func", "file", "lineno",
-              "holds_gil"},
+    Print(o,
+          {"group", "ranks", "rank_count", "thread_name", "depth", "func", "file", "lineno",
+           "holds_gil"},
           rows);
   } else {
     SayJob(o, job);
@@ -385,8 +388,9 @@ int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double 
   auto stacks = probing::analyzer::FoldStacks(merged.segments, filter);
   if (stacks.samples == 0)
     throw Failure("no stack samples with Python frames from the job's ranks" +
-                  (duration > 0 ? " in the last " + std::to_string(static_cast<int>(duration)) + " s"
-                                : std::string()));
+                  (duration > 0
+                       ? " in the last " + std::to_string(static_cast<int>(duration)) + " s"
+                       : std::string()));
   // Each stack under its rank ("rank 2 (pid 4242)"), not its process.
   std::map<std::string, uint64_t> by_rank;
   for (const auto& [stack, n] : stacks.stacks) {
@@ -418,14 +422,15 @@ int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double 
     probing::analyzer::WriteFolded(stacks, file);
   } else {
     probing::analyzer::FlameGraphOptions fo;
-    fo.title = "Flame graph: job " + job.run_id + (rank >= 0 ? ", rank " + std::to_string(rank) : "");
+    fo.title =
+        "Flame graph: job " + job.run_id + (rank >= 0 ? ", rank " + std::to_string(rank) : "");
     fo.subtitle = std::to_string(stacks.samples) + " samples from " + merged.coverage;
     probing::analyzer::WriteFlameGraphSvg(stacks, fo, file);
   }
   file.close();
   if (!file) throw Failure("writing " + out + " failed: " + strerror(errno));
-  std::cout << "Wrote " << (folded ? "folded stacks" : "a flame graph") << " of "
-            << stacks.samples << " samples to " << out << "\n";
+  std::cout << "Wrote " << (folded ? "folded stacks" : "a flame graph") << " of " << stacks.samples
+            << " samples to " << out << "\n";
   return 0;
 }
 
@@ -442,8 +447,7 @@ int CmdClusterAttach(const Options& o, double timeout) {
   int failures = 0;
   for (const auto& r : ranks) {
     if (r.recorded) {
-      std::cerr << "probing: rank " << r.rank << " (process " << r.pid
-                << ") already records\n";
+      std::cerr << "probing: rank " << r.rank << " (process " << r.pid << ") already records\n";
       continue;
     }
     live::InjectOptions io;
@@ -699,15 +703,18 @@ int CmdList(const Options& o, bool gc) {
   for (const auto& r : live::ListRecorders(dir)) {
     std::string state = r.alive ? "running" : "dead (rings readable)";
     if (!r.has_metadata) state = r.alive ? "starting" : "dead (start interrupted)";
-    auto opt = [](const std::optional<int64_t>& v) { return v ? Cell(*v) : Cell(std::monostate{}); };
+    auto opt = [](const std::optional<int64_t>& v) {
+      return v ? Cell(*v) : Cell(std::monostate{});
+    };
     rows.push_back({int64_t{r.pid}, r.ppid ? Cell(int64_t{*r.ppid}) : Cell(std::monostate{}),
                     r.role.empty() ? Cell(std::monostate{}) : Cell(r.role), opt(r.rank),
                     r.run_id.empty() ? Cell(std::monostate{}) : Cell(r.run_id), r.command,
                     r.python_version, state, r.socket, static_cast<int64_t>(r.bytes)});
   }
-  Print(o, {"pid", "ppid", "role", "rank", "job", "command", "python", "state", "socket",
-            "data_bytes"},
-        rows);
+  Print(
+      o,
+      {"pid", "ppid", "role", "rank", "job", "command", "python", "state", "socket", "data_bytes"},
+      rows);
   return 0;
 }
 
@@ -840,22 +847,26 @@ int Run(int argc, char** argv) {
       "all ranks: probing -t PID query \"... FROM cluster.stacks ...\"");
   cluster->require_subcommand(1);
   auto* c_attach = cluster->add_subcommand(
-      "attach", "inject the recorder into every rank of a job on this host that lacks one, then list them");
+      "attach",
+      "inject the recorder into every rank of a job on this host that lacks one, then list them");
   double c_attach_timeout = 5;
-  c_attach->add_option("--wait", c_attach_timeout,
-                       "seconds to find a safe point in each rank (default 5)")
+  c_attach
+      ->add_option("--wait", c_attach_timeout,
+                   "seconds to find a safe point in each rank (default 5)")
       ->check(CLI::Range(0.01, 600.0));
   auto* c_list = cluster->add_subcommand(
       "list", "every rank: local rank, host, pid, address, state, step, clock offset");
   auto* c_bt = cluster->add_subcommand(
-      "backtrace", "every rank's stacks, ranks with the same stack grouped, the odd ones out first");
+      "backtrace",
+      "every rank's stacks, ranks with the same stack grouped, the odd ones out first");
   auto* c_record = cluster->add_subcommand(
       "record", "one recording per rank in a directory, with a manifest (probing-analyze DIR)");
   std::string c_record_dir;
   double c_record_duration = 0;
   c_record->add_option("-o,--output", c_record_dir, "the directory to write into")->required();
-  c_record->add_option("--duration", c_record_duration,
-                       "seconds to record (default: until Ctrl-C or the ranks end)")
+  c_record
+      ->add_option("--duration", c_record_duration,
+                   "seconds to record (default: until Ctrl-C or the ranks end)")
       ->check(CLI::Range(0.0, 1e9));
   auto* c_flame = cluster->add_subcommand(
       "flamegraph", "one flame graph of every rank's samples, each rank its own root");

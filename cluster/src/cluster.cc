@@ -18,6 +18,7 @@
 #include "probing/base/clock.h"
 #include "probing/live/control_client.h"
 #include "probing/live/recorders.h"
+#include "probing/procfs/proc_stat.h"
 
 namespace probing::cluster {
 namespace {
@@ -39,9 +40,9 @@ std::string Hostname() {
 // The ring tables a cluster.<name> can be, by name.
 std::optional<format::TableId> RingTableOf(const std::string& name) {
   static const std::map<std::string, format::TableId> kTables = {
-      {"stacks", format::TableId::kStacks},       {"torch_trace", format::TableId::kTorchTrace},
-      {"memory", format::TableId::kMemory},       {"variables", format::TableId::kVariables},
-      {"metrics", format::TableId::kMetrics},     {"process", format::TableId::kProcess}};
+      {"stacks", format::TableId::kStacks},   {"torch_trace", format::TableId::kTorchTrace},
+      {"memory", format::TableId::kMemory},   {"variables", format::TableId::kVariables},
+      {"metrics", format::TableId::kMetrics}, {"process", format::TableId::kProcess}};
   auto it = kTables.find(name);
   if (it == kTables.end()) return std::nullopt;
   return it->second;
@@ -158,8 +159,8 @@ Result<Job> Discover(const std::string& target, const Options& options) {
       if (target_host.empty()) target_host = info->host;
       auto client = session->Control("cluster");
       if (client.ok()) {
-        auto c = (*client)->Get<protocol::ClusterReply>(std::string(protocol::kClusterPath),
-                                                        "cluster");
+        auto c =
+            (*client)->Get<protocol::ClusterReply>(std::string(protocol::kClusterPath), "cluster");
         if (c.ok()) listed = std::move(c).value();
       }
     } else if (!local) {
@@ -171,7 +172,8 @@ Result<Job> Discover(const std::string& target, const Options& options) {
                     " is not a rank of a distributed job that Probing knows: no run id and world "
                     "size (started without torchrun's or SLURM's environment, and "
                     "torch.distributed not initialized yet)");
-  if (job.world_size > 1'000'000) return DataLoss("a world size of " + std::to_string(job.world_size));
+  if (job.world_size > 1'000'000)
+    return DataLoss("a world size of " + std::to_string(job.world_size));
   job.members.resize(static_cast<size_t>(job.world_size));
   for (int64_t r = 0; r < job.world_size; ++r) {
     job.members[r].rank = r;
@@ -284,7 +286,8 @@ Result<sql::QueryResult> Query(const std::string& target, const Options& options
       continue;
     }
     auto id = RingTableOf(n);
-    if (!id) return InvalidArgument("no table cluster." + n + "; cluster tables: " + kClusterTables);
+    if (!id)
+      return InvalidArgument("no table cluster." + n + "; cluster tables: " + kClusterTables);
     if (auto stream = format::TableStream(*id)) streams.insert(*stream);
   }
   PROBING_ASSIGN_OR_RETURN(Job job, Discover(target, options));
@@ -299,17 +302,19 @@ Result<sql::QueryResult> Query(const std::string& target, const Options& options
     segs = FanOut<Segments>(job, options, [wanted, all](live::Session& s) -> Result<Segments> {
       PROBING_ASSIGN_OR_RETURN(live::SegmentSource * source, s.Segments());
       PROBING_RETURN_IF_ERROR(source->Seal());
-      PROBING_ASSIGN_OR_RETURN(format::TraceSet set,
-                               live::LoadStreams(*source, all ? std::vector<format::Stream>{} : wanted));
+      PROBING_ASSIGN_OR_RETURN(
+          format::TraceSet set,
+          live::LoadStreams(*source, all ? std::vector<format::Stream>{} : wanted));
       return std::make_shared<std::vector<format::Segment>>(std::move(set.segments));
     });
   }
   std::vector<Answer<protocol::BacktraceReply>> stacks;
   if (backtrace)
-    stacks = FanOut<protocol::BacktraceReply>(
-        job, options, [](live::Session& s) { return s.Backtrace({}); });
+    stacks = FanOut<protocol::BacktraceReply>(job, options,
+                                              [](live::Session& s) { return s.Backtrace({}); });
   std::string cov = need_segments ? Coverage(segs) : Coverage(stacks);
-  if (need_segments && backtrace && Coverage(stacks) != cov) cov += "; backtrace: " + Coverage(stacks);
+  if (need_segments && backtrace && Coverage(stacks) != cov)
+    cov += "; backtrace: " + Coverage(stacks);
   if (coverage != nullptr) *coverage = cov;
   return session->Query(sql, [&](sql::Database& db) -> Status {
     for (const std::string& n : names) {
@@ -345,16 +350,15 @@ Result<sql::QueryResult> Query(const std::string& target, const Options& options
         for (const auto& t : a.value->threads)
           for (const auto& f : t.frames)
             rows.push_back({f.func, f.file, f.lineno ? Cell(*f.lineno) : Cell(std::monostate{}),
-                            f.depth, f.frame_type, static_cast<int64_t>(t.thread_id),
-                            t.thread_name, a.member->rank, a.member->host, a.member->pid});
+                            f.depth, f.frame_type, static_cast<int64_t>(t.thread_id), t.thread_name,
+                            a.member->rank, a.member->host, a.member->pid});
       }
-      PROBING_RETURN_IF_ERROR(db.LoadRows(
-          "cluster.backtrace",
-          {"func", "file", "lineno", "depth", "frame_type", "thread_id", "thread_name", "rank",
-           "host", "pid"},
-          {"TEXT", "TEXT", "INTEGER", "INTEGER", "TEXT", "INTEGER", "TEXT", "INTEGER", "TEXT",
-           "INTEGER"},
-          rows));
+      PROBING_RETURN_IF_ERROR(db.LoadRows("cluster.backtrace",
+                                          {"func", "file", "lineno", "depth", "frame_type",
+                                           "thread_id", "thread_name", "rank", "host", "pid"},
+                                          {"TEXT", "TEXT", "INTEGER", "INTEGER", "TEXT", "INTEGER",
+                                           "TEXT", "INTEGER", "TEXT", "INTEGER"},
+                                          rows));
     }
     // The segments must outlive the statement: they do, held by `segs` until Query returns.
     return Status::Ok();
@@ -450,8 +454,8 @@ Result<BundleOutcome> Record(const Job& job, const Options& options, const std::
       live::RecordOptions ro;
       ro.output = file;
       ro.duration = duration;
-      slot->result = live::Record(session->get(), ro, stop, [](const live::RecordProgress&) {},
-                                  [](const std::string&) {});
+      slot->result = live::Record(
+          session->get(), ro, stop, [](const live::RecordProgress&) {}, [](const std::string&) {});
     });
   }
   for (auto& t : threads) t.join();
@@ -481,7 +485,8 @@ Result<BundleOutcome> Record(const Job& job, const Options& options, const std::
               std::to_string(o.progress.events) + " events to " + file + "; " + o.ended;
       ++ok;
     }
-    if (!r.contains("file")) missing += "; rank " + std::to_string(m.rank) + ": " + r["error"].get<std::string>();
+    if (!r.contains("file"))
+      missing += "; rank " + std::to_string(m.rank) + ": " + r["error"].get<std::string>();
     ranks.push_back(std::move(r));
     out.lines.push_back(std::move(line));
   }
@@ -520,13 +525,6 @@ std::map<std::string, std::string> Environ(pid_t pid) {
   return env;
 }
 
-pid_t ParentOf(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
-  size_t p = stat.rfind(')');
-  if (p == std::string::npos || p + 4 >= stat.size()) return 0;
-  return static_cast<pid_t>(std::atol(stat.c_str() + p + 4));
-}
 
 }  // namespace
 
@@ -555,12 +553,13 @@ Result<std::vector<LocalRank>> LocalRanks(std::optional<pid_t> of, const std::st
     if (env.count("RANK") && !env["RANK"].empty() &&
         env["RANK"].find_first_not_of("0123456789") == std::string::npos)
       rank = std::atoll(env["RANK"].c_str());
-    procs.push_back({pid, ParentOf(pid), run, rank});
+    procs.push_back({pid, procfs::ParentPid(pid).value_or(0), run, rank});
   }
   closedir(d);
   std::string run_id;
   if (of) {
-    auto self = std::find_if(procs.begin(), procs.end(), [&](const Proc& p) { return p.pid == *of; });
+    auto self =
+        std::find_if(procs.begin(), procs.end(), [&](const Proc& p) { return p.pid == *of; });
     if (self == procs.end()) return NotFound("no process " + std::to_string(*of));
     run_id = self->run_id;
     if (run_id.empty()) {  // a launcher: its children are the ranks

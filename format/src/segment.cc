@@ -185,8 +185,8 @@ void SegmentBuilder::AddTorch(const TorchEvent& e) {
 void SegmentBuilder::AddMemory(const MemoryEvent& e) {
   BeginRecord(RecordKind::kMemory);
   PutTime(e.ts);
-  uint8_t present = (e.cuda_allocated ? 1 : 0) | (e.cuda_reserved ? 2 : 0) |
-                    (e.has_python_stats ? 4 : 0);
+  uint8_t present =
+      (e.cuda_allocated ? 1 : 0) | (e.cuda_reserved ? 2 : 0) | (e.has_python_stats ? 4 : 0);
   payload_.PutByte(present);
   payload_.PutVarint(e.rss);
   payload_.PutVarint(e.vms);
@@ -468,10 +468,9 @@ class RecordDecoder {
         if (!r_.GetVarint(&e.rss) || !r_.GetVarint(&e.vms) || !r_.GetVarint(&e.threads))
           return Truncated();
         e.has_python_stats = (present & 4) != 0;
-        if (e.has_python_stats &&
-            (!r_.GetVarint(&e.py_blocks) || !r_.GetVarint(&e.gc_count[0]) ||
-             !r_.GetVarint(&e.gc_count[1]) || !r_.GetVarint(&e.gc_count[2]) ||
-             !r_.GetVarint(&e.gc_collections)))
+        if (e.has_python_stats && (!r_.GetVarint(&e.py_blocks) || !r_.GetVarint(&e.gc_count[0]) ||
+                                   !r_.GetVarint(&e.gc_count[1]) || !r_.GetVarint(&e.gc_count[2]) ||
+                                   !r_.GetVarint(&e.gc_collections)))
           return Truncated();
         uint64_t v;
         if (present & 1) {

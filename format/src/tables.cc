@@ -18,7 +18,8 @@ constexpr Column kStacksColumns[] = {
     {"file", kText, "source file"},
     {"lineno", kInteger, "current line in that frame"},
     {"holds_gil", kInteger, "1 if the thread held the GIL when sampled"},
-    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kTorchColumns[] = {
     {"step", kInteger, "training step (optimizer steps; outermost forwards in inference)"},
@@ -32,7 +33,8 @@ constexpr Column kTorchColumns[] = {
     {"time", kReal, "start of the call, seconds since the Unix epoch"},
     {"thread_id", kInteger, "OS thread id"},
     {"rank", kInteger, "distributed rank; NULL when unknown"},
-    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kVariablesColumns[] = {
     {"step", kInteger, "training step"},
@@ -41,13 +43,15 @@ constexpr Column kVariablesColumns[] = {
     {"value", kText, "repr of the value (capped); a one-element tensor as its number"},
     {"time", kReal, "seconds since the Unix epoch"},
     {"thread_id", kInteger, "OS thread id"},
-    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kMemoryColumns[] = {
     {"ts", kReal, "seconds since the Unix epoch"},
     {"rss", kInteger, "resident set size, bytes"},
     {"vms", kInteger, "virtual memory size, bytes"},
-    {"py_blocks", kInteger, "blocks allocated by Python's allocator; NULL when the GIL was not to be had"},
+    {"py_blocks", kInteger,
+     "blocks allocated by Python's allocator; NULL when the GIL was not to be had"},
     {"gc_gen0", kInteger, "GC generation 0 count (gc.get_count()); NULL as py_blocks"},
     {"gc_gen1", kInteger, "GC generation 1 count; NULL as py_blocks"},
     {"gc_gen2", kInteger, "GC generation 2 count; NULL as py_blocks"},
@@ -55,13 +59,15 @@ constexpr Column kMemoryColumns[] = {
     {"threads", kInteger, "threads in the process"},
     {"cuda_allocated", kInteger, "CUDA memory allocated, bytes; NULL without CUDA"},
     {"cuda_reserved", kInteger, "CUDA memory reserved, bytes; NULL without CUDA"},
-    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kMetricsColumns[] = {
     {"name", kText, "metric name given to @probing.metric"},
     {"value", kReal, "reading"},
     {"time", kReal, "seconds since the Unix epoch"},
-    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 constexpr Column kProcessColumns[] = {
     {"pid", kInteger, "process id"},
@@ -70,11 +76,15 @@ constexpr Column kProcessColumns[] = {
     {"start_time", kReal, "process start, seconds since the Unix epoch"},
     {"host", kText, "host name"},
     {"rank", kInteger, "distributed rank; NULL when unknown"},
-    {"run_id", kText, "the job it belongs to (TORCHELASTIC_RUN_ID, SLURM_JOB_ID, or MASTER_ADDR:MASTER_PORT); NULL outside a job"},
+    {"run_id", kText,
+     "the job it belongs to (TORCHELASTIC_RUN_ID, SLURM_JOB_ID, or MASTER_ADDR:MASTER_PORT); NULL "
+     "outside a job"},
     {"world_size", kInteger, "ranks in the job; NULL when unknown"},
     {"local_rank", kInteger, "rank on its node; NULL when unknown"},
     {"node", kText, "node name (SLURMD_NODENAME, else the host name); NULL outside a job"},
-    {"role", kText, "rank, launcher (torchrun's agent), child (a forked child), or process; NULL in recordings of older recorders"},
+    {"role", kText,
+     "rank, launcher (torchrun's agent), child (a forked child), or process; NULL in recordings of "
+     "older recorders"},
 };
 constexpr Column kBacktraceColumns[] = {
     {"func", kText, "function name"},
@@ -269,12 +279,11 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
       for (const ProcessEvent& p : seg.processes) {
         // One row per process and identity: a process that learned its rank later (its
         // torch.distributed initialized after the recorder started) has a row for each.
-        const std::string identity = std::to_string(p.rank) + "/" +
-                                     std::string(seg.String(p.run_id)) + "/" +
-                                     std::to_string(p.world_size) + "/" +
-                                     std::to_string(p.local_rank);
-        if (!ctx.seen_processes.emplace(std::to_string(p.pid) + "/" + std::to_string(p.start_ts) +
-                                        "/" + identity)
+        const std::string identity =
+            std::to_string(p.rank) + "/" + std::string(seg.String(p.run_id)) + "/" +
+            std::to_string(p.world_size) + "/" + std::to_string(p.local_rank);
+        if (!ctx.seen_processes
+                 .emplace(std::to_string(p.pid) + "/" + std::to_string(p.start_ts) + "/" + identity)
                  .second)
           continue;
         row[0] = int64_t{p.pid};

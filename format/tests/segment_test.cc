@@ -73,7 +73,7 @@ INSTANTIATE_TEST_SUITE_P(Codecs, SegmentRoundTrip,
 
 TEST(SegmentBuilder, EachSegmentIsSelfContained) {
   SegmentBuilder b(Stream::kStacks, 1);
-  b.SetProcess({1, 0, -1, "3.11", "x", "h"});
+  b.SetProcess(ProcessInfo::Of(1, 0, -1, "3.11", "x", "h"));
   uint64_t gen = b.generation();
   uint32_t t = b.InternThread(1, b.InternString("MainThread"));
   FrameLine f[] = {{"f", "a.py", 1, 2}};
@@ -94,7 +94,7 @@ TEST(SegmentBuilder, EachSegmentIsSelfContained) {
 
 TEST(SegmentBuilder, EmptyTracksEventsNotDefinitions) {
   SegmentBuilder b(Stream::kStacks, 1);
-  b.SetProcess({1, 0, -1, "3.11", "x", "h"});
+  b.SetProcess(ProcessInfo::Of(1, 0, -1, "3.11", "x", "h"));
   EXPECT_TRUE(b.empty());
   b.InternString("x");
   EXPECT_TRUE(b.empty());

@@ -16,7 +16,14 @@ namespace probing::format::testing {
 inline constexpr int64_t kBaseTs = 1'700'000'000'000'000'000;
 
 inline void FillAllKinds(SegmentBuilder& b) {
-  b.SetProcess({4242, kBaseTs - 5'000'000'000, 3, "3.11.2", "python train.py --lr 0.1", "node7"});
+  ProcessInfo process;
+  process.pid = 4242;
+  process.start_ts = kBaseTs - 5'000'000'000;
+  process.rank = 3;
+  process.python_version = "3.11.2";
+  process.cmdline = "python train.py --lr 0.1";
+  process.host = "node7";
+  b.SetProcess(process);
   uint32_t main_t = b.InternThread(4242, b.InternString("MainThread"));
   uint32_t worker = b.InternThread(4250, b.InternString("loader-0"));
   FrameLine deep[] = {{"forward", "model.py", 20, 25},

@@ -411,8 +411,9 @@ void from_json(const Json& j, TableRowsReply& v) {
 }
 
 void to_json(Json& j, const Member& v) {
-  j = Json{{"rank", v.rank}, {"local_rank", v.local_rank}, {"host", v.host},
-           {"node", v.node}, {"pid", v.pid}, {"port", v.port ? Json(*v.port) : Json(nullptr)}};
+  j = Json{{"rank", v.rank}, {"local_rank", v.local_rank},
+           {"host", v.host}, {"node", v.node},
+           {"pid", v.pid},   {"port", v.port ? Json(*v.port) : Json(nullptr)}};
 }
 void from_json(const Json& j, Member& v) {
   j.at("rank").get_to(v.rank);

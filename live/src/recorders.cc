@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "probing/procfs/proc_stat.h"
+
 namespace probing::live {
 namespace {
 
@@ -24,25 +26,6 @@ uint64_t DirSize(const fs::path& p) {
   for (const auto& e : fs::recursive_directory_iterator(p, ec))
     if (e.is_regular_file(ec) && !e.is_symlink(ec)) n += e.file_size(ec);
   return n;
-}
-
-// When `pid` started, in Unix seconds, from /proc (field 22 of stat); nullopt when it is gone.
-std::optional<double> StartTime(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), {});
-  size_t p = stat.rfind(')');
-  if (p == std::string::npos || p + 2 >= stat.size()) return std::nullopt;
-  std::istringstream fields(stat.substr(p + 2));
-  std::string field;
-  unsigned long long ticks = 0;
-  for (int i = 3; i <= 22 && fields >> field; ++i)
-    if (i == 22) ticks = std::strtoull(field.c_str(), nullptr, 10);
-  timespec boot, real;
-  clock_gettime(CLOCK_BOOTTIME, &boot);
-  clock_gettime(CLOCK_REALTIME, &real);
-  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100);
-  const double now_boot = static_cast<double>(boot.tv_sec) + boot.tv_nsec / 1e9;
-  return static_cast<double>(real.tv_sec) + real.tv_nsec / 1e9 - (now_boot - ticks / hz);
 }
 
 bool IsPid(const std::string& name) {
@@ -84,13 +67,19 @@ std::vector<RecorderEntry> ListRecorders(const std::string& data_dir) {
       r.local_rank = number("local_rank");
       r.tcp_port = number("tcp_port");
       if (r.tcp_port == 0) r.tcp_port.reset();
-      r.run_id = meta.contains("run_id") && meta["run_id"].is_string() ? meta["run_id"].get<std::string>() : "";
-      r.role = meta.contains("role") && meta["role"].is_string() ? meta["role"].get<std::string>() : "";
-      r.host = meta.contains("host") && meta["host"].is_string() ? meta["host"].get<std::string>() : "";
+      r.run_id = meta.contains("run_id") && meta["run_id"].is_string()
+                     ? meta["run_id"].get<std::string>()
+                     : "";
+      r.role =
+          meta.contains("role") && meta["role"].is_string() ? meta["role"].get<std::string>() : "";
+      r.host =
+          meta.contains("host") && meta["host"].is_string() ? meta["host"].get<std::string>() : "";
       // A pid the kernel gave to another process since: its start time differs.
       if (exists && meta.contains("start_time") && meta["start_time"].is_number()) {
-        auto started = StartTime(r.pid);
-        if (started && std::fabs(*started - meta["start_time"].get<double>()) > 2) r.alive = false;
+        auto started = procfs::ProcessStartNs(r.pid);
+        if (started && std::fabs(static_cast<double>(*started) / 1e9 -
+                                 meta["start_time"].get<double>()) > 2)
+          r.alive = false;
       }
     }
     r.bytes = DirSize(e.path());

@@ -353,8 +353,9 @@ Result<std::optional<std::unique_ptr<SegmentSource>>> OpenBundle(const std::stri
       return DataLoss(path + " names a file outside its directory: " + file);
     files.push_back(dir + "/" + file);
     // A rank whose clock ran `offset` ahead of the recording client's: its times, minus that.
-    const double offset =
-        r.contains("clock_offset_s") && r["clock_offset_s"].is_number() ? r["clock_offset_s"].get<double>() : 0;
+    const double offset = r.contains("clock_offset_s") && r["clock_offset_s"].is_number()
+                              ? r["clock_offset_s"].get<double>()
+                              : 0;
     shifts.push_back(static_cast<int64_t>(-offset * 1e9));
   }
   if (files.empty()) return NotFound(path + " lists no recorded rank");

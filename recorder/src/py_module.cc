@@ -111,11 +111,10 @@ PyObject* JobFn(PyObject*, PyObject* args) {
   if (g_sink == nullptr) Py_RETURN_NONE;
   PythonSink::Place p;
   Py_BEGIN_ALLOW_THREADS  // takes the recorder's lock, which its sampler may hold a while
-  p = g_sink->JobIdentity(rank, world);
-  Py_END_ALLOW_THREADS
-  return Py_BuildValue("(sLssLL)", p.run_id.c_str(), static_cast<long long>(p.local_rank),
-                       p.node.c_str(), p.host.c_str(), static_cast<long long>(p.pid),
-                       static_cast<long long>(p.tcp_port));
+      p = g_sink->JobIdentity(rank, world);
+  Py_END_ALLOW_THREADS return Py_BuildValue(
+      "(sLssLL)", p.run_id.c_str(), static_cast<long long>(p.local_rank), p.node.c_str(),
+      p.host.c_str(), static_cast<long long>(p.pid), static_cast<long long>(p.tcp_port));
 }
 
 // members(json): the job's members as registered in its store.
@@ -130,7 +129,8 @@ PyObject* MembersFn(PyObject*, PyObject* arg) {
 }
 
 PyMethodDef kMethods[] = {
-    {"job", JobFn, METH_VARARGS, "(rank, world_size) -> (run_id, local_rank, node, host, pid, port)"},
+    {"job", JobFn, METH_VARARGS,
+     "(rank, world_size) -> (run_id, local_rank, node, host, pid, port)"},
     {"members", MembersFn, METH_O, "the job's members (JSON) as read from its store"},
     {"settings", Settings, METH_O,
      "(torch enabled, sample rate, exprs, calls, generation), None if at this generation"},

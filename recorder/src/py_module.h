@@ -18,8 +18,8 @@ namespace probing::recorder {
 struct TorchRow {
   uint64_t seq = 0;
   std::string_view module;  // the tracer's interned name: lives as long as the process
-  uint8_t stage = 0;     // format::TorchStage
-  int64_t start_ns = 0;  // since the Unix epoch
+  uint8_t stage = 0;        // format::TorchStage
+  int64_t start_ns = 0;     // since the Unix epoch
   uint64_t duration_ns = 0;
   std::optional<uint64_t> allocated, max_allocated, cached;  // bytes
 };

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "probing/base/clock.h"
 #include "probing/format/ring.h"
+#include "probing/procfs/proc_stat.h"
 #include "probing/format/segment.h"
 #include "py_module.h"
 #include "py_offsets.h"
@@ -79,25 +80,6 @@ std::string Join(const std::vector<std::string>& v) {
   return out;
 }
 
-int64_t ProcessStartNs() {
-  // Field 22 of /proc/self/stat: start time in clock ticks after boot.
-  std::string stat = ReadFile("/proc/self/stat");
-  size_t p = stat.rfind(')');
-  if (p == std::string::npos) return RealtimeNs();
-  std::istringstream in(stat.substr(p + 2));
-  std::string field;
-  unsigned long long start_ticks = 0;
-  for (int i = 3; i <= 22 && in >> field; ++i)
-    if (i == 22) start_ticks = std::strtoull(field.c_str(), nullptr, 10);
-  timespec boot, real;
-  clock_gettime(CLOCK_BOOTTIME, &boot);
-  clock_gettime(CLOCK_REALTIME, &real);
-  int64_t now_boot = int64_t{boot.tv_sec} * 1000000000 + boot.tv_nsec;
-  int64_t ticks = sysconf(_SC_CLK_TCK);
-  int64_t started_boot =
-      static_cast<int64_t>(start_ticks) * (1000000000 / (ticks > 0 ? ticks : 100));
-  return RealtimeNs() - (now_boot - started_boot);
-}
 
 // A non-negative integer from the environment, or -1.
 int32_t EnvInt(std::initializer_list<const char*> names) {
@@ -358,7 +340,7 @@ int Recorder::Start() {
 
   std::string version = Py_GetVersion();
   process_.pid = static_cast<uint32_t>(pid_);
-  process_.start_ts = ProcessStartNs();
+  process_.start_ts = procfs::ProcessStartNs().value_or(RealtimeNs());
   process_.python_version = version.substr(0, version.find(' '));
   process_.cmdline = Join(CommandLine());
   char host[256] = {0};
@@ -378,9 +360,9 @@ int Recorder::Start() {
     if (!addr.empty() && !port.empty()) process_.run_id = addr + ":" + port;
   }
   process_.role = IsLauncher(CommandLine()) ? "launcher"
-                  : StartedInForkChild()     ? "child"
-                  : process_.rank >= 0       ? "rank"
-                                             : "process";
+                  : StartedInForkChild()    ? "child"
+                  : process_.rank >= 0      ? "rank"
+                                            : "process";
   if (!process_.run_id.empty()) process_.node = EnvText({"SLURMD_NODENAME"});
   if (!process_.run_id.empty() && process_.node.empty()) process_.node = process_.host;
 
@@ -451,8 +433,8 @@ PythonSink::Place Recorder::JobIdentity(int64_t rank, int64_t world_size) {
     if (!addr.empty() && !port.empty()) p.run_id = addr + ":" + port;
   }
   if (p.node.empty()) p.node = p.host;
-  if (p.rank != process_.rank || p.world_size != process_.world_size || p.run_id != process_.run_id ||
-      p.role != process_.role) {
+  if (p.rank != process_.rank || p.world_size != process_.world_size ||
+      p.run_id != process_.run_id || p.role != process_.role) {
     process_ = p;
     // Segments sealed from now on say who wrote them; the open ones start again with it.
     for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_})

@@ -159,7 +159,8 @@ TEST(Sql, PartsReadAsOneTableWithTheirOwnExtraColumns) {
                   ->AttachParts("cluster.stacks", format::TableId::kStacks,
                                 {{"member", "INTEGER"}, {"host", "TEXT"}}, parts)
                   .ok());
-  std::vector<Database::Part> process_parts = {{&segments, {int64_t{0}}}, {&segments, {int64_t{1}}}};
+  std::vector<Database::Part> process_parts = {{&segments, {int64_t{0}}},
+                                               {&segments, {int64_t{1}}}};
   ASSERT_TRUE((*db)
                   ->AttachParts("cluster.process", format::TableId::kProcess,
                                 {{"member", "INTEGER"}}, process_parts)
@@ -180,17 +181,16 @@ TEST(Sql, PartsReadAsOneTableWithTheirOwnExtraColumns) {
   ASSERT_TRUE(r.ok()) << r.status().message();
   ASSERT_EQ(r->rows.size(), 2u);
   // Joins across members, as any SQL.
-  r = (*db)->Query("SELECT count(*) FROM cluster.stacks a JOIN cluster.stacks b "
-                   "ON a.sample_id = b.sample_id AND a.depth = b.depth AND a.member < b.member");
+  r = (*db)->Query(
+      "SELECT count(*) FROM cluster.stacks a JOIN cluster.stacks b "
+      "ON a.sample_id = b.sample_id AND a.depth = b.depth AND a.member < b.member");
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 18);
-  EXPECT_FALSE((*db)
-                   ->AttachParts("nodot", format::TableId::kStacks, {}, {{&segments, {}}})
-                   .ok());
-  EXPECT_FALSE((*db)
-                   ->AttachParts("cluster.bad", format::TableId::kStacks, {{"x", "TEXT"}},
-                                 {{&segments, {}}})
-                   .ok());  // a value for every extra column
+  EXPECT_FALSE((*db)->AttachParts("nodot", format::TableId::kStacks, {}, {{&segments, {}}}).ok());
+  EXPECT_FALSE(
+      (*db)
+          ->AttachParts("cluster.bad", format::TableId::kStacks, {{"x", "TEXT"}}, {{&segments, {}}})
+          .ok());  // a value for every extra column
 }
 
 }  // namespace

@@ -103,19 +103,19 @@ std::vector<Answer<T>> FanOut(const Job& job, const Options& options,
     auto slot = slots.back();
     const live::SessionOptions so = options.session;
     const std::string target = m.target;
-    tasks.push_back({[slot, so, target, fn] {
-                       const auto t0 = std::chrono::steady_clock::now();
-                       auto session = live::Session::Open(target, so);
-                       Result<T> r = session.ok() ? fn(**session) : Result<T>(session.status());
-                       slot->seconds = std::chrono::duration<double>(
-                                           std::chrono::steady_clock::now() - t0)
-                                           .count();
-                       slot->result = std::move(r);
-                     },
-                     &m});
+    tasks.push_back(
+        {[slot, so, target, fn] {
+           const auto t0 = std::chrono::steady_clock::now();
+           auto session = live::Session::Open(target, so);
+           Result<T> r = session.ok() ? fn(**session) : Result<T>(session.status());
+           slot->seconds =
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+           slot->result = std::move(r);
+         },
+         &m});
   }
-  std::vector<bool> done = internal::RunAll(std::move(tasks), options.parallel,
-                                            options.session.timeout_s + 2);
+  std::vector<bool> done =
+      internal::RunAll(std::move(tasks), options.parallel, options.session.timeout_s + 2);
   size_t task = 0;
   for (size_t i = 0; i < job.members.size(); ++i) {
     const Member& m = job.members[i];
@@ -127,7 +127,8 @@ std::vector<Answer<T>> FanOut(const Job& job, const Options& options,
     }
     if (!done[task++]) {
       a.state = "timeout";
-      a.error = "no answer in " + std::to_string(static_cast<int>(options.session.timeout_s)) + " s";
+      a.error =
+          "no answer in " + std::to_string(static_cast<int>(options.session.timeout_s)) + " s";
       continue;
     }
     Slot& s = *slots[i];
@@ -156,8 +157,7 @@ std::string Coverage(const std::vector<Answer<T>>& answers) {
     missing += "; rank " + std::to_string(a.member->rank) + ": " + a.state +
                (a.error.empty() || a.error == a.state ? "" : " (" + a.error + ")");
   }
-  return std::to_string(ok) + " of " + std::to_string(answers.size()) + " ranks answered" +
-         missing;
+  return std::to_string(ok) + " of " + std::to_string(answers.size()) + " ranks answered" + missing;
 }
 template <typename T>
 bool Complete(const std::vector<Answer<T>>& answers) {

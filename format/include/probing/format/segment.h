@@ -51,6 +51,19 @@ struct ProcessInfo {
   int32_t local_rank = -1;
   std::string node;
   std::string role;
+
+  // The fields every process has (the job's come from elsewhere, or stay unknown).
+  static ProcessInfo Of(uint32_t pid, int64_t start_ts, int32_t rank, std::string python_version,
+                        std::string cmdline, std::string host) {
+    ProcessInfo p;
+    p.pid = pid;
+    p.start_ts = start_ts;
+    p.rank = rank;
+    p.python_version = std::move(python_version);
+    p.cmdline = std::move(cmdline);
+    p.host = std::move(host);
+    return p;
+  }
 };
 
 // Builds segments. Not thread-safe: one builder per writer. Ids it returns are valid until the

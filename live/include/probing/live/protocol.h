@@ -56,9 +56,9 @@ struct InfoReply {
   std::string recorder_version;
   double uptime = 0;  // seconds since the recorder started
   std::string host;
-  std::string data_dir;         // where its rings are, on its host
-  std::string socket;           // "@probing-<pid>"
-  double now = 0;  // the recorder's clock (Unix seconds) when it answered: clock offsets
+  std::string data_dir;  // where its rings are, on its host
+  std::string socket;    // "@probing-<pid>"
+  double now = 0;        // the recorder's clock (Unix seconds) when it answered: clock offsets
   std::optional<int64_t> rank;  // distributed rank, when known
   // Its place in a distributed job (system.process has the same): absent outside a job.
   std::optional<std::string> run_id;
