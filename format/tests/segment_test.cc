@@ -223,7 +223,7 @@ TEST(SegmentDecode, UndefinedReferencesAndCountsAreErrors) {
 
 TEST(SegmentDecode, SkipsUnknownSkippableKinds) {
   ByteWriter w;
-  w.PutByte(70);  // a kind a later minor version might add
+  w.PutByte(100);  // a kind a later minor version might add
   w.PutLengthPrefixed("future data");
   w.PutByte(static_cast<uint8_t>(RecordKind::kString));
   w.PutLengthPrefixed("still read");
@@ -231,6 +231,42 @@ TEST(SegmentDecode, SkipsUnknownSkippableKinds) {
   ASSERT_TRUE(seg.ok()) << seg.status().message();
   EXPECT_EQ(seg->skipped_records, 1u);
   EXPECT_EQ(seg->String(1), "still read");
+}
+
+// A process's place in a job travels in the skippable job record after its process record.
+TEST(SegmentDecode, TheJobRecordCompletesTheProcessRecord) {
+  SegmentBuilder b(Stream::kMemory, 7);
+  ProcessInfo p = ProcessInfo::Of(7, 0, 2, "3.11", "python train.py", "node7");
+  p.run_id = "job-1";
+  p.world_size = 4;
+  p.local_rank = 0;
+  p.node = "node7";
+  p.role = "rank";
+  b.SetProcess(p);
+  MemoryEvent m;
+  m.ts = 1;
+  b.AddMemory(m);
+  std::string bytes;
+  ASSERT_TRUE(b.Seal(Codec::kLz4, 0, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  ASSERT_EQ(seg->processes.size(), 1u);
+  const ProcessEvent& e = seg->processes[0];
+  EXPECT_EQ(e.rank, 2);
+  EXPECT_EQ(seg->String(e.run_id), "job-1");
+  EXPECT_EQ(e.world_size, 4);
+  EXPECT_EQ(e.local_rank, 0);
+  EXPECT_EQ(seg->String(e.role), "rank");
+  EXPECT_EQ(seg->skipped_records, 0u);
+  // Outside a job nothing is written, and a reader sees "unknown".
+  SegmentBuilder plain(Stream::kMemory, 8);
+  plain.SetProcess(ProcessInfo::Of(8, 0, -1, "3.11", "python x.py", "h"));
+  plain.AddMemory(m);
+  ASSERT_TRUE(plain.Seal(Codec::kLz4, 0, &bytes).ok());
+  seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok());
+  EXPECT_EQ(seg->processes[0].run_id, 0u);
+  EXPECT_EQ(seg->processes[0].world_size, -1);
 }
 
 TEST(SegmentDecode, RandomGarbageNeverCrashes) {
