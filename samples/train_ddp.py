@@ -7,7 +7,9 @@ MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID), or torchrun starts them:
 
 Faults to diagnose, each on one rank: --slow-rank R (sleeps --slow-ms in every step, in
 `slow_data_loading`), --hang-rank R (stops for ever, in `wait_for_a_lock_forever`, before the
-collective of step --hang-step), --gil-rank R (holds the GIL in a regex from step --gil-step).
+collective of step --hang-step), --gil-rank R (holds the GIL in a regex from step --gil-step),
+--mismatch-rank R (at step --hang-step calls a broadcast where the others all-reduce; needs
+--allreduce-loss, which all-reduces each step's loss from Python, as loggers do).
 Each rank prints "rank R ready" once its process group is up, and "rank R step N" every 20 steps.
 """
 import argparse
@@ -46,6 +48,9 @@ def main():
     p.add_argument("--hang-step", type=int, default=30)
     p.add_argument("--gil-rank", type=int, default=-1)
     p.add_argument("--gil-step", type=int, default=30)
+    p.add_argument("--mismatch-rank", type=int, default=-1)
+    p.add_argument("--allreduce-loss", action="store_true",
+                   help="all-reduce each step's loss from Python (a collective per step)")
     args = p.parse_args()
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -73,6 +78,13 @@ def main():
         loss = loss_fn(ddp(x), y)
         loss.backward()  # DDP's gradient all-reduce, issued from C++
         opt.step()
+        if args.allreduce_loss:
+            mean_loss = loss.detach().clone()
+            if rank == args.mismatch_rank and step == args.hang_step:
+                print("rank %d broadcasts where the others all-reduce" % rank, flush=True)
+                dist.broadcast(mean_loss, src=0)
+            else:
+                dist.all_reduce(mean_loss)
         if args.pace_ms:
             time.sleep(args.pace_ms / 1000.0)
         if step % 20 == 0:

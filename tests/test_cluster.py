@@ -43,13 +43,14 @@ def free_ports(n):
 class Job:
     """`world` ranks of train_ddp.py with torchrun's environment; killed on every path."""
 
-    def __init__(self, tmp_path, world=4, tcp=False, probing="1", args=()):
+    def __init__(self, tmp_path, world=4, tcp=False, probing="1", args=(), env=None):
         self.world = world
         self.run_id = "job-" + uuid.uuid4().hex[:8]
         self.data = tmp_path / "data"
         self.store_port = free_port()
         self.probing_port = free_ports(world) if tcp else None
         self.procs = []
+        extra_env = env or {}
         for rank in range(world):
             env = dict(os.environ)
             env.pop("PYTHONPATH", None)
@@ -58,6 +59,7 @@ class Job:
                         "TORCHELASTIC_RUN_ID": self.run_id, "PROBING": probing,
                         "PROBING_DATA_DIR": str(self.data), "PYTHONUNBUFFERED": "1",
                         "PYTHONUSERBASE": str(BUILD / "pyuser"), "OMP_NUM_THREADS": "1"})
+            env.update(extra_env)
             if tcp:
                 env.update({"PROBING_PORT": str(self.probing_port), "PROBING_AUTH_TOKEN": "jobtok"})
             self.procs.append(subprocess.Popen([PY, str(DDP), "--pace-ms", "20", *map(str, args)],

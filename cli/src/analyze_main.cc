@@ -15,6 +15,7 @@
 #include <set>
 #include <type_traits>
 
+#include "diagnose_print.h"
 #include "printer.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
@@ -258,6 +259,16 @@ int Run(int argc, char** argv) {
   app.add_option("--where", where,
                  "exports: only stack samples with a frame matching this SQL condition on "
                  "python.stacks, e.g. \"func = 'forward'\"");
+  bool stragglers = false, hang = false;
+  int64_t straggler_steps = 20;
+  app.add_flag("--stragglers", stragglers,
+               "a job's recordings (probing cluster record): the rank that arrives last at the "
+               "collectives, how late, and where it was meanwhile");
+  app.add_option("--steps", straggler_steps, "--stragglers: compare the last N steps (default 20)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  app.add_flag("--hang", hang,
+               "a job's recordings: where each rank stopped, and the rank that never reached the "
+               "collective the others wait in");
 
   try {
     app.parse(argc, argv);
@@ -289,6 +300,15 @@ int Run(int argc, char** argv) {
   auto session = OrFail(probing::live::Session::OpenFiles(inputs));
   auto* source = OrFail(session->Segments());
   auto set = OrFail(probing::live::LoadStreams(*source, {}));
+
+  if (stragglers || hang) {
+    auto ranks = probing::cluster::RanksOf(std::move(set.segments));
+    return stragglers ? probing::cli::PrintStragglers(
+                            probing::cluster::Stragglers(ranks, straggler_steps), format,
+                            std::cout, std::cerr)
+                      : probing::cli::PrintHang(probing::cluster::HangOf(ranks), format,
+                                                std::cout, std::cerr);
+  }
 
   std::unique_ptr<probing::sql::Database> db;
   double load_seconds = 0;

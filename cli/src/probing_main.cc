@@ -19,11 +19,13 @@
 #include <map>
 #include <thread>
 
+#include "diagnose_print.h"
 #include "printer.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
 #include "probing/base/clock.h"
 #include "probing/cluster/cluster.h"
+#include "probing/cluster/diagnose.h"
 #include "probing/format/tables.h"
 #include "probing/live/inject.h"
 #include "probing/live/rdma.h"
@@ -432,6 +434,28 @@ int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double 
   std::cout << "Wrote " << (folded ? "folded stacks" : "a flame graph") << " of " << stacks.samples
             << " samples to " << out << "\n";
   return 0;
+}
+
+int CmdClusterStragglers(const Options& o, int64_t steps) {
+  auto job = Discover(o, "stragglers");
+  SayJob(o, job);
+  std::string coverage;
+  auto ranks = probing::cluster::FetchRankData(
+      job, ClusterOptions(o),
+      {probing::format::Stream::kTorch, probing::format::Stream::kCollectives,
+       probing::format::Stream::kStacks},
+      &coverage);
+  int rc = probing::cli::PrintStragglers(probing::cluster::Stragglers(ranks, steps), o.fmt(),
+                                         std::cout, std::cerr);
+  std::cerr << "probing: " << coverage << "\n";
+  return rc;
+}
+
+int CmdClusterHang(const Options& o) {
+  auto job = Discover(o, "hang");
+  SayJob(o, job);
+  return probing::cli::PrintHang(probing::cluster::Hang(job, ClusterOptions(o)), o.fmt(),
+                                 std::cout, std::cerr);
 }
 
 int CmdClusterAttach(const Options& o, double timeout) {
@@ -880,6 +904,17 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e9));
   c_flame->add_option("--rank", c_flame_rank, "only this rank");
 
+  auto* c_strag = cluster->add_subcommand(
+      "stragglers",
+      "the rank that arrives last at the collectives, how late, and where it was meanwhile "
+      "(not the rank whose collective takes longest: that one waits for it)");
+  int64_t c_strag_steps = 20;
+  c_strag->add_option("--steps", c_strag_steps, "compare the last N whole steps (default 20)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  cluster->add_subcommand(
+      "hang",
+      "why the job is stuck: the rank that never reached the collective the others wait in "
+      "(with its frame), a mismatch, a dead or stopped rank, or all stuck in one place");
   auto* rdma = app.add_subcommand(
       "rdma", "RDMA ports of this machine: state, rate, traffic counters and rates (sysfs)");
   std::string rdma_root = "/sys/class/infiniband";
@@ -920,6 +955,8 @@ int Run(int argc, char** argv) {
     if (*c_list) return CmdClusterList(o);
     if (*c_bt) return CmdClusterBacktrace(o);
     if (*c_record) return CmdClusterRecord(o, c_record_dir, c_record_duration);
+    if (*c_strag) return CmdClusterStragglers(o, c_strag_steps);
+    if (*cluster->get_subcommand("hang")) return CmdClusterHang(o);
     if (*c_flame)
       return CmdClusterFlamegraph(o, c_flame_out, c_flame_folded, c_flame_duration, c_flame_rank);
   } catch (const Usage& e) {

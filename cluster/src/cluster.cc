@@ -42,7 +42,8 @@ std::optional<format::TableId> RingTableOf(const std::string& name) {
   static const std::map<std::string, format::TableId> kTables = {
       {"stacks", format::TableId::kStacks},   {"torch_trace", format::TableId::kTorchTrace},
       {"memory", format::TableId::kMemory},   {"variables", format::TableId::kVariables},
-      {"metrics", format::TableId::kMetrics}, {"process", format::TableId::kProcess}};
+      {"metrics", format::TableId::kMetrics}, {"process", format::TableId::kProcess},
+      {"collectives", format::TableId::kCollectives}};
   auto it = kTables.find(name);
   if (it == kTables.end()) return std::nullopt;
   return it->second;
@@ -50,7 +51,7 @@ std::optional<format::TableId> RingTableOf(const std::string& name) {
 
 constexpr const char* kClusterTables =
     "cluster.stacks, cluster.torch_trace, cluster.memory, cluster.variables, cluster.metrics, "
-    "cluster.process, cluster.backtrace";
+    "cluster.collectives, cluster.process, cluster.backtrace";
 
 }  // namespace
 

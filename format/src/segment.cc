@@ -17,6 +17,7 @@ const char* StreamName(Stream s) {
     case Stream::kMemory: return "memory";
     case Stream::kVariables: return "variables";
     case Stream::kMetrics: return "metrics";
+    case Stream::kCollectives: return "collectives";
   }
   return "unknown";
 }
@@ -51,6 +52,7 @@ void SegmentBuilder::Reset() {
   has_events_ = false;
   has_time_ = false;
   last_ts_ = first_ts_ = min_ts_ = max_ts_ = 0;
+  has_range_ = false;
   strings_.clear();
   frames_.clear();
   callsites_.clear();
@@ -141,18 +143,26 @@ uint32_t SegmentBuilder::InternStack(std::span<const FrameLine> innermost_first)
   return parent;
 }
 
+void SegmentBuilder::NoteTime(int64_t ts) {
+  if (!has_range_) {
+    has_range_ = true;
+    min_ts_ = max_ts_ = ts;
+  }
+  if (ts < min_ts_) min_ts_ = ts;
+  if (ts > max_ts_) max_ts_ = ts;
+}
+
 void SegmentBuilder::PutTime(int64_t ts) {
   if (!has_time_) {
     has_time_ = true;
-    first_ts_ = min_ts_ = max_ts_ = ts;
+    first_ts_ = ts;
     payload_.PutZigzag(ts);
   } else {
     // Wrapping subtraction: any two int64 times round-trip through the zigzag delta.
     payload_.PutZigzag(
         static_cast<int64_t>(static_cast<uint64_t>(ts) - static_cast<uint64_t>(last_ts_)));
-    if (ts < min_ts_) min_ts_ = ts;
-    if (ts > max_ts_) max_ts_ = ts;
   }
+  NoteTime(ts);
   last_ts_ = ts;
 }
 
@@ -229,6 +239,28 @@ void SegmentBuilder::AddLost(Stream stream, uint64_t segments) {
   has_events_ = true;
 }
 
+void SegmentBuilder::AddCollective(const CollectiveEvent& e) {
+  // All of it inside the length-prefixed body, its time absolute: a reader that skips the
+  // record keeps the other records' time deltas right.
+  ByteWriter c;
+  c.PutZigzag(e.ts);
+  c.PutZigzag(e.end_ts == 0 ? -1 : e.end_ts - e.ts);
+  c.PutVarint(e.thread);
+  c.PutVarint(e.group);
+  c.PutVarint(e.seq);
+  c.PutVarint(e.op);
+  c.PutVarint(e.bytes);
+  c.PutVarint(e.dtype);
+  c.PutVarint(e.numel);
+  c.PutZigzag(e.peer);
+  c.PutVarint(e.step);
+  c.PutByte(static_cast<uint8_t>((e.async_op ? 1 : 0) | (e.counted ? 2 : 0)));
+  BeginRecord(static_cast<RecordKind>(kCollectiveRecordKind));
+  payload_.PutLengthPrefixed(c.view());
+  NoteTime(e.ts);
+  has_events_ = true;
+}
+
 Status SegmentBuilder::Seal(Codec codec, uint64_t seq, std::string* out, int zstd_level) {
   if (payload_.size() > kMaxRawSegmentSize) {
     size_t n = payload_.size();
@@ -279,6 +311,10 @@ void ShiftTimes(Segment* seg, int64_t delta_ns) {
   for (auto& e : seg->memory) e.ts += delta_ns;
   for (auto& e : seg->variables) e.ts += delta_ns;
   for (auto& e : seg->metrics) e.ts += delta_ns;
+  for (auto& e : seg->collectives) {
+    e.ts += delta_ns;
+    if (e.end_ts != 0) e.end_ts += delta_ns;
+  }
 }
 
 Result<SegmentInfo> ParseSegmentHeader(std::string_view bytes) {
@@ -366,6 +402,35 @@ class RecordDecoder {
   }
   static Status BadRef(const char* what) {
     return DataLoss(std::string("reference to an undefined ") + what + " or a truncated record");
+  }
+
+  // A collective: length-prefixed, its time absolute (skippable records leave the deltas alone).
+  Status Collective() {
+    CollectiveEvent e;
+    std::string_view body;
+    if (!r_.GetLengthPrefixed(&body, kMaxRawSegmentSize)) return Truncated();
+    ByteReader c(body);
+    int64_t dur = 0;
+    if (!c.GetZigzag(&e.ts)) return Truncated();
+    uint64_t thread = 0, group = 0, op = 0, dtype = 0;
+    uint8_t flags = 0;
+    if (!c.GetZigzag(&dur) || !c.GetVarint(&thread) || !c.GetVarint(&group) ||
+        !c.GetVarint(&e.seq) || !c.GetVarint(&op) || !c.GetVarint(&e.bytes) ||
+        !c.GetVarint(&dtype) || !c.GetVarint(&e.numel) || !c.GetZigzag(&e.peer) ||
+        !c.GetVarint(&e.step) || !c.GetByte(&flags))
+      return Truncated();
+    if (thread >= seg_->threads.size() || group >= seg_->strings.size() ||
+        op >= seg_->strings.size() || dtype >= seg_->strings.size())
+      return BadRef("thread or string");
+    e.end_ts = dur < 0 ? 0 : e.ts + dur;
+    e.thread = static_cast<uint32_t>(thread);
+    e.group = static_cast<uint32_t>(group);
+    e.op = static_cast<uint32_t>(op);
+    e.dtype = static_cast<uint32_t>(dtype);
+    e.async_op = (flags & 1) != 0;
+    e.counted = (flags & 2) != 0;
+    seg_->collectives.push_back(e);
+    return Status::Ok();  // later fields, from newer writers, are ignored
   }
 
   // The job record: the place in a distributed job of the process record before it.
@@ -529,6 +594,7 @@ class RecordDecoder {
       }
     }
     if (kind == kJobRecordKind) return Job();
+    if (kind == kCollectiveRecordKind) return Collective();
     if (kind >= kFirstSkippableKind && kind <= kLastSkippableKind) {
       std::string_view skipped;
       if (!r_.GetLengthPrefixed(&skipped, kMaxRawSegmentSize)) return Truncated();

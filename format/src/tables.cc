@@ -62,6 +62,24 @@ constexpr Column kMemoryColumns[] = {
     {"pid", kInteger,
      "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
+constexpr Column kCollectivesColumns[] = {
+    {"time", kReal, "when the rank entered the call (its arrival), seconds since the Unix epoch"},
+    {"end_time", kReal, "when it returned (async: when its wait() returned); NULL when unknown"},
+    {"duration", kReal, "end_time - time, seconds; NULL when unknown"},
+    {"process_group", kText, "the process group: default, or the ranks of a new_group"},
+    {"seq", kInteger, "the group's sequence number of the call: the same call has the same number on every rank"},
+    {"op", kText, "all_reduce, broadcast, all_gather, reduce_scatter, barrier, send, recv, ...; NULL for counted calls"},
+    {"bytes", kInteger, "bytes of the tensors it took (all of a list); NULL for counted calls"},
+    {"dtype", kText, "element type, e.g. torch.float32; NULL for counted calls"},
+    {"numel", kInteger, "elements of the tensors it took; NULL for counted calls"},
+    {"peer", kInteger, "send/recv: the other rank; NULL otherwise"},
+    {"async_op", kInteger, "1 when called with async_op=True"},
+    {"step", kInteger, "the training step it belongs to (python.torch_trace's step)"},
+    {"source", kText, "python (a call of torch.distributed's Python API, timed) or counted (issued from C++, e.g. DDP's gradient all-reduce: known from the group's sequence number, time = when it was noticed)"},
+    {"thread_id", kInteger, "OS thread id of the caller"},
+    {"rank", kInteger, "distributed rank; NULL when unknown"},
+    {"pid", kInteger, "process id of the recorder that wrote the row (tells several recordings apart)"},
+};
 constexpr Column kMetricsColumns[] = {
     {"name", kText, "metric name given to @probing.metric"},
     {"value", kReal, "reading"},
@@ -111,6 +129,8 @@ constexpr TableSchema kTables[] = {
      kMemoryColumns},
     {TableId::kMetrics, "python.metrics", TableSource::kRing, "@probing.metric readings",
      kMetricsColumns},
+    {TableId::kCollectives, "python.collectives", TableSource::kRing,
+     "torch.distributed collective and point-to-point calls, one row each", kCollectivesColumns},
     {TableId::kProcess, "system.process", TableSource::kRing, "the recorded process",
      kProcessColumns},
     {TableId::kBacktrace, "python.backtrace", TableSource::kControl,
@@ -182,6 +202,7 @@ std::optional<Stream> TableStream(TableId id) {
     case TableId::kVariables: return Stream::kVariables;
     case TableId::kMemory: return Stream::kMemory;
     case TableId::kMetrics: return Stream::kMetrics;
+    case TableId::kCollectives: return Stream::kCollectives;
     case TableId::kProcess:
     case TableId::kBacktrace:
     case TableId::kSettings: return std::nullopt;
@@ -268,6 +289,31 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
         row[0] = seg.String(e.name);
         row[1] = e.value;
         row[2] = Seconds(e.ts);
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kCollectives: {
+      std::array<Value, 16> row;
+      const Value rank = Rank(seg);
+      for (const CollectiveEvent& e : seg.collectives) {
+        auto text = [&](uint32_t id) { return id == 0 ? Value{} : Value{seg.String(id)}; };
+        row[0] = Seconds(e.ts);
+        row[1] = e.end_ts == 0 ? Value{} : Value{Seconds(e.end_ts)};
+        row[2] = e.end_ts == 0 ? Value{} : Value{Seconds(e.end_ts - e.ts)};
+        row[3] = text(e.group);
+        row[4] = static_cast<int64_t>(e.seq);
+        row[5] = text(e.op);
+        row[6] = e.counted ? Value{} : Value{static_cast<int64_t>(e.bytes)};
+        row[7] = text(e.dtype);
+        row[8] = e.counted ? Value{} : Value{static_cast<int64_t>(e.numel)};
+        row[9] = e.peer < 0 ? Value{} : Value{e.peer};
+        row[10] = int64_t{e.async_op ? 1 : 0};
+        row[11] = static_cast<int64_t>(e.step);
+        row[12] = std::string_view(e.counted ? "counted" : "python");
+        row[13] = e.thread == 0 ? Value{} : Value{thread_tid(e.thread)};
+        row[14] = rank;
+        row[15] = int64_t{seg.info.pid};
         emit(row);
       }
       return;

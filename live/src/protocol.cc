@@ -437,6 +437,42 @@ void from_json(const Json& j, ClusterReply& v) {
   GetOr(j, "complete", v.complete, false);
 }
 
+void to_json(Json& j, const ProgressReply& v) {
+  Json groups = Json::array();
+  for (const auto& g : v.groups)
+    groups.push_back({{"name", g.name}, {"seq", g.seq}, {"changed", g.changed}});
+  j = Json{{"now", v.now},
+           {"step", v.step},
+           {"step_changed", v.step_changed},
+           {"groups", std::move(groups)},
+           {"current", nullptr},
+           {"collectives", v.collectives},
+           {"stalled", v.stalled},
+           {"hang_seconds", v.hang_seconds}};
+  if (v.current)
+    j["current"] = {{"op", v.current->op},       {"group", v.current->group},
+                    {"seq", v.current->seq},     {"since", v.current->since},
+                    {"thread_id", v.current->thread_id}};
+}
+void from_json(const Json& j, ProgressReply& v) {
+  j.at("now").get_to(v.now);
+  j.at("step").get_to(v.step);
+  GetOr(j, "step_changed", v.step_changed, 0.0);
+  v.groups.clear();
+  for (const auto& g : j.at("groups"))
+    v.groups.push_back({g.at("name").get<std::string>(), g.at("seq").get<int64_t>(),
+                        g.value("changed", 0.0)});
+  v.current.reset();
+  if (auto it = j.find("current"); it != j.end() && !it->is_null())
+    v.current = ProgressReply::Call{it->at("op").get<std::string>(),
+                                    it->at("group").get<std::string>(),
+                                    it->at("seq").get<int64_t>(), it->value("since", 0.0),
+                                    it->value("thread_id", int64_t{0})};
+  GetOr(j, "collectives", v.collectives, int64_t{0});
+  GetOr(j, "stalled", v.stalled, 0.0);
+  GetOr(j, "hang_seconds", v.hang_seconds, int64_t{0});
+}
+
 void to_json(Json& j, const SealReply& v) { j = Json{{"sealed", v.sealed}}; }
 void from_json(const Json& j, SealReply& v) { j.at("sealed").get_to(v.sealed); }
 
@@ -562,6 +598,8 @@ std::vector<MessageFields> AllMessageFields() {
       FieldsOf("GET /tables/<name>", rows),
       FieldsOf("POST /seal", SealReply{}),
       FieldsOf("GET /cluster", ClusterReply{"", 0, {Member{}}, false}),
+      FieldsOf("GET /progress",
+               ProgressReply{0, 0, 0, {ProgressReply::Group{}}, ProgressReply::Call{}, 0, 0, 0}),
       {"GET /segments", std::vector<std::string>(batch_keys.begin(), batch_keys.end())},
   };
 }

@@ -71,6 +71,10 @@ Config::Config() {
        "PROBE_TORCH_EXPRS", false},
       {"probing.sampler.hz", "100", "100", "stack samples per second per thread, 1 to 10000",
        "PROBING_SAMPLER_HZ", false},
+      {"probing.hang.seconds", "60", "60",
+       "seconds without progress (a step or a collective) before this rank is said to hang, "
+       "1 to 86400 (python.metrics probing.hang; docs/distributed.md)",
+       "PROBING_HANG_SECONDS", false},
       {"probing.sampler.enabled", "true", "true",
        "sample Python stacks (true/false); memory sampling goes on either way", "", false},
       {"probing.data_dir", DefaultDataDir(), DefaultDataDir(),
@@ -158,6 +162,12 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
     if (!ParseLong(value, &n) || n < 1 || n > 10000)
       return key + " must be a whole number from 1 to 10000, not '" + value + "'";
     sampler_hz_ = static_cast<int>(n);
+    entry->value = std::to_string(n);
+  } else if (key == "probing.hang.seconds") {
+    long n;
+    if (!ParseLong(value, &n) || n < 1 || n > 86400)
+      return key + " must be a whole number of seconds from 1 to 86400, not '" + value + "'";
+    hang_seconds_ = static_cast<int>(n);
     entry->value = std::to_string(n);
   } else if (key == "probing.torch.calls") {
     if (value != "auto" && value != "wrap" && value != "hooks")

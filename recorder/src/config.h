@@ -42,6 +42,8 @@ class Config {
   // Lock-free reads for the recorder's threads.
   double sample_rate() const { return sample_rate_.load(std::memory_order_relaxed); }
   int sampler_hz() const { return sampler_hz_.load(std::memory_order_relaxed); }
+  // Seconds without progress (step or collective) before the recorder says its rank is stuck.
+  int hang_seconds() const { return hang_seconds_.load(std::memory_order_relaxed); }
   bool sampler_enabled() const { return sampler_enabled_.load(std::memory_order_relaxed); }
   long buffer_kib() const { return buffer_kib_.load(std::memory_order_relaxed); }
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
@@ -62,6 +64,7 @@ class Config {
   std::atomic<int> sampler_hz_{100};
   std::atomic<bool> sampler_enabled_{true};
   std::atomic<long> buffer_kib_{10000};
+  std::atomic<int> hang_seconds_{60};
   std::atomic<int> server_port_{0};
   std::atomic<bool> torch_enabled_{true};
   std::atomic<uint64_t> generation_{0};

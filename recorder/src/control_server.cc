@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "collectives.h"
 #include "config.h"
 #include "log.h"
 #include "native_stack.h"
@@ -182,6 +183,33 @@ void ControlServer::SetProcess(const format::ProcessInfo& process) {
   ctx_.process = process;
 }
 
+// How far the rank has got: its step, each group's last sequence number, the collective it is
+// in. Never needs the GIL: a rank stuck holding it answers (its sequence numbers as of the
+// last time the recorder could read them).
+ControlServer::Reply ControlServer::ProgressNow() {
+  const Progress p = GetProgress();
+  const int64_t now = RealtimeNs();
+  auto s = [](int64_t ns) { return static_cast<double>(ns) / 1e9; };
+  protocol::ProgressReply r;
+  r.now = s(now);
+  r.step = static_cast<int64_t>(p.step);
+  r.step_changed = s(p.step_changed_ns);
+  int64_t last = p.step_changed_ns;
+  for (const auto& [name, g] : p.groups) {
+    r.groups.push_back({name, static_cast<int64_t>(g.seq), s(g.changed_ns)});
+    last = std::max(last, g.changed_ns);
+  }
+  if (p.current)
+    r.current = protocol::ProgressReply::Call{p.current->op, p.current->group,
+                                              static_cast<int64_t>(p.current->seq),
+                                              s(p.current->since_ns),
+                                              static_cast<int64_t>(p.current->thread)};
+  r.collectives = p.collectives;
+  r.stalled = last == 0 ? 0 : s(now - last);
+  r.hang_seconds = probing::recorder::Config::Get().hang_seconds();
+  return Ok(r);
+}
+
 void ControlServer::SetMembers(std::string json) {
   std::lock_guard<std::mutex> lock(identity_mu_);
   members_ = std::move(json);
@@ -322,6 +350,7 @@ ControlServer::Reply ControlServer::Handle(const std::string& method, const std:
       return Tables(path.substr(protocol::kTablesPath.size() + 1));
     if (path == protocol::kSealPath && method == "POST") return Seal();
     if (path == protocol::kClusterPath && method == "GET") return Cluster();
+    if (path == protocol::kProgressPath && method == "GET") return ProgressNow();
     if (path == protocol::kSegmentsPath && method == "GET") {
       auto request = protocol::SegmentsRequest::FromQuery(t.query);
       if (!request.ok()) return Error(400, request.status().message());
@@ -333,7 +362,7 @@ ControlServer::Reply ControlServer::Handle(const std::string& method, const std:
   return Error(404, "unknown endpoint " + method + " " + path +
                         "; endpoints: GET /info, POST /eval, GET /backtrace, GET|POST /config, "
                         "GET /tables, GET /tables/<name>, POST /seal, GET /segments, "
-                        "GET /cluster");
+                        "GET /cluster, GET /progress");
 }
 
 ControlServer::Reply ControlServer::Seal() {

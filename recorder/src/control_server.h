@@ -80,6 +80,7 @@ class ControlServer {
   Reply Tables(const std::string& name);
   Reply Seal();
   Reply Cluster();
+  Reply ProgressNow();
   Reply Segments(const protocol::SegmentsRequest& request);
   Reply GilTimeout() const;
   bool EnsureHelpers();  // GIL held

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "collectives.h"
 #include "torch_hooks.h"
 #include "torch_tracer_py.h"  // kTorchTracerSource, generated from torch_tracer.py
 
@@ -194,13 +195,14 @@ void* RunPythonSource(const char* source, std::initializer_list<PyGlobal> global
 bool InstallPython(PythonSink* sink, std::string* why) {
   g_sink = sink;  // a forked child's new recorder takes over
   SetTorchSink(sink);
+  SetCollectivesSink(sink);
   if (g_namespace != nullptr || g_installing) return true;
   g_installing = true;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   PyObject* m = PyDict_GetItemString(modules, "_probing_recorder");
   if (m == nullptr) {
     m = PyModule_Create(&kModule);
-    if (m == nullptr || !AddTorchHooks(m) ||
+    if (m == nullptr || !AddTorchHooks(m) || !AddCollectiveHooks(m) ||
         PyDict_SetItemString(modules, "_probing_recorder", m) != 0) {
       PyErr_Clear();
       *why = "could not create _probing_recorder";

@@ -24,6 +24,16 @@ struct TorchRow {
   std::optional<uint64_t> allocated, max_allocated, cached;  // bytes
 };
 
+struct CollectiveRow {
+  int64_t ts_ns = 0;   // entered, Unix time
+  int64_t end_ns = 0;  // returned; 0 unknown (async, counted)
+  uint64_t thread = 0;
+  std::string group, op, dtype;
+  uint64_t seq = 0, bytes = 0, numel = 0, step = 0;
+  int64_t peer = -1;
+  bool async_op = false, counted = false;
+};
+
 struct VariableRow {
   int64_t ts_ns = 0;
   std::string func, name, value;
@@ -37,6 +47,8 @@ class PythonSink {
   virtual void TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&& rows) = 0;
   virtual void VariableRows(uint64_t thread, uint64_t step,
                             const std::vector<VariableRow>& rows) = 0;
+  // Collective calls; like TorchRows, called with the GIL held, so it only queues them.
+  virtual void CollectiveRows(std::vector<CollectiveRow>&& rows) = 0;
   // torch.distributed says this process is `rank` of `world_size` (once it is initialized).
   // Returns the process's place as the recorder now knows it, for registration in the job's
   // store: run id, local rank, node, host, pid, TCP port (0: none).

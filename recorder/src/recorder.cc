@@ -28,6 +28,7 @@
 #include "config.h"
 #include "control_server.h"
 #include "gil_executor.h"
+#include "collectives.h"
 #include "log.h"
 #include "probing/base/clock.h"
 #include "probing/format/ring.h"
@@ -219,6 +220,7 @@ class Recorder : public PythonSink {
   // segments; returns how many segments it sealed.
   int64_t SealNow();
   void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) override;
+  void CollectiveRows(std::vector<CollectiveRow>&& rows) override;
   Place JobIdentity(int64_t rank, int64_t world_size) override;
   void JobMembers(std::string json) override;
 
@@ -226,7 +228,10 @@ class Recorder : public PythonSink {
   void SamplerLoop();
   void SampleStacks(int64_t now);
   void SampleMemory(int64_t now);
-  void DrainTorch();
+  void DrainTorch();  // and the queued collective rows
+  // Under mu_: once the rank has made no progress (no step, no collective) for
+  // probing.hang.seconds, says so once: a probing.hang metric reading and a line on stderr.
+  void WatchForHang(int64_t now_real);
   uint32_t ThreadId(const ThreadStack& t);
   // The recorder's own threads that hold a Python thread state (hidden from samples).
   bool IsOurs(uint64_t native_id) const {
@@ -252,6 +257,9 @@ class Recorder : public PythonSink {
   StreamWriter torch_;
   StreamWriter variables_;
   StreamWriter metrics_;
+  StreamWriter collectives_;
+  std::vector<CollectiveRow> pending_collectives_;  // under pending_mu_
+  int64_t hang_reported_ns_ = 0;  // the stall last said (its start), so it is said once
   struct PendingTorch {
     uint64_t thread, step;
     std::vector<TorchRow> rows;
@@ -296,11 +304,12 @@ bool Recorder::CreateRings(std::string* why) {
     return true;
   };
   // Shares of probing.buffer_size.
-  return make(&stacks_, "stacks.ring", Stream::kStacks, kStackSlot, 0.68) &&
+  return make(&stacks_, "stacks.ring", Stream::kStacks, kStackSlot, 0.65) &&
          make(&memory_, "memory.ring", Stream::kMemory, kMemorySlot, 0.10) &&
          make(&torch_, "torch.ring", Stream::kTorch, kTorchSlot, 0.15) &&
          make(&variables_, "variables.ring", Stream::kVariables, kMemorySlot, 0.05) &&
-         make(&metrics_, "metrics.ring", Stream::kMetrics, kMemorySlot, 0.02);
+         make(&metrics_, "metrics.ring", Stream::kMetrics, kMemorySlot, 0.02) &&
+         make(&collectives_, "collectives.ring", Stream::kCollectives, kTorchSlot, 0.03);
 }
 
 void Recorder::WriteMetadata() {
@@ -322,7 +331,8 @@ void Recorder::WriteMetadata() {
   j["tcp_port"] = server_ ? server_->tcp_port() : 0;
   j["recorder_version"] = "0.1.0";
   j["library"] = LibraryPath();
-  j["rings"] = {"stacks.ring", "memory.ring", "torch.ring", "variables.ring", "metrics.ring"};
+  j["rings"] = {"stacks.ring",    "memory.ring",  "torch.ring",
+                "variables.ring", "metrics.ring", "collectives.ring"};
   std::string tmp = dir_ + "/process.json.tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -420,6 +430,7 @@ void Recorder::Shutdown() {
   torch_.MaybeSeal(now, true);
   variables_.MaybeSeal(now, true);
   metrics_.MaybeSeal(now, true);
+  collectives_.MaybeSeal(now, true);
 }
 
 PythonSink::Place Recorder::JobIdentity(int64_t rank, int64_t world_size) {
@@ -437,7 +448,7 @@ PythonSink::Place Recorder::JobIdentity(int64_t rank, int64_t world_size) {
       p.run_id != process_.run_id || p.role != process_.role) {
     process_ = p;
     // Segments sealed from now on say who wrote them; the open ones start again with it.
-    for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_})
+    for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_, &collectives_})
       if (w->builder) w->builder->SetProcess(process_);
     if (server_) server_->SetProcess(process_);
     WriteMetadata();
@@ -464,7 +475,7 @@ int64_t Recorder::SealNow() {
   forced_seal_ns_ = now;
   DrainTorch();
   int64_t sealed = 0;
-  for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_})
+  for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_, &collectives_})
     sealed += w->MaybeSeal(now, true) ? 1 : 0;
   return sealed;
 }
@@ -488,13 +499,69 @@ void Recorder::TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&&
   pending_torch_.push_back({thread, step, std::move(rows)});
 }
 
-// Encodes the queued torch rows. Under mu_.
+void Recorder::CollectiveRows(std::vector<CollectiveRow>&& rows) {
+  if (stopping_.load() || forked_child_.load()) return;
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  if (pending_collectives_.size() + rows.size() > kMaxPendingTorchRows) {
+    if (++pending_dropped_ == 1) Log("collective rows dropped: the recorder thread is behind");
+    return;
+  }
+  if (pending_collectives_.empty()) {
+    pending_collectives_ = std::move(rows);
+  } else {
+    for (auto& r : rows) pending_collectives_.push_back(std::move(r));
+  }
+}
+
+void Recorder::WatchForHang(int64_t now_real) {
+  const Progress p = GetProgress();
+  int64_t last = p.step_changed_ns;
+  for (const auto& [name, g] : p.groups) last = std::max(last, g.changed_ns);
+  if (last == 0 || metrics_.failed) return;  // no training seen: nothing to hang
+  const int64_t stalled = now_real - last;
+  if (stalled < int64_t{Config::Get().hang_seconds()} * 1'000'000'000 || hang_reported_ns_ == last)
+    return;
+  hang_reported_ns_ = last;
+  SegmentBuilder& b = *metrics_.builder;
+  b.AddMetric(now_real, b.InternString("probing.hang"), static_cast<double>(stalled) / 1e9);
+  std::string where = "step " + std::to_string(p.step);
+  if (p.current)
+    where += ", in " + p.current->op + " #" + std::to_string(p.current->seq) + " of group " +
+             p.current->group;
+  Log("no progress for " + std::to_string(stalled / 1'000'000'000) + " s (" + where +
+      "): this rank looks stuck; probing cluster -t " + std::to_string(pid_) + " hang says why");
+}
+
+// Encodes the queued torch and collective rows. Under mu_.
 void Recorder::DrainTorch() {
   std::vector<PendingTorch> batches;
+  std::vector<CollectiveRow> collectives;
   {
     std::lock_guard<std::mutex> lock(pending_mu_);
     batches.swap(pending_torch_);
+    collectives.swap(pending_collectives_);
     pending_rows_ = 0;
+  }
+  if (!collectives_.failed && !collectives.empty()) {
+    SegmentBuilder& cb = *collectives_.builder;
+    for (const CollectiveRow& r : collectives) {
+      format::CollectiveEvent e;
+      e.ts = r.ts_ns;
+      e.end_ts = r.end_ns;
+      e.thread = r.thread != 0 ? ThreadIn(cb, names_, pid_, r.thread) : 0;
+      e.group = cb.InternString(r.group);
+      e.seq = r.seq;
+      e.op = r.op.empty() ? 0 : cb.InternString(r.op);
+      e.bytes = r.bytes;
+      e.dtype = r.dtype.empty() ? 0 : cb.InternString(r.dtype);
+      e.numel = r.numel;
+      e.peer = r.peer;
+      e.step = r.step;
+      e.async_op = r.async_op;
+      e.counted = r.counted;
+      cb.AddCollective(e);
+    }
+    collectives_.MaybeSeal(MonotonicNs(), false);
   }
   if (torch_.failed) return;
   SegmentBuilder& b = *torch_.builder;
@@ -640,11 +707,14 @@ void Recorder::SamplerLoop() {
       next_memory = now + kSealIntervalNs;
     }
     DrainTorch();
+    ObserveStep(GetTorchState().step, real);
+    WatchForHang(real);
     stacks_.MaybeSeal(now, false);
     memory_.MaybeSeal(now, false);
     torch_.MaybeSeal(now, false);
     variables_.MaybeSeal(now, false);
     metrics_.MaybeSeal(now, false);
+    collectives_.MaybeSeal(now, false);
   }
 }
 

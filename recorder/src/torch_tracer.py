@@ -146,6 +146,12 @@ class _Tracer:
             offset = time.time_ns() - _perf()
             _rec.variable_rows(self.variables(offset), _thread.get_native_id(), self.step)
         self.step += 1
+        if _collectives.active:
+            try:
+                _collectives.count()
+            except Exception as e:
+                _collectives.active = False
+                _rec.log("collectives are no longer counted: %s: %s" % (type(e).__name__, e))
         try:
             self.cuda = bool(self.torch.cuda.is_initialized())
         except Exception:
@@ -248,6 +254,10 @@ def _install(torch):
         _tracer = _Tracer(torch)
     except Exception as e:
         _rec.log("PyTorch tracing not started: %s: %s" % (type(e).__name__, e))
+    try:
+        _collectives.install(torch)
+    except Exception as e:
+        _rec.log("collectives are not traced: %s: %s" % (type(e).__name__, e))
 
 
 def _ready(module):
@@ -290,6 +300,82 @@ class _TorchFinder:
         return spec
 
 
+class _Collectives:
+    """torch.distributed's collective and point-to-point functions, each replaced by a C wrapper
+    that times and describes every call into python.collectives (collectives.cc); the calls
+    issued from C++ (DDP's gradient all-reduce) are counted from the default group's sequence
+    number at each step end and about once a second."""
+
+    # name: (payload position, payload keyword, group position, peer position, peer keyword,
+    # async_op position), as torch 1.13 to 2.x spell them; -1 / None: no such argument.
+    SIGNATURES = {
+        "all_reduce": (0, "tensor", 2, -1, None, 3),
+        "broadcast": (0, "tensor", 2, 1, "src", 3),
+        "reduce": (0, "tensor", 3, 1, "dst", 4),
+        "all_gather": (1, "tensor", 2, -1, None, 3),
+        "all_gather_into_tensor": (1, "input_tensor", 2, -1, None, 3),
+        "_all_gather_base": (1, "input_tensor", 2, -1, None, 3),
+        "reduce_scatter": (1, "input_list", 3, -1, None, 4),
+        "reduce_scatter_tensor": (1, "input", 3, -1, None, 4),
+        "_reduce_scatter_base": (1, "input", 3, -1, None, 4),
+        "all_to_all": (1, "input_tensor_list", 2, -1, None, 3),
+        "all_to_all_single": (1, "input", 4, -1, None, 5),
+        "gather": (0, "tensor", 3, 2, "dst", 4),
+        "scatter": (0, "tensor", 3, 2, "src", 4),
+        "barrier": (-1, None, 0, -1, None, 1),
+        "send": (0, "tensor", 2, 1, "dst", -1),
+        "recv": (0, "tensor", 2, 1, "src", -1),
+        "isend": (0, "tensor", 2, 1, "dst", -1),
+        "irecv": (0, "tensor", 2, 1, "src", -1),
+    }
+
+    def __init__(self):
+        self.active = False
+        self.names = {}
+
+    def install(self, torch):
+        dist = getattr(torch, "distributed", None)
+        if dist is None or not dist.is_available():
+            return
+        c10d = dist.distributed_c10d
+        self.c10d = c10d
+        self.dist = dist
+        _rec.collectives_configure(self.seq_of)
+        for name, (pp, pk, gp, rp, rk, ap) in self.SIGNATURES.items():
+            orig = getattr(c10d, name, None)
+            if orig is None or type(orig).__name__ == "CollectiveCall":
+                continue
+            wrapper = _rec.collective_call(orig, name, pp, pk, gp, "group", rp, rk, ap)
+            setattr(c10d, name, wrapper)
+            if getattr(dist, name, None) is orig:
+                setattr(dist, name, wrapper)
+        self.active = True
+
+    def seq_of(self, group):
+        """(name, sequence number) of a process group (None or WORLD: the default one)."""
+        c10d = self.c10d
+        if group is None or group is c10d.GroupMember.WORLD:
+            group = c10d._get_default_group()
+        key = id(group)
+        name = self.names.get(key)
+        if name is None:
+            if group is c10d._get_default_group():
+                name = "default"
+            else:
+                ranks = sorted(getattr(c10d, "_pg_group_ranks", {}).get(group, {}).keys())
+                name = "ranks " + ",".join(map(str, ranks)) if ranks else "group %x" % key
+            self.names[key] = name
+        return name, group._get_sequence_number_for_group()
+
+    def count(self):
+        """Rows for the collectives issued from C++ since the last look (the default group)."""
+        if self.active and self.dist.is_initialized():
+            _rec.collectives_count(None)
+
+
+_collectives = _Collectives()
+
+
 class _Job:
     """This process's place in a distributed job, once torch.distributed is initialized (also
     in a process the recorder was injected into): told to the recorder (system.process, info),
@@ -308,6 +394,11 @@ class _Job:
         self.first_read = 0.0
 
     def poll(self):
+        try:
+            _collectives.count()
+        except Exception as e:
+            _collectives.active = False
+            _rec.log("collectives are no longer counted: %s: %s" % (type(e).__name__, e))
         if self.failed or (self.known and len(self.members) >= self.world):
             return
         dist = sys.modules.get("torch.distributed")

@@ -378,6 +378,15 @@ Result<std::unique_ptr<Database>> Database::Create() {
     PROBING_RETURN_IF_ERROR(
         d->Exec("CREATE TABLE IF NOT EXISTS " + Quoted(std::string(t.name)) + " " + ColumnList(t)));
   }
+  // The seeds' comm_metrics (docs/tables.md): point-to-point latency per (source, destination),
+  // and for a collective, this rank's wait on the others (src_rank NULL: "the others").
+  PROBING_RETURN_IF_ERROR(d->Exec(
+      "CREATE TEMP VIEW comm_metrics AS SELECT "
+      "CASE WHEN op IN ('send', 'isend') THEN rank WHEN op IN ('recv', 'irecv') THEN peer END "
+      "AS src_rank, "
+      "CASE WHEN op IN ('send', 'isend') THEN peer ELSE rank END AS dst_rank, "
+      "duration * 1000.0 AS latency_ms, op, process_group, seq, bytes, time AS timestamp, step, "
+      "rank, pid FROM python.collectives WHERE duration IS NOT NULL"));
   return d;
 }
 

@@ -27,8 +27,9 @@ enum class Stream : uint8_t {
   kMemory = 3,
   kVariables = 4,
   kMetrics = 5,
+  kCollectives = 6,
 };
-inline constexpr uint8_t kMaxStream = 5;
+inline constexpr uint8_t kMaxStream = 6;
 const char* StreamName(Stream s);
 
 // Record kinds on the wire (docs/format.md, "Payload records").
@@ -48,6 +49,9 @@ enum class RecordKind : uint8_t {
 // Skippable kinds (64-127: length-prefixed; readers that do not know one skip it).
 // kJob follows a process record: the process's place in a distributed job.
 inline constexpr uint8_t kJobRecordKind = 70;
+// kCollective: one torch.distributed collective or point-to-point call, or a run of them counted
+// from the process group's sequence number (issued from C++, as DDP's gradient all-reduce).
+inline constexpr uint8_t kCollectiveRecordKind = 71;
 inline constexpr uint8_t kFirstSkippableKind = 64;
 inline constexpr uint8_t kLastSkippableKind = 127;
 
@@ -151,6 +155,24 @@ struct ProcessEvent {
   bool operator==(const ProcessEvent&) const = default;
 };
 
+// One collective (or point-to-point) call of torch.distributed, as python.collectives has it.
+struct CollectiveEvent {
+  int64_t ts = 0;      // entered, ns since the Unix epoch
+  int64_t end_ts = 0;  // returned (async: its wait() returned); 0 unknown
+  uint32_t thread = 0;
+  uint32_t group = 0;  // string id: the process group ("default", or its ranks)
+  uint64_t seq = 0;    // the group's sequence number of this call
+  uint32_t op = 0;     // string id: "all_reduce", ... ("" for counted ones)
+  uint64_t bytes = 0;
+  uint32_t dtype = 0;  // string id
+  uint64_t numel = 0;
+  int64_t peer = -1;   // send/recv: the other rank
+  uint64_t step = 0;
+  bool async_op = false;
+  bool counted = false;  // known only from the sequence number (issued from C++)
+  bool operator==(const CollectiveEvent&) const = default;
+};
+
 struct LostEvent {
   Stream stream = Stream::kMixed;
   uint64_t segments = 0;
@@ -188,6 +210,7 @@ struct Segment {
   std::vector<VariableEvent> variables;
   std::vector<MetricEvent> metrics;
   std::vector<ProcessEvent> processes;
+  std::vector<CollectiveEvent> collectives;
   std::vector<LostEvent> lost;
   uint32_t skipped_records = 0;  // skippable kinds this build does not know
 

@@ -89,6 +89,8 @@ class SegmentBuilder {
                    std::string_view value);
   void AddMetric(int64_t ts, uint32_t name, double value);
   void AddLost(Stream stream, uint64_t segments);
+  // A collective call (written as a skippable record: older readers skip it).
+  void AddCollective(const CollectiveEvent& e);
 
   // Bytes of payload so far (before compression) and records so far.
   size_t raw_size() const { return payload_.size(); }
@@ -139,6 +141,8 @@ class SegmentBuilder {
   int64_t first_ts_ = 0;
   int64_t min_ts_ = 0;
   int64_t max_ts_ = 0;
+  bool has_range_ = false;  // min_ts_/max_ts_ hold a time (also from skippable records)
+  void NoteTime(int64_t ts);
   uint64_t generation_ = 0;
   std::unordered_map<std::string, uint32_t, StringHash, std::equal_to<>> strings_;
   std::unordered_map<Key3, uint32_t, Key3Hash> frames_;

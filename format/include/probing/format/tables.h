@@ -41,6 +41,7 @@ enum class TableId {
   kVariables,
   kMemory,
   kMetrics,
+  kCollectives,
   kProcess,
   kBacktrace,
   kSettings,

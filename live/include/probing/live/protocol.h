@@ -41,6 +41,7 @@ inline constexpr std::string_view kTablesPath = "/tables";  // and /tables/<name
 inline constexpr std::string_view kSegmentsPath = "/segments";
 inline constexpr std::string_view kSealPath = "/seal";  // POST
 inline constexpr std::string_view kClusterPath = "/cluster";
+inline constexpr std::string_view kProgressPath = "/progress";
 // The media type of a segment batch (binary, EncodeSegmentBatch); every other answer is JSON.
 inline constexpr std::string_view kSegmentsMediaType = "application/vnd.probing.segments";
 
@@ -185,6 +186,29 @@ struct ClusterReply {
   bool complete = false;        // every rank has registered
 };
 
+// GET /progress: how far this rank has got, without the GIL (hang diagnosis).
+struct ProgressReply {
+  double now = 0;            // the recorder's clock when it answered (Unix seconds)
+  int64_t step = 0;          // the training step (python.torch_trace's)
+  double step_changed = 0;   // when it last moved (Unix seconds; 0: never seen)
+  struct Group {
+    std::string name;     // "default", "ranks 0,1"
+    int64_t seq = 0;      // its last sequence number seen
+    double changed = 0;   // when it last moved
+  };
+  std::vector<Group> groups;
+  struct Call {
+    std::string op, group;
+    int64_t seq = 0;   // the number it takes (the group's + 1)
+    double since = 0;  // when it entered
+    int64_t thread_id = 0;
+  };
+  std::optional<Call> current;  // a Python collective call under way
+  int64_t collectives = 0;      // calls seen so far
+  double stalled = 0;           // seconds since the last progress (a step or a collective)
+  int64_t hang_seconds = 0;     // probing.hang.seconds
+};
+
 struct SealReply {
   int64_t sealed = 0;  // segments sealed by this request (0: nothing was open, or sealed lately)
 };
@@ -258,6 +282,8 @@ void to_json(Json& j, const Member& v);
 void from_json(const Json& j, Member& v);
 void to_json(Json& j, const ClusterReply& v);
 void from_json(const Json& j, ClusterReply& v);
+void to_json(Json& j, const ProgressReply& v);
+void from_json(const Json& j, ProgressReply& v);
 void to_json(Json& j, const SealReply& v);
 void from_json(const Json& j, SealReply& v);
 void to_json(Json& j, const RingState& v);
