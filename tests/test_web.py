@@ -1,7 +1,7 @@
 """`probing web` against real targets: its JSON API read with urllib (a live training process,
-a recording, a process that dies, a token, refusals, SQL that writes or runs away), its command
-line errors, and the dashboard driven in Debian's Chromium by playwright-core
-(tests/web/dashboard.mjs) with every request outside the dashboard refused."""
+a recording, a process that dies, a token, refusals, SQL that writes or runs away, a 2-rank
+gloo job), its command line errors, and the dashboard driven in Debian's Chromium by
+playwright-core (tests/web/dashboard.mjs) with every request outside the dashboard refused."""
 import json
 import os
 import pathlib
@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from conftest import BUILD, ROOT, TARGETS
+from test_cluster import Job
 
 PY = "/usr/bin/python3"
 HOT = "prepare_batch"
@@ -393,6 +394,59 @@ def test_cli_stops_on_sigint(probing_bin, tmp_path, procs):
     conn.close()
 
 
+@pytest.fixture
+def ddp(tmp_path, probing_bin, procs):
+    """2 gloo ranks of samples/train_ddp.py with torchrun's environment and a dashboard:
+    (job, base URL)."""
+    job = Job(tmp_path, world=2)
+    try:
+        job.wait_ready()
+        _, url = start_web(procs, probing_bin, job.data)
+        yield job, url
+    finally:
+        job.kill()
+
+
+def test_api_cluster(ddp):
+    job, url = ddp
+    _, t = call(url + "api/targets")
+    mine = [j for j in t["jobs"] if j["job"] == job.run_id]
+    assert mine and sorted(mine[0]["pids"]) == sorted([job.pid(0), job.pid(1)])
+    assert mine[0]["url"] == "/cluster/" + job.run_id
+    api = url + "api/cluster/%s/" % job.run_id
+    status, c = call(api + "overview")
+    assert status == 200, c
+    assert c["job"] == job.run_id and c["world_size"] == 2
+    assert [m["rank"] for m in c["members"]] == [0, 1]
+    assert all(m["state"] == "running" for m in c["members"]), c
+    assert c["members"][1]["url"] == "/p/%d" % job.pid(1)
+    steps = wait_until("steps on both ranks", lambda: (lambda r: r if r["steps"] and all(
+        any(v is not None for v in row) for row in r["wall"]) else None)(call(api + "steps?last=10")[1]))
+    assert steps["ranks"] == [0, 1] and len(steps["steps"]) <= 10
+    assert steps["coverage"] == "2 of 2 ranks answered"
+    assert all(v is None or 0 < v < 10 for row in steps["wall"] for v in row)
+    _, st = call(api + "stacks")
+    assert st["coverage"] == "2 of 2 ranks answered"
+    main = [g for g in st["groups"] if g["thread_name"] == "MainThread"]
+    assert sorted(r for g in main for r in g["ranks"]) == [0, 1]
+    status, r = call(api + "query", {"sql": "SELECT rank, count(*) FROM cluster.stacks GROUP BY rank ORDER BY rank"})
+    assert status == 200 and [row[0] for row in r["rows"]] == [0, 1] and r["coverage"] == "2 of 2 ranks answered"
+    assert call(api + "query", {"sql": "CREATE TABLE t(x)"})[0] == 403
+    # A rank's own page answers cluster.<table> too.
+    status, r = call(url + "api/p/%d/query" % job.pid(0), {"sql": "SELECT count(DISTINCT rank) FROM cluster.torch_trace"})
+    assert status == 200 and r["rows"] == [[2]] and r["coverage"] == "2 of 2 ranks answered"
+    status, r = call(url + "api/cluster/no-such-job/overview")
+    assert status == 404 and "no rank of job no-such-job" in r["error"]
+    # A rank that dies is reported as dead, never left out.
+    job.procs[1].kill()
+    job.procs[1].wait()
+
+    def dead():
+        _, c = call(api + "overview")
+        return [m["state"] for m in c["members"]] == ["running", "dead"] or None
+    wait_until("rank 1 reported dead", dead, timeout=30)
+
+
 # ------------------------------------------------------------------------------------------
 # In Chromium
 
@@ -442,6 +496,12 @@ def test_dashboard_target_gone_in_chromium(probing_bin, tmp_path, procs):
     # Killed by the browser's script: a zombie until this test reaps it, which says so too.
     assert "is gone" in r["note"] or "has exited" in r["note"], r["note"]
     assert "is gone" in r["banner"]
+
+
+def test_dashboard_cluster_in_chromium(ddp, tmp_path):
+    job, url = ddp
+    r = run_browser("cluster", url, tmp_path, job=job.run_id)
+    assert r["ranks"] == 2 and r["cells"] > 0
 
 
 def test_dashboard_token_in_chromium(probing_bin, tmp_path, procs):

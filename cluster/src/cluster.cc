@@ -266,7 +266,8 @@ std::vector<MemberStatus> List(const Job& job, const Options& options) {
 // ---- SQL -------------------------------------------------------------------------------------
 
 Result<sql::QueryResult> Query(const std::string& target, const Options& options,
-                               const std::string& sql, std::string* coverage) {
+                               const std::string& sql, std::string* coverage,
+                               const sql::QueryLimits& limits) {
   live::SessionOptions so = options.session;
   PROBING_ASSIGN_OR_RETURN(auto session, live::Session::Open(target, so));
   const std::string lower = Lower(sql);
@@ -275,7 +276,7 @@ Result<sql::QueryResult> Query(const std::string& target, const Options& options
   for (auto it = std::sregex_iterator(lower.begin(), lower.end(), cluster_table);
        it != std::sregex_iterator(); ++it)
     names.insert((*it)[1].str());
-  if (names.empty()) return session->Query(sql);
+  if (names.empty()) return session->Query(sql, {}, limits);
   std::set<format::Stream> streams;
   bool backtrace = false;
   for (const std::string& n : names) {
@@ -358,7 +359,7 @@ Result<sql::QueryResult> Query(const std::string& target, const Options& options
     }
     // The segments must outlive the statement: they do, held by `segs` until Query returns.
     return Status::Ok();
-  });
+  }, limits);
 }
 
 // ---- stacks ----------------------------------------------------------------------------------

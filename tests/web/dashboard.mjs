@@ -5,7 +5,8 @@
 //   node tests/web/dashboard.mjs --scenario live --url http://127.0.0.1:PORT/ --pid PID \
 //        --hot prepare_batch --out DIR
 // Scenarios: live (a training process), recording (one .ptrace given to probing web), gone
-// (the target dies while its page is open), token (a dashboard started with --token).
+// (the target dies while its page is open), cluster (a 2-rank job, --job RUN_ID), token (a
+// dashboard started with --token).
 // The driver is playwright-core (pinned, fetched by scripts/fetch-test-assets; NODE_PATH
 // finds it); it never downloads a browser.
 import assert from "node:assert/strict";
@@ -185,6 +186,28 @@ try {
     await page.fill("#sql-input", "SELECT count(*) FROM python.stacks");
     await page.click("#sql-run");
     await waitFor("a query on the dead process's rings", async () => Number(await page.locator("#sql-table tbody td").first().innerText()) > 0);
+  } else if (args.scenario === "cluster") {
+    // From / to the job, as a user would.
+    await page.goto(new URL("/", base).href);
+    const link = page.locator(`section.job[data-job="${args.job}"] a.cluster-link`);
+    await link.waitFor({ timeout: 20000 });
+    await link.click();
+    await page.waitForURL(`**/cluster/${args.job}`);
+    await page.locator("body[data-ready='1']").waitFor({ timeout: 30000 });
+    await waitFor("both ranks running", async () =>
+      (await page.locator('#ranks-table tr.rank[data-state="running"]').count()) === 2);
+    report.ranks = await page.locator("#ranks-table tr.rank").count();
+    await waitFor("the heatmap", async () => (await page.locator("#step-heatmap rect.cell").count()) > 0, 30000);
+    report.cells = await page.locator("#step-heatmap rect.cell").count();
+    await waitFor("merged stacks", async () => (await page.locator("#cstacks-body .group").count()) > 0);
+    assert.match(await text("#cstacks-sub"), /2 of 2 ranks answered/);
+    await waitFor("the SQL answer", async () => (await page.locator("#sql-table tbody tr").count()) === 2);
+    assert.match(await text("#sql-status"), /2 of 2 ranks answered/);
+    await page.screenshot({ path: `${out}/dashboard-cluster-job.png`, fullPage: true });
+    // A rank's pid leads to its own page.
+    await page.locator('#ranks-table tr.rank[data-rank="1"] a').click();
+    await page.waitForURL("**/p/*");
+    await page.locator("body[data-ready='1']").waitFor({ timeout: 20000 });
   } else if (args.scenario === "token") {
     const token = args.token;
     await page.goto(new URL("/", base).href);

@@ -49,7 +49,9 @@ void to_json(Json& j, const ProcessEntry& v) {
            {"url", v.url}};
 }
 
-void to_json(Json& j, const JobEntry& v) { j = Json{{"job", v.job}, {"pids", v.pids}}; }
+void to_json(Json& j, const JobEntry& v) {
+  j = Json{{"job", v.job}, {"pids", v.pids}, {"url", OrNull(v.url)}};
+}
 
 void to_json(Json& j, const NamedTarget& v) {
   j = Json{{"id", v.id},     {"target", v.target},
@@ -173,7 +175,39 @@ void to_json(Json& j, const QueryReply& v) {
   j = Json{{"columns", v.columns},
            {"rows", std::move(rows)},
            {"truncated", v.truncated},
-           {"elapsed_ms", v.elapsed_ms}};
+           {"elapsed_ms", v.elapsed_ms},
+           {"coverage", OrNull(v.coverage)}};
+}
+
+void to_json(Json& j, const ClusterMember& v) {
+  j = Json{{"rank", v.rank},         {"local_rank", v.local_rank},
+           {"host", v.host},         {"node", v.node},
+           {"pid", v.pid},           {"target", v.target},
+           {"state", v.state},       {"error", v.error},
+           {"step", OrNull(v.step)}, {"clock_offset_s", OrNull(v.clock_offset_s)},
+           {"address", v.address},   {"url", OrNull(v.url)}};
+}
+
+void to_json(Json& j, const ClusterReply& v) {
+  j = Json{{"job", v.job}, {"world_size", v.world_size}, {"how", v.how}, {"members", v.members}};
+}
+
+void to_json(Json& j, const ClusterStepsReply& v) {
+  Json wall = Json::array();
+  for (const auto& row : v.wall) wall.push_back(Column(row));
+  j = Json{
+      {"ranks", v.ranks}, {"steps", v.steps}, {"wall", std::move(wall)}, {"coverage", v.coverage}};
+}
+
+void to_json(Json& j, const ClusterStackGroup& v) {
+  j = Json{{"thread_name", v.thread_name},
+           {"ranks", v.ranks},
+           {"holds_gil", v.holds_gil},
+           {"frames", v.frames}};
+}
+
+void to_json(Json& j, const ClusterStacksReply& v) {
+  j = Json{{"groups", v.groups}, {"coverage", v.coverage}};
 }
 
 std::vector<protocol::MessageFields> AllMessageFields() {
@@ -196,6 +230,12 @@ std::vector<protocol::MessageFields> AllMessageFields() {
   VariablesReply variables;
   variables.variables = {VariableRow{}};
   variables.metrics = {MetricRow{}};
+  ClusterReply cluster;
+  cluster.members = {ClusterMember{}};
+  ClusterStacksReply cluster_stacks;
+  ClusterStackGroup group;
+  group.frames = {StackFrame{}};
+  cluster_stacks.groups = {group};
   return {
       FieldsOf("GET /api/targets", targets),
       FieldsOf("GET /api/<t>/overview", overview),
@@ -206,6 +246,9 @@ std::vector<protocol::MessageFields> AllMessageFields() {
       FieldsOf("GET /api/<t>/variables", variables),
       FieldsOf("POST /api/<t>/query request", QueryRequest{}),
       FieldsOf("POST /api/<t>/query", QueryReply{}),
+      FieldsOf("GET /api/cluster/<job>/overview", cluster),
+      FieldsOf("GET /api/cluster/<job>/steps", ClusterStepsReply{}),
+      FieldsOf("GET /api/cluster/<job>/stacks", cluster_stacks),
   };
 }
 

@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "probing/base/clock.h"
+#include "probing/cluster/cluster.h"
 #include "probing/live/control_client.h"
 #include "probing/web/api.h"
 #include "views.h"
@@ -147,7 +148,28 @@ bool IsPageRoute(const std::string& path) {
     const std::string p(prefix);
     if (path.rfind(p, 0) == 0 && AllDigits(std::string_view(path).substr(p.size()))) return true;
   }
-  return false;
+  // /cluster/<run id>
+  return path.size() > 9 && path.rfind("/cluster/", 0) == 0 &&
+         path.find('/', 9) == std::string::npos;
+}
+
+// A path segment with its %XX escapes decoded.
+std::string PathDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::strtol(std::string(s.substr(i + 1, 2)).c_str(), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+bool AllDigitsString(const std::string& s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
 }
 
 std::string CookieValue(const std::string& header, const std::string& name) {
@@ -322,6 +344,7 @@ HttpReply Dashboard::Api(const HttpRequest& request, const std::string& path,
     at = end + 1;
   }
   if (parts.size() != 3) return ErrorReply(404, "no such endpoint: " + path + " (docs/web.md)");
+  if (parts[0] == "cluster") return ClusterApi(request, PathDecode(parts[1]), parts[2], query);
   auto target = targets_.Find(parts[0], parts[1]);
   if (!target.ok()) return ErrorReply(target.status());
   return TargetApi(request, **target, parts[2], query);
@@ -447,21 +470,7 @@ HttpReply Dashboard::TargetApi(const HttpRequest& request, Target& target, const
   }
   if (view == "query" && post) {
     const QueryRequest q = Json::parse(request.body).get<QueryRequest>();
-    auto session = target.Open();
-    if (!session.ok()) return ErrorReply(session.status());
-    sql::QueryLimits limits;
-    limits.read_only = true;
-    limits.timeout_s = options_.query_timeout_s;
-    limits.max_rows = kMaxRows;
-    const int64_t began = MonotonicNs();
-    auto r = (*session)->Query(q.sql, {}, limits);
-    if (!r.ok()) return ErrorReply(r.status());
-    QueryReply out;
-    out.columns = std::move(r->columns);
-    out.rows = std::move(r->rows);
-    out.truncated = r->truncated;
-    out.elapsed_ms = static_cast<double>(MonotonicNs() - began) / 1e6;
-    return JsonReply(ToJson(out));
+    return RunQuery(target.spec(), q.sql);
   }
   if (view == "config" && (get || post)) {
     auto session = target.Open();
@@ -479,6 +488,114 @@ HttpReply Dashboard::TargetApi(const HttpRequest& request, Target& target, const
   }
   for (const char* v :
        {"overview", "stacks", "flame", "steps", "memory", "variables", "query", "config"})
+    if (view == v) return ErrorReply(405, request.method + " is not allowed on " + view);
+  return ErrorReply(404, "no such view '" + view + "' (docs/web.md lists them)");
+}
+
+sql::QueryLimits Dashboard::Limits() const {
+  sql::QueryLimits limits;
+  limits.read_only = true;
+  limits.timeout_s = options_.query_timeout_s;
+  limits.max_rows = kMaxRows;
+  return limits;
+}
+
+HttpReply Dashboard::RunQuery(const std::string& spec, const std::string& sql) {
+  const int64_t began = MonotonicNs();
+  std::string coverage;
+  // cluster.<table>: every rank of the job the target belongs to (cluster::Query finds it).
+  auto r = cluster::Query(spec, targets_.ClusterOptions(), sql, &coverage, Limits());
+  if (!r.ok()) return ErrorReply(r.status());
+  QueryReply out;
+  out.columns = std::move(r->columns);
+  out.rows = std::move(r->rows);
+  out.truncated = r->truncated;
+  out.elapsed_ms = static_cast<double>(MonotonicNs() - began) / 1e6;
+  if (!coverage.empty()) out.coverage = coverage;
+  return JsonReply(ToJson(out));
+}
+
+HttpReply Dashboard::ClusterApi(const HttpRequest& request, const std::string& run_id,
+                                const std::string& view,
+                                const std::map<std::string, std::string>& query) {
+  const bool get = request.method == "GET";
+  auto job = targets_.Job(run_id);
+  if (!job.ok()) return ErrorReply(job.status());
+  const cluster::Options options = targets_.ClusterOptions();
+  if (view == "overview" && get) {
+    ClusterReply out;
+    out.job = job->run_id;
+    out.world_size = job->world_size;
+    out.how = job->how;
+    for (const cluster::MemberStatus& st : cluster::List(*job, options)) {
+      const cluster::Member& m = *st.member;
+      ClusterMember c;
+      c.rank = m.rank;
+      c.local_rank = m.local_rank;
+      c.host = m.host;
+      c.node = m.node;
+      c.pid = m.pid;
+      c.target = m.target;
+      c.state = st.state;
+      c.error = st.error;
+      c.step = st.step;
+      c.clock_offset_s = st.clock_offset_s;
+      c.address = st.address;
+      if (AllDigitsString(m.target)) c.url = "/p/" + m.target;
+      out.members.push_back(std::move(c));
+    }
+    return JsonReply(ToJson(out));
+  }
+  if (view == "steps" && get) {
+    auto last = Number(query, "last", 50, 1, 10000);
+    if (!last.ok()) return ErrorReply(last.status());
+    std::string spec;
+    for (const auto& m : job->members)
+      if (!m.target.empty()) {
+        spec = m.target;
+        break;
+      }
+    if (spec.empty()) return ErrorReply(503, "no rank of job " + run_id + " can be reached");
+    std::string coverage;
+    auto r = cluster::Query(spec, options,
+                            "SELECT rank, step, max(time + duration), max(stage = 'step') "
+                            "FROM cluster.torch_trace WHERE rank IS NOT NULL GROUP BY rank, step",
+                            &coverage);
+    if (!r.ok()) return ErrorReply(r.status());
+    std::vector<RankStep> rows;
+    auto number = [](const Cell& c) -> double {
+      if (auto* i = std::get_if<int64_t>(&c)) return static_cast<double>(*i);
+      if (auto* d = std::get_if<double>(&c)) return *d;
+      return 0;
+    };
+    for (const auto& row : r->rows)
+      rows.push_back({static_cast<int64_t>(number(row[0])), static_cast<int64_t>(number(row[1])),
+                      number(row[2]), number(row[3]) != 0});
+    ClusterStepsReply out = ClusterSteps(rows, static_cast<size_t>(*last));
+    out.coverage = coverage;
+    return JsonReply(ToJson(out));
+  }
+  if (view == "stacks" && get) {
+    cluster::MergedStacks merged = cluster::Backtraces(*job, options);
+    ClusterStacksReply out;
+    out.coverage = merged.coverage;
+    for (const auto& g : merged.groups) {
+      ClusterStackGroup c;
+      c.thread_name = g.thread_name;
+      c.ranks = g.ranks;
+      c.holds_gil = g.holds_gil;
+      for (const auto& f : g.frames) c.frames.push_back({f.func, f.file, f.lineno});
+      out.groups.push_back(std::move(c));
+    }
+    return JsonReply(ToJson(out));
+  }
+  if (view == "query" && request.method == "POST") {
+    const QueryRequest q = Json::parse(request.body).get<QueryRequest>();
+    for (const auto& m : job->members)
+      if (!m.target.empty()) return RunQuery(m.target, q.sql);
+    return ErrorReply(503, "no rank of job " + run_id + " can be reached");
+  }
+  for (const char* v : {"overview", "steps", "stacks", "query"})
     if (view == v) return ErrorReply(405, request.method + " is not allowed on " + view);
   return ErrorReply(404, "no such view '" + view + "' (docs/web.md lists them)");
 }

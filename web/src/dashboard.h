@@ -49,6 +49,11 @@ class Dashboard {
                 const std::map<std::string, std::string>& query);
   HttpReply TargetApi(const HttpRequest& request, Target& target, const std::string& view,
                       const std::map<std::string, std::string>& query);
+  HttpReply ClusterApi(const HttpRequest& request, const std::string& run_id,
+                       const std::string& view, const std::map<std::string, std::string>& query);
+  // One read-only statement (cluster.<table> included) in the session of `spec`.
+  HttpReply RunQuery(const std::string& spec, const std::string& sql);
+  sql::QueryLimits Limits() const;
   HttpReply File(const std::string& name, const HttpRequest& request) const;
   // nullopt when the request may go on; else the refusal.
   std::optional<HttpReply> Refuse(const HttpRequest& request, bool api, bool page) const;

@@ -18,6 +18,8 @@ bool AllDigits(const std::string& s) {
 // A target the dashboard has not been asked about for this long is closed (its decoded
 // segments freed); the next request opens it again.
 constexpr int64_t kIdleNs = 120'000'000'000;
+// How long a job's members, once found, are used before they are looked for again.
+constexpr int64_t kJobNs = 5'000'000'000;
 
 }  // namespace
 
@@ -165,6 +167,7 @@ TargetsReply Targets::List() {
   std::set<int64_t> listed;
   std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> jobs;  // job -> (rank, pid)
   std::map<int64_t, int> ranks_under;                                    // ppid -> ranked children
+  std::set<std::string> with_run_id;
   const auto recorders = live::ListRecorders(options_.data_dir);
   for (const auto& r : recorders)
     if (r.rank && r.ppid) ++ranks_under[*r.ppid];
@@ -185,6 +188,7 @@ TargetsReply Targets::List() {
     else if (r.rank && r.ppid && ranks_under[*r.ppid] > 1)
       e.job = "ranks under process " + std::to_string(*r.ppid);
     if (e.job) jobs[*e.job].emplace_back(r.rank.value_or(-1), r.pid);
+    if (!r.run_id.empty() && r.rank) with_run_id.insert(r.run_id);
     listed.insert(r.pid);
     out.processes.push_back(std::move(e));
   }
@@ -205,6 +209,7 @@ TargetsReply Targets::List() {
     std::sort(members.begin(), members.end());
     JobEntry j;
     j.job = job;
+    if (with_run_id.count(job) != 0) j.url = "/cluster/" + protocol::UrlEncode(job);
     for (const auto& [rank, pid] : members) j.pids.push_back(pid);
     out.jobs.push_back(std::move(j));
   }
@@ -224,6 +229,42 @@ TargetsReply Targets::List() {
   }
   if (pids_.size() + other_.size() == 1) out.open = pids_.empty() ? "/r/0" : "/p/" + pids_[0];
   return out;
+}
+
+cluster::Options Targets::ClusterOptions() const {
+  cluster::Options o;
+  o.session = options_;
+  return o;
+}
+
+Result<cluster::Job> Targets::Job(const std::string& run_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(run_id);
+    if (it != jobs_.end() && MonotonicNs() - it->second.found_ns < kJobNs) return it->second.job;
+  }
+  // A rank of it on this host, alive first: the job is found from there.
+  std::vector<const live::RecorderEntry*> ranks;
+  const auto recorders = live::ListRecorders(options_.data_dir);
+  for (const auto& r : recorders)
+    if (r.run_id == run_id && r.rank) ranks.push_back(&r);
+  std::stable_sort(ranks.begin(), ranks.end(),
+                   [](const auto* a, const auto* b) { return a->alive && !b->alive; });
+  if (ranks.empty())
+    return NotFound("no rank of job " + run_id + " has a recorder on this host (in " +
+                    options_.data_dir + ")");
+  Status last = Status::Ok();
+  for (const auto* r : ranks) {
+    auto job = cluster::Discover(std::to_string(r->pid), ClusterOptions());
+    if (!job.ok()) {
+      last = job.status();
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_[run_id] = {*job, MonotonicNs()};
+    return std::move(job).value();
+  }
+  return last;
 }
 
 }  // namespace probing::web

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "probing/base/status.h"
+#include "probing/cluster/cluster.h"
 #include "probing/live/segment_source.h"
 #include "probing/live/session.h"
 #include "probing/web/api.h"
@@ -71,6 +72,11 @@ class Targets {
   Result<std::shared_ptr<Target>> Find(const std::string& kind, const std::string& key);
   TargetsReply List();
 
+  // The job of this run id, found from one of its ranks with a recorder on this host (its
+  // members may be elsewhere: cluster::Discover follows the job's store); kept a few seconds.
+  Result<cluster::Job> Job(const std::string& run_id);
+  cluster::Options ClusterOptions() const;
+
  private:
   void DropIdle();
 
@@ -79,6 +85,11 @@ class Targets {
   std::vector<std::string> other_;  // named others, /r/<index>
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Target>> open_;  // by id
+  struct FoundJob {
+    cluster::Job job;
+    int64_t found_ns = 0;
+  };
+  std::map<std::string, FoundJob> jobs_;  // by run id, under mu_
 };
 
 }  // namespace probing::web

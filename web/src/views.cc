@@ -378,4 +378,34 @@ void FillOverview(const Segments& segments, OverviewReply* out) {
   out->threads = ThreadsSince(segments, kNoTime);
 }
 
+ClusterStepsReply ClusterSteps(const std::vector<RankStep>& rows, size_t last) {
+  bool training = false;
+  for (const RankStep& r : rows) training |= r.done;
+  std::map<std::pair<int64_t, int64_t>, const RankStep*> by;  // (rank, step)
+  std::set<int64_t> ranks, steps;
+  for (const RankStep& r : rows) {
+    by[{r.rank, r.step}] = &r;
+    ranks.insert(r.rank);
+    if (!training || r.done) steps.insert(r.step);  // the step still running is left out
+  }
+  ClusterStepsReply out;
+  out.ranks.assign(ranks.begin(), ranks.end());
+  auto from = steps.begin();
+  if (steps.size() > last) std::advance(from, steps.size() - last);
+  out.steps.assign(from, steps.end());
+  for (int64_t rank : out.ranks) {
+    std::vector<std::optional<double>> row;
+    for (int64_t step : out.steps) {
+      auto here = by.find({rank, step});
+      auto before = by.find({rank, step - 1});
+      if (here == by.end() || before == by.end() || (training && !here->second->done))
+        row.emplace_back(std::nullopt);
+      else
+        row.emplace_back(here->second->end - before->second->end);
+    }
+    out.wall.push_back(std::move(row));
+  }
+  return out;
+}
+
 }  // namespace probing::web

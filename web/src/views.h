@@ -53,4 +53,16 @@ VariablesReply Variables(const Segments& segments);
 // The overview's fields that come from the data (process, times, counts, threads).
 void FillOverview(const Segments& segments, OverviewReply* out);
 
+// One rank's step as cluster.torch_trace has it: when its last row ended, and whether its
+// optimizer step is in.
+struct RankStep {
+  int64_t rank = 0;
+  int64_t step = 0;
+  double end = 0;
+  bool done = false;
+};
+// The rank x step grid of step times over the latest `last` complete steps (coverage is left
+// to the caller).
+ClusterStepsReply ClusterSteps(const std::vector<RankStep>& rows, size_t last);
+
 }  // namespace probing::web

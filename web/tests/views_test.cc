@@ -24,7 +24,14 @@ class Data {
     auto it = builders_.find(stream);
     if (it == builders_.end()) {
       it = builders_.emplace(stream, std::make_unique<SegmentBuilder>(stream, 4242)).first;
-      it->second->SetProcess({4242, kT0 - 10 * kS, 2, "3.11.2", "python train.py", "node7"});
+      format::ProcessInfo p;
+      p.pid = 4242;
+      p.start_ts = kT0 - 10 * kS;
+      p.rank = 2;
+      p.python_version = "3.11.2";
+      p.cmdline = "python train.py";
+      p.host = "node7";
+      it->second->SetProcess(p);
     }
     return *it->second;
   }
@@ -269,6 +276,26 @@ TEST(Views, OverviewFromTheData) {
   EXPECT_DOUBLE_EQ(o.last_ts, static_cast<double>(kT0 + kS) / 1e9);
   ASSERT_EQ(o.threads.size(), 3u);
   EXPECT_EQ(o.threads[0].samples, 100u);
+}
+
+TEST(Views, ClusterStepsGridOfRanksAndSteps) {
+  // Rank 0 steps every 100 ms; rank 1 took 300 ms over its step 3 and has not traced step 1;
+  // step 5 is running on rank 0 (no optimizer row yet).
+  std::vector<RankStep> rows;
+  for (int64_t step = 0; step <= 4; ++step) rows.push_back({0, step, 10.0 + 0.1 * step, true});
+  rows.push_back({0, 5, 10.55, false});
+  for (int64_t step : {0, 2, 3, 4})
+    rows.push_back({1, step, 10.0 + 0.1 * step + (step >= 3 ? 0.2 : 0), true});
+  ClusterStepsReply r = ClusterSteps(rows, 3);
+  EXPECT_EQ(r.ranks, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(r.steps, (std::vector<int64_t>{2, 3, 4}));
+  ASSERT_EQ(r.wall.size(), 2u);
+  EXPECT_NEAR(*r.wall[0][0], 0.1, 1e-9);
+  EXPECT_FALSE(r.wall[1][0].has_value());  // its step 1 is missing
+  EXPECT_NEAR(*r.wall[1][1], 0.3, 1e-9);
+  EXPECT_NEAR(*r.wall[1][2], 0.1, 1e-9);
+  EXPECT_EQ(ClusterSteps(rows, 100).steps.front(), 0);
+  EXPECT_TRUE(ClusterSteps({}, 10).steps.empty());
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The single-page app: one page per route, drawn by its module; links inside the app move
-// without reloading. Routes: / (targets), /p/<pid> (a process), /r/<n> (a named target).
+// without reloading. Routes: / (targets), /p/<pid> (a process), /r/<n> (a named target),
+// /cluster/<job> (every rank of a training job).
 import { clear, errorBox, h } from "./dom.js";
+import { renderCluster } from "./cluster.js";
 import { renderHome } from "./home.js";
 import { renderTarget } from "./target.js";
 
@@ -21,6 +23,8 @@ function route() {
       leave = renderHome(app, navigate);
     } else if ((m = path.match(/^\/(p|r)\/(\d+)$/))) {
       leave = renderTarget(app, m[1], m[2]);
+    } else if ((m = path.match(/^\/cluster\/([^/]+)$/))) {
+      leave = renderCluster(app, decodeURIComponent(m[1]));
     } else {
       clear(app, errorBox("No page " + path + " here.", "page-error"), h("a", { href: "/" }, "All targets"));
     }
@@ -39,7 +43,7 @@ document.addEventListener("click", (e) => {
   const a = e.target.closest && e.target.closest("a[href]");
   if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey) return;
   const url = new URL(a.href, location.href);
-  if (url.origin !== location.origin || !/^\/($|p\/|r\/)/.test(url.pathname)) return;
+  if (url.origin !== location.origin || !/^\/($|p\/|r\/|cluster\/)/.test(url.pathname)) return;
   if (url.pathname === location.pathname && url.hash) return;  // a section of this page
   e.preventDefault();
   navigate(url.pathname + url.search);

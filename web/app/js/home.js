@@ -52,7 +52,8 @@ export function renderHome(app, navigate) {
     for (const j of t.jobs) {
       parts.push(h("section", { class: "card job", dataset: { job: j.job } },
         h("h2", {}, "Job ", h("span", { class: "mono" }, j.job),
-          h("span", { class: "sub" }, j.pids.length + " ranks")),
+          h("span", { class: "sub" }, j.pids.length + " ranks on this host"),
+          j.url ? h("a", { href: j.url, class: "cluster-link" }, "all ranks of the job") : null),
         processTable(j.pids.map((p) => byPid.get(p)).filter(Boolean))));
     }
     const rest = t.processes.filter((p) => !inJob.has(p.pid));

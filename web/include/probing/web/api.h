@@ -12,6 +12,10 @@
 //   POST /api/<t>/query      QueryRequest   -> QueryReply
 //   GET  /api/<t>/config                       protocol::ConfigReply
 //   POST /api/<t>/config     protocol::ConfigSetRequest -> protocol::ConfigReply
+//   GET  /api/cluster/<job>/overview           ClusterReply      <job>: its run id
+//   GET  /api/cluster/<job>/steps?last=K       ClusterStepsReply
+//   GET  /api/cluster/<job>/stacks             ClusterStacksReply
+//   POST /api/cluster/<job>/query QueryRequest -> QueryReply
 //   any error: {"error": "<one line>"} (protocol::ErrorReply) with an HTTP status
 //
 //   StepsReply steps = Steps(snapshot, 100);
@@ -44,8 +48,9 @@ struct ProcessEntry {
 };
 
 struct JobEntry {
-  std::string job;            // the run id process.json names, or "ranks under process <ppid>"
-  std::vector<int64_t> pids;  // by rank
+  std::string job;                 // the run id process.json names, or "ranks under process <ppid>"
+  std::vector<int64_t> pids;       // by rank
+  std::optional<std::string> url;  // "/cluster/<run id>": its cluster page (a job with a run id)
 };
 
 // A target named on the command line that is not a local pid: a recording, a ring directory,
@@ -216,6 +221,55 @@ struct QueryReply {
   std::vector<std::vector<Cell>> rows;
   bool truncated = false;  // more rows than the server sends (kMaxRows)
   double elapsed_ms = 0;
+  // For cluster.<table>: which ranks answered ("3 of 4 ranks answered; rank 2: dead").
+  std::optional<std::string> coverage;
+};
+
+// ---- GET /api/cluster/<job>/overview ----
+struct ClusterMember {
+  int64_t rank = -1;
+  int64_t local_rank = -1;
+  std::string host;
+  std::string node;
+  int64_t pid = 0;
+  std::string target;  // what reaches it: a pid (this host) or host:port; empty: unreachable
+  std::string state;   // running, stopped, dead, timeout, unreachable, never registered, ...
+  std::string error;   // why it is not running
+  std::optional<int64_t> step;
+  std::optional<double> clock_offset_s;  // its clock minus ours
+  std::string address;                   // its TCP endpoint, when it has one
+  std::optional<std::string> url;        // "/p/<pid>" for a process on this host
+};
+
+struct ClusterReply {
+  std::string job;  // the run id
+  int64_t world_size = 0;
+  std::string how;                     // how the members were found
+  std::vector<ClusterMember> members;  // by rank
+};
+
+// ---- GET /api/cluster/<job>/steps ----
+// Step time per rank and step (a heatmap): wall[i][j] is rank ranks[i]'s step steps[j], from
+// the end of its step before to the end of this one; null where either is missing.
+struct ClusterStepsReply {
+  std::vector<int64_t> ranks;
+  std::vector<int64_t> steps;  // the latest `last` complete ones, oldest first
+  std::vector<std::vector<std::optional<double>>> wall;
+  std::string coverage;
+};
+
+// ---- GET /api/cluster/<job>/stacks ----
+// Every rank's threads, grouped: ranks whose thread has the same stack share a group.
+struct ClusterStackGroup {
+  std::string thread_name;
+  std::vector<int64_t> ranks;
+  bool holds_gil = false;          // in at least one of its ranks
+  std::vector<StackFrame> frames;  // innermost first
+};
+
+struct ClusterStacksReply {
+  std::vector<ClusterStackGroup> groups;  // the odd ones out (fewest ranks) first
+  std::string coverage;
 };
 
 void to_json(Json& j, const ProcessEntry& v);
@@ -239,6 +293,11 @@ void to_json(Json& j, const VariablesReply& v);
 void to_json(Json& j, const QueryRequest& v);
 void from_json(const Json& j, QueryRequest& v);
 void to_json(Json& j, const QueryReply& v);
+void to_json(Json& j, const ClusterMember& v);
+void to_json(Json& j, const ClusterReply& v);
+void to_json(Json& j, const ClusterStepsReply& v);
+void to_json(Json& j, const ClusterStackGroup& v);
+void to_json(Json& j, const ClusterStacksReply& v);
 
 template <typename T>
 Json ToJson(const T& v) {
