@@ -32,7 +32,8 @@ test: build test-sanitize test-assets
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
 	@scripts/run-pytest $(PYTHON) tests
 
-# Published files our exports are checked against (speedscope's schema), from the npm registry.
+# From the npm registry, pinned by version and integrity: the published schema our speedscope
+# exports are checked against, and the browser driver of the dashboard's tests and benchmark.
 test-assets:
 	@scripts/fetch-test-assets $(BUILD_DIR)
 
@@ -49,7 +50,7 @@ test-sanitize: deps
 test-python: build test-assets
 	@scripts/run-pytest $(PYTHON) tests
 
-bench: build
+bench: build test-assets
 	@PYTHON=$(PYTHON) scripts/run-benchmarks $(BUILD_DIR)
 
 demo: build

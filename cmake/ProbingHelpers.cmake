@@ -132,3 +132,25 @@ function(probing_embed_text)
     DEPENDS ${in} ${PROJECT_SOURCE_DIR}/cmake/EmbedText.cmake
     COMMENT "Embedding ${E_IN}")
 endfunction()
+
+# probing_embed_files(DIR app FILES index.html js/app.js NAME kWebApp OUT gen/web_app.h)
+# Generates header OUT holding every file of FILES (relative to DIR) as
+# `inline constexpr std::pair<std::string_view, std::string_view> NAME[]` of {name, text}
+# (EmbedFiles.cmake): a folder of web files served from memory. DIR is relative to the current
+# source dir, OUT to the current binary dir.
+function(probing_embed_files)
+  cmake_parse_arguments(E "" "DIR;NAME;OUT" "FILES" ${ARGN})
+  set(dir ${CMAKE_CURRENT_SOURCE_DIR}/${E_DIR})
+  set(out ${CMAKE_CURRENT_BINARY_DIR}/${E_OUT})
+  set(deps "")
+  foreach(f IN LISTS E_FILES)
+    list(APPEND deps ${dir}/${f})
+  endforeach()
+  string(REPLACE ";" "," files "${E_FILES}")
+  add_custom_command(
+    OUTPUT ${out}
+    COMMAND ${CMAKE_COMMAND} -DDIR=${dir} -DFILES=${files} -DOUT=${out} -DNAME=${E_NAME}
+            -P ${PROJECT_SOURCE_DIR}/cmake/EmbedFiles.cmake
+    DEPENDS ${deps} ${PROJECT_SOURCE_DIR}/cmake/EmbedFiles.cmake
+    COMMENT "Embedding ${E_DIR}")
+endfunction()

@@ -153,6 +153,17 @@ def test_query_live_tables_and_the_seeds_examples(served, run, probing_bin):
     assert json.loads(r.stdout)[0]["n"] >= 1
     r = q("SELECT item, count FROM python.inventory ORDER BY item")  # @probing.table
     assert json.loads(r.stdout) == [{"item": "apple", "count": 3}, {"item": "pear", "count": 1}]
+    r = q("SELECT item, count FROM inventory ORDER BY item")  # without its schema too
+    assert json.loads(r.stdout) == [{"item": "apple", "count": 3}, {"item": "pear", "count": 1}]
+    r = q("WITH inv AS (SELECT * FROM python.inventory) SELECT count(*) AS n FROM inv")
+    assert json.loads(r.stdout) == [{"n": 2}]
+    # The seeds' views.
+    r = q("SELECT count(*) AS n, min(memory_mb) > 1 AS mb FROM memory_usage "
+          "WHERE timestamp > now() - interval '5 min'")
+    assert json.loads(r.stdout) == [{"n": json.loads(r.stdout)[0]["n"], "mb": 1}]
+    r = q("SELECT hour(timestamp) AS h, avg(memory_mb) AS m FROM memory_usage "
+          "GROUP BY hour(timestamp)")
+    assert all(0 <= x["h"] <= 23 and x["m"] > 1 for x in json.loads(r.stdout))
     r = q("SELECT count(*) AS n FROM PYTHON.STACKS")  # names are case-insensitive in SQL
     assert json.loads(r.stdout)[0]["n"] > 0
     r = q("SELECT count(*) AS n FROM Python.Backtrace")  # live tables too
@@ -161,6 +172,7 @@ def test_query_live_tables_and_the_seeds_examples(served, run, probing_bin):
     assert (r.returncode, r.stderr) == (1, 'probing: SQL: near "SELEC": syntax error\n')
     r = run(probing_bin, "-t", pid, "query", "SELECT * FROM python.nope")
     assert r.returncode == 1 and "no such table: python.nope; known tables: python.backtrace" in r.stderr
+    assert "memory_usage" in r.stderr and "own tables (@probing.table): broken, inventory" in r.stderr
 
 
 def test_query_a_killed_process_from_its_rings(served, run, probing_bin):

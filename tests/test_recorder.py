@@ -158,6 +158,21 @@ def test_probing_unset_or_bad_leaves_the_program_alone(python, target):
     assert not t.data_dir.exists()
 
 
+def test_probe_is_probing_and_the_recorder_says_it_started(target):
+    # The seeds' PROBE=1, when PROBING is not set; one line on stderr names the process.
+    t = target("/usr/bin/python3", "busy.py", 0.2, 2, probing="", extra_env={"PROBE": "1"})
+    t.wait_ready()
+    rc, _, err = t.finish()
+    assert rc == 2
+    assert "probing: enabled for process %d (" % t.proc.pid in err, err
+    assert (t.data_dir / str(t.proc.pid)).is_dir()
+    t = target("/usr/bin/python3", "busy.py", 0.2, 2, extra_env={"PROBING_BANNER": "off"})
+    t.wait_ready()
+    rc, _, err = t.finish()
+    assert rc == 2 and "enabled for process" not in err, err
+    assert (t.data_dir / str(t.proc.pid)).is_dir()
+
+
 def test_the_module_call_wrapper_on_every_interpreter(python, target):
     # torch is only under /usr/bin/python3; the wrapper's type is built on every interpreter.
     t = target(python, "module_call.py")

@@ -31,6 +31,12 @@ bool ManyProcesses(const std::vector<Segment>& segments) {
   return false;
 }
 
+bool ManyProcesses(const std::vector<const Segment*>& segments) {
+  for (const Segment* seg : segments)
+    if (seg->info.pid != segments.front()->info.pid) return true;
+  return false;
+}
+
 // The sample_id python.stacks gives sample i of seg (format/src/tables.cc).
 int64_t SampleId(const Segment& seg, size_t i) {
   return static_cast<int64_t>((seg.info.seq << 24) + i);
@@ -68,9 +74,17 @@ std::string FrameName(std::string_view func, std::string_view file, uint32_t fir
 }
 
 FoldedStacks FoldStacks(const std::vector<Segment>& segments, const SampleFilter& filter) {
+  std::vector<const Segment*> all;
+  all.reserve(segments.size());
+  for (const Segment& seg : segments) all.push_back(&seg);
+  return FoldStacks(all, filter);
+}
+
+FoldedStacks FoldStacks(const std::vector<const Segment*>& segments, const SampleFilter& filter) {
   FoldedStacks out;
   const bool many = !segments.empty() && ManyProcesses(segments);
-  for (const Segment& seg : segments) {
+  for (const Segment* segment : segments) {
+    const Segment& seg = *segment;
     // Count per (thread, call site) first: the ids are local to the segment, and a segment
     // holds the same few stacks many times over.
     std::map<std::pair<uint32_t, uint32_t>, uint64_t> counts;

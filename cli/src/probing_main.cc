@@ -32,6 +32,7 @@
 #include "probing/live/recorders.h"
 #include "probing/live/recording.h"
 #include "probing/live/session.h"
+#include "probing/web/server.h"
 #include "repl.h"
 
 namespace {
@@ -742,6 +743,24 @@ int CmdList(const Options& o, bool gc) {
   return 0;
 }
 
+// Set by SIGINT/SIGTERM while the dashboard serves.
+std::atomic<bool> g_web_stop{false};
+void OnWebStop(int) { g_web_stop.store(true); }
+
+int CmdWeb(const Options& o, probing::web::ServerOptions wo) {
+  if (!o.target.empty()) wo.targets.insert(wo.targets.begin(), o.target);
+  if (wo.target_token.empty()) wo.target_token = o.token;
+  auto server = OrFail(probing::web::Server::Create(wo));
+  struct sigaction sa = {};
+  sa.sa_handler = OnWebStop;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  std::cout << "probing web: serving " << server->url() << " (Ctrl-C stops)" << std::endl;
+  OrFail(server->Run(g_web_stop));
+  std::cerr << "probing web: stopped\n";
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{
       "probing: look inside a running Python/PyTorch process.\n"
@@ -923,6 +942,31 @@ int Run(int argc, char** argv) {
   rdma->add_option("--interval", rdma_interval, "seconds between the two readings for rates")
       ->check(CLI::Range(0.05, 3600.0));
 
+  auto* web = app.add_subcommand(
+      "web",
+      "a dashboard in the browser: processes, recordings, stacks, flame graphs, step times, "
+      "memory, SQL (docs/web.md)");
+  probing::web::ServerOptions web_options;
+  web->add_option("--port", web_options.port, "port to listen on (default 8686; 0: any free one)")
+      ->check(CLI::Range(0, 65535));
+  web->add_option("--host", web_options.host,
+                  "address to listen on (default 127.0.0.1; any other needs --token)");
+  web->add_option("--token", web_options.token,
+                  "a token every request must carry (needed beyond 127.0.0.1); the address "
+                  "printed carries it")
+      ->envname("PROBING_WEB_TOKEN");
+  web->add_option("--target-token", web_options.target_token,
+                  "token for host:port targets (default: probing's --token, PROBING_AUTH_TOKEN)");
+  web->add_option("--timeout", web_options.timeout_s,
+                  "seconds to wait for a target's answer (default 5)")
+      ->check(CLI::Range(0.01, 3600.0));
+  web->add_option("--query-timeout", web_options.query_timeout_s,
+                  "seconds an SQL statement from the console may run (default 10)")
+      ->check(CLI::Range(0.01, 3600.0));
+  web->add_option("targets", web_options.targets,
+                  "pids, recordings (.ptrace), ring directories or host:port to show besides "
+                  "this machine's recorders (one given: / opens it)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -959,6 +1003,7 @@ int Run(int argc, char** argv) {
     if (*cluster->get_subcommand("hang")) return CmdClusterHang(o);
     if (*c_flame)
       return CmdClusterFlamegraph(o, c_flame_out, c_flame_folded, c_flame_duration, c_flame_rank);
+    if (*web) return CmdWeb(o, web_options);
   } catch (const Usage& e) {
     std::cerr << "probing: " << e.what() << "\n";
     return 2;

@@ -269,7 +269,8 @@ std::vector<MemberStatus> List(const Job& job, const Options& options) {
 // ---- SQL -------------------------------------------------------------------------------------
 
 Result<sql::QueryResult> Query(const std::string& target, const Options& options,
-                               const std::string& sql, std::string* coverage) {
+                               const std::string& sql, std::string* coverage,
+                               const sql::QueryLimits& limits) {
   live::SessionOptions so = options.session;
   PROBING_ASSIGN_OR_RETURN(auto session, live::Session::Open(target, so));
   const std::string lower = Lower(sql);
@@ -278,7 +279,7 @@ Result<sql::QueryResult> Query(const std::string& target, const Options& options
   for (auto it = std::sregex_iterator(lower.begin(), lower.end(), cluster_table);
        it != std::sregex_iterator(); ++it)
     names.insert((*it)[1].str());
-  if (names.empty()) return session->Query(sql);
+  if (names.empty()) return session->Query(sql, {}, limits);
   std::set<format::Stream> streams;
   bool backtrace = false;
   for (const std::string& n : names) {
@@ -363,7 +364,7 @@ Result<sql::QueryResult> Query(const std::string& target, const Options& options
     }
     // The segments must outlive the statement: they do, held by `segs` until Query returns.
     return Status::Ok();
-  });
+  }, limits);
 }
 
 // ---- stacks ----------------------------------------------------------------------------------

@@ -277,6 +277,12 @@ HangReport DiagnoseHang(std::vector<RankHang> ranks) {
       waiting.push_back(r.rank);
       if (waits_in.empty() && !r.op.empty()) waits_in = r.op;
     }
+  // A hang is a job where nothing moved for a while: ranks caught between two collectives of a
+  // running job differ by one sequence number all the time.
+  constexpr double kStalledS = 5;
+  std::vector<int64_t> moving;
+  for (const auto& r : ranks)
+    if (r.state == "ok" && r.stalled_s < kStalledS) moving.push_back(r.rank);
   if (!dead.empty()) {
     out.culprits = dead;
     out.verdict = "rank" + std::string(dead.size() > 1 ? "s " : " ") + list(dead) +
@@ -287,6 +293,12 @@ HangReport DiagnoseHang(std::vector<RankHang> ranks) {
     out.verdict = "rank" + std::string(stopped.size() > 1 ? "s " : " ") + list(stopped) +
                   (stopped.size() > 1 ? " are" : " is") +
                   " stopped (SIGSTOP or a debugger): the others wait for it";
+  } else if (!moving.empty()) {
+    out.verdict = moving.size() == ok.size()
+                      ? "no hang: every rank made progress in the last seconds"
+                      : "no hang yet: rank" + std::string(moving.size() > 1 ? "s " : " ") +
+                            list(moving) + " made progress in the last " +
+                            std::to_string(static_cast<int>(kStalledS)) + " s";
   } else if (!behind.empty()) {
     out.culprits = behind;
     const RankHang& first = *std::find_if(ranks.begin(), ranks.end(),
@@ -310,17 +322,13 @@ HangReport DiagnoseHang(std::vector<RankHang> ranks) {
       }
       out.verdict = "mismatch at collective #" + std::to_string(max_seq) + ": " + parts;
     } else if (!ok.empty()) {
-      bool stalled = true;
-      for (const auto& r : ranks)
-        if (r.state == "ok" && r.stalled_s < 5) stalled = false;
       std::map<std::string, int64_t> places;
       for (const auto& r : ranks)
         if (r.state == "ok") ++places[where(r)];
       auto top = std::max_element(places.begin(), places.end(),
                                   [](const auto& a, const auto& b) { return a.second < b.second; });
-      out.verdict = stalled ? "every rank is stuck in the same place, collective #" +
-                                  std::to_string(max_seq) + ": " + top->first
-                            : "no hang: every rank made progress in the last seconds";
+      out.verdict = "every rank is stuck in the same place, collective #" +
+                    std::to_string(max_seq) + ": " + top->first;
     }
   }
   if (!silent.empty())

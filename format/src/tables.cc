@@ -33,6 +33,9 @@ constexpr Column kTorchColumns[] = {
     {"time", kReal, "start of the call, seconds since the Unix epoch"},
     {"thread_id", kInteger, "OS thread id"},
     {"rank", kInteger, "distributed rank; NULL when unknown"},
+    {"operation_name", kText, "the seeds' name of module"},
+    {"duration_ms", kReal, "duration in milliseconds (the seeds' name)"},
+    {"timestamp", kReal, "the seeds' name of time"},
     {"pid", kInteger,
      "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
@@ -228,8 +231,8 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
     }
     case TableId::kTorchTrace: {
       Value rank = Rank(seg);
-      std::array<Value, 12> row;
-      row[11] = int64_t{seg.info.pid};
+      std::array<Value, 15> row;
+      row[14] = int64_t{seg.info.pid};
       for (const TorchEvent& e : seg.torch) {
         row[0] = static_cast<int64_t>(e.step);
         row[1] = static_cast<int64_t>(e.seq);
@@ -242,6 +245,9 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
         row[8] = Seconds(e.ts);
         row[9] = thread_tid(e.thread);
         row[10] = rank;
+        row[11] = row[2];
+        row[12] = static_cast<double>(e.duration_ns) / 1e6;
+        row[13] = row[8];
         emit(row);
       }
       return;

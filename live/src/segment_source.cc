@@ -100,6 +100,7 @@ Status RingDirSource::Fetch(const std::vector<std::string>& rings, Cursors* curs
     const std::string origin = dir_ + "/" + name + ".ring";
     const uint64_t next = reader->next_seq();
     const uint64_t oldest = reader->oldest_seq();
+    out->oldest[origin] = oldest;
     auto at = cursors->find(name);
     uint64_t seq = at == cursors->end() ? oldest : at->second;
     if (seq < oldest) {
@@ -263,6 +264,7 @@ Status RemoteSource::Fetch(const std::vector<std::string>& rings, Cursors* curso
   std::set<std::string> seen;
   for (const auto& st : batch.rings) {
     const std::string origin = where + " " + st.name + ".ring";
+    out->oldest[origin] = st.oldest;
     if (st.lost > 0) {
       out->lost[st.name] += st.lost;
       out->origin_of[st.name] = origin;
@@ -314,6 +316,7 @@ Status MultiSource::Fetch(const std::vector<std::string>& rings, Cursors* cursor
       out->lost[key] += n;
       out->origin_of[key] = key;
     }
+    for (const auto& [origin, seq] : part.oldest) out->oldest[origin] = seq;
   }
   (*cursors)["*"] = 1;
   return Status::Ok();

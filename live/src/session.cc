@@ -280,7 +280,8 @@ Result<SegmentSource*> Session::Segments() {
   return source_.get();
 }
 
-Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables& more) {
+Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables& more,
+                                        const sql::QueryLimits& limits) {
   PROBING_ASSIGN_OR_RETURN(auto db, sql::Database::Create());
   const std::string lower = Lower(sql);  // SQL names are case-insensitive
   PROBING_ASSIGN_OR_RETURN(SegmentSource * source, Segments());
@@ -337,13 +338,32 @@ Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables
        it != std::sregex_iterator(); ++it)
     if (format::FindTable("python." + Lower((*it)[1].str())) == nullptr)
       unknown.push_back(Lower((*it)[1].str()));
-  if (!unknown.empty() && has_control()) {
+  // A custom table may be named without its schema too (FROM my_data), as @probing.table
+  // names it.
+  static const std::regex bare_table(R"((?:from|join)\s+([A-Za-z_][A-Za-z_0-9]*)\b(?!\s*\.))",
+                                     std::regex::icase);
+  // Not the names the statement defines itself (WITH x AS (...)), nor the seeds' views.
+  static const std::regex defined(R"(([A-Za-z_][A-Za-z_0-9]*)\s+as\s*\()", std::regex::icase);
+  std::vector<std::string> own = {"comm_metrics", "memory_usage", "profiling_data",
+                                  "training_logs"};
+  for (auto it = std::sregex_iterator(sql.begin(), sql.end(), defined);
+       it != std::sregex_iterator(); ++it)
+    own.push_back(Lower((*it)[1].str()));
+  std::vector<std::string> bare;
+  for (auto it = std::sregex_iterator(sql.begin(), sql.end(), bare_table);
+       it != std::sregex_iterator(); ++it) {
+    const std::string name = Lower((*it)[1].str());
+    if (std::find(own.begin(), own.end(), name) == own.end()) bare.push_back(name);
+  }
+  auto named = [](const std::vector<std::string>& names, const std::string& name) {
+    return std::find(names.begin(), names.end(), Lower(name)) != names.end();
+  };
+  if ((!unknown.empty() || !bare.empty()) && has_control()) {
     auto listed = CustomTables();
     if (listed.ok()) {
       for (const std::string& name : listed->tables) {
         const std::string table = "python." + name;
-        if (std::find(unknown.begin(), unknown.end(), Lower(name)) == unknown.end() ||
-            format::FindTable(table) != nullptr)
+        if ((!named(unknown, name) && !named(bare, name)) || format::FindTable(table) != nullptr)
           continue;
         PROBING_ASSIGN_OR_RETURN(protocol::TableRowsReply t, CustomTable(name));
         std::vector<std::string> cols, types;
@@ -352,11 +372,25 @@ Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables
           types.push_back(c.type);
         }
         PROBING_RETURN_IF_ERROR(db->LoadRows(table, cols, types, t.rows));
+        if (named(bare, name)) PROBING_RETURN_IF_ERROR(db->AddAlias(name, table));
       }
     }
   }
   if (more) PROBING_RETURN_IF_ERROR(more(*db));
-  return db->Query(sql);
+  auto result = db->Query(sql, limits);
+  if (!result.ok() && result.status().message().find("no such table") != std::string::npos &&
+      has_control()) {
+    // The process's own tables are known tables too.
+    auto listed = CustomTables();
+    if (listed.ok() && !listed->tables.empty()) {
+      std::string names;
+      for (const std::string& n : listed->tables) names += (names.empty() ? "" : ", ") + n;
+      return Status(result.status().code(), result.status().message() +
+                                                "; the process's own tables (@probing.table): " +
+                                                names);
+    }
+  }
+  return result;
 }
 
 }  // namespace probing::live

@@ -135,6 +135,8 @@ TEST(RingDirSource, CursorsFollowTheRingAndCountWhatWasOverwritten) {
   ASSERT_TRUE((*source)->Fetch({"stacks"}, &cursors, &got).ok());
   EXPECT_EQ(got.segments.size(), 4u);
   EXPECT_EQ(got.lost["stacks"], 3u);
+  // What the ring still holds, for readers that keep segments: 6..9.
+  EXPECT_EQ(got.oldest[(dir / "stacks.ring").string()], 6u);
   got = {};
   ASSERT_TRUE((*source)->Fetch({"memory"}, &cursors, &got).ok());  // another ring: none here
   EXPECT_TRUE(got.segments.empty());

@@ -1,4 +1,5 @@
-"""The PROBING=1/2 start-up hook, imported by probing.pth when PROBING is set.
+"""The PROBING=1/2 start-up hook, imported by probing.pth when PROBING is set (or PROBE, the
+seeds' name for it, when PROBING is not).
 
 PROBING=1: the recorder runs in this process only (under torchrun: in the launcher and in every
 rank it starts); PROBING=2: also in its children (forked ones start their own recorder, exec'd
@@ -29,16 +30,20 @@ def _is_launcher():
 
 
 def _start():
-    mode = os.environ.get("PROBING", "0")
+    name = "PROBING" if os.environ.get("PROBING") else "PROBE"
+    mode = os.environ.get(name, "0")
     if mode in ("", "0"):
         return
     if mode not in ("1", "2"):
-        sys.stderr.write("probing: PROBING=%r is not 0, 1 or 2; the recorder stays off\n" % mode)
+        sys.stderr.write("probing: %s=%r is not 0, 1 or 2; the recorder stays off\n" % (name, mode))
         return
+    os.environ["PROBING"] = mode  # the recorder reads its mode from PROBING
     if mode == "1" and not _is_launcher():
         # For this process only: programs it starts do not inherit the recorder. A launcher's
         # (torchrun) programs are the job's ranks: they keep PROBING=1, so every rank records.
         os.environ["PROBING"] = "0"
+        if "PROBE" in os.environ:
+            os.environ["PROBE"] = "0"
     try:
         import ctypes
 

@@ -75,6 +75,9 @@ Config::Config() {
        "seconds without progress (a step or a collective) before this rank is said to hang, "
        "1 to 86400 (python.metrics probing.hang; docs/distributed.md)",
        "PROBING_HANG_SECONDS", false},
+      {"probing.banner", "true", "true",
+       "say one line on standard error when the recorder starts (true/false)", "PROBING_BANNER",
+       false},
       {"probing.sampler.enabled", "true", "true",
        "sample Python stacks (true/false); memory sampling goes on either way", "", false},
       {"probing.data_dir", DefaultDataDir(), DefaultDataDir(),
@@ -93,6 +96,11 @@ std::string Config::torch_calls() const {
   std::string v;
   Lookup("probing.torch.calls", &v);
   return v;
+}
+
+bool Config::banner() const {
+  std::string v;
+  return Lookup("probing.banner", &v) && v == "true";
 }
 
 std::string Config::data_dir() const {
@@ -151,6 +159,10 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
     bool b;
     if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
     torch_enabled_ = b;
+    entry->value = b ? "true" : "false";
+  } else if (key == "probing.banner") {
+    bool b;
+    if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
     entry->value = b ? "true" : "false";
   } else if (key == "probing.sampler.enabled") {
     bool b;

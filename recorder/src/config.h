@@ -49,6 +49,7 @@ class Config {
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
   std::string data_dir() const;
+  bool banner() const;  // say "probing: enabled for process N" at start
   std::string torch_exprs() const;
   std::string torch_calls() const;
   // Changes on every successful Set: readers on hot paths re-read only when it moved.

@@ -414,6 +414,9 @@ int Recorder::Start() {
   }
   std::thread([this] { SamplerLoop(); }).detach();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (Config::Get().banner())
+    Log("enabled for process " + std::to_string(pid_) + " (probing -t " + std::to_string(pid_) +
+        " backtrace, query, ...; PROBING_BANNER=off hides this line)");
   return 0;
 }
 

@@ -5,11 +5,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <regex>
+
+#include "probing/base/clock.h"
 
 namespace probing::sql {
 namespace {
@@ -26,6 +29,99 @@ void NowFunction(sqlite3_context* ctx, int, sqlite3_value**) {
   clock_gettime(CLOCK_REALTIME, &ts);
   sqlite3_result_double(ctx, static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9);
 }
+
+// hour(t): the hour of the day (0-23, local time) of t, seconds since the Unix epoch, as the
+// seeds' "GROUP BY hour(timestamp)" means it; NULL for NULL.
+void HourFunction(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  const auto t = static_cast<time_t>(sqlite3_value_double(argv[0]));
+  tm local{};
+  if (localtime_r(&t, &local) == nullptr) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  sqlite3_result_int(ctx, local.tm_hour);
+}
+
+// The authorizer of a read-only statement: reads, functions and the PRAGMAs that only describe
+// tables; everything else (writes, ATTACH, DETACH, transactions) is refused while it is prepared.
+int ReadOnlyAuthorizer(void* why, int action, const char* a1, const char* a2, const char*,
+                       const char*) {
+  auto refuse = [&](std::string what) {
+    *static_cast<std::string*>(why) = std::move(what);
+    return SQLITE_DENY;
+  };
+  switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_RECURSIVE: return SQLITE_OK;
+    case SQLITE_FUNCTION:
+      // fts3_tokenizer hands out pointers (and takes them); nothing a read needs. The
+      // function's name comes second.
+      if (a2 != nullptr && sqlite3_stricmp(a2, "fts3_tokenizer") == 0)
+        return refuse("fts3_tokenizer() is not allowed");
+      return SQLITE_OK;
+    case SQLITE_PRAGMA:
+      if (a1 != nullptr &&
+          (sqlite3_stricmp(a1, "table_info") == 0 || sqlite3_stricmp(a1, "table_xinfo") == 0 ||
+           sqlite3_stricmp(a1, "table_list") == 0))
+        return SQLITE_OK;
+      return refuse(std::string("PRAGMA ") + (a1 != nullptr ? a1 : "") + " is not allowed");
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH: return refuse("ATTACH and DETACH are not allowed");
+    default: return refuse("only reading statements (SELECT, WITH) are allowed");
+  }
+}
+
+int PastDeadline(void* deadline_ns) {
+  return MonotonicNs() > *static_cast<int64_t*>(deadline_ns) ? 1 : 0;
+}
+
+// Whether `tail` (what follows the first statement) holds anything but blanks, semicolons and
+// comments.
+bool MoreStatements(const char* tail) {
+  for (const char* p = tail; p != nullptr && *p != '\0';) {
+    if (std::isspace(static_cast<unsigned char>(*p)) || *p == ';') {
+      ++p;
+    } else if (p[0] == '-' && p[1] == '-') {
+      while (*p != '\0' && *p != '\n') ++p;
+    } else if (p[0] == '/' && p[1] == '*') {
+      const char* end = std::strstr(p + 2, "*/");
+      if (end == nullptr) return false;
+      p = end + 2;
+    } else {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Installs a statement's limits on the connection and takes them off again on every path.
+class LimitsGuard {
+ public:
+  LimitsGuard(sqlite3* db, const QueryLimits& limits) : db_(db) {
+    if (limits.read_only) sqlite3_set_authorizer(db_, ReadOnlyAuthorizer, &refusal_);
+    if (limits.timeout_s > 0) {
+      deadline_ns_ = MonotonicNs() + static_cast<int64_t>(limits.timeout_s * 1e9);
+      sqlite3_progress_handler(db_, 1000, PastDeadline, &deadline_ns_);
+    }
+  }
+  ~LimitsGuard() {
+    sqlite3_set_authorizer(db_, nullptr, nullptr);
+    sqlite3_progress_handler(db_, 0, nullptr, nullptr);
+  }
+  LimitsGuard(const LimitsGuard&) = delete;
+  LimitsGuard& operator=(const LimitsGuard&) = delete;
+  const std::string& refusal() const { return refusal_; }
+
+ private:
+  sqlite3* db_;
+  std::string refusal_;
+  int64_t deadline_ns_ = 0;
+};
 
 struct Stmt {
   sqlite3_stmt* s = nullptr;
@@ -370,6 +466,8 @@ Result<std::unique_ptr<Database>> Database::Create() {
   }
   std::unique_ptr<Database> d(new Database(db));
   sqlite3_create_function(db, "now", 0, SQLITE_UTF8, nullptr, NowFunction, nullptr, nullptr);
+  sqlite3_create_function(db, "hour", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
+                          HourFunction, nullptr, nullptr);
   // Each table-name prefix is a schema of its own, so "python.stacks" is a real table name.
   for (const char* schema : {"python", "system", "information_schema", "cluster"})
     PROBING_RETURN_IF_ERROR(d->Exec(std::string("ATTACH DATABASE ':memory:' AS ") + schema));
@@ -387,6 +485,21 @@ Result<std::unique_ptr<Database>> Database::Create() {
       "CASE WHEN op IN ('send', 'isend') THEN peer ELSE rank END AS dst_rank, "
       "duration * 1000.0 AS latency_ms, op, process_group, seq, bytes, time AS timestamp, step, "
       "rank, pid FROM python.collectives WHERE duration IS NOT NULL"));
+  // The seeds' other tables, over what the rings hold (docs/tables.md, "The seeds' views").
+  PROBING_RETURN_IF_ERROR(d->Exec(
+      "CREATE TEMP VIEW memory_usage AS SELECT ts AS timestamp, rss / 1048576.0 AS memory_mb, "
+      "rss, vms, py_blocks, threads, cuda_allocated / 1048576.0 AS cuda_allocated_mb, "
+      "cuda_reserved / 1048576.0 AS cuda_reserved_mb, pid FROM python.memory"));
+  PROBING_RETURN_IF_ERROR(d->Exec(
+      "CREATE TEMP VIEW profiling_data AS SELECT operation_name, stage, duration_ms, timestamp, "
+      "step, seq, thread_id, rank, pid FROM python.torch_trace"));
+  PROBING_RETURN_IF_ERROR(d->Exec(
+      "CREATE TEMP VIEW training_logs AS SELECT step, "
+      "max(CASE WHEN name = 'epoch' THEN CAST(value AS INTEGER) END) AS epoch, "
+      "max(CASE WHEN name = 'loss' THEN CAST(value AS REAL) END) AS loss, "
+      "max(CASE WHEN name IN ('lr', 'learning_rate') THEN CAST(value AS REAL) END) AS lr, "
+      "max(CASE WHEN name IN ('acc', 'accuracy') THEN CAST(value AS REAL) END) AS accuracy, "
+      "max(time) AS timestamp, pid FROM python.variables GROUP BY pid, step"));
   return d;
 }
 
@@ -572,24 +685,51 @@ std::string Database::KnownTables() {
       out += (out.empty() ? "" : ", ") + std::string(schema) + "." +
              reinterpret_cast<const char*>(sqlite3_column_text(st.s, 0));
   }
+  // The views (the seeds' names, custom tables without their schema).
+  Stmt views;
+  if (sqlite3_prepare_v2(Db(db_), "SELECT name FROM temp.sqlite_master WHERE type='view' ORDER BY name",
+                         -1, &views.s, nullptr) == SQLITE_OK)
+    while (sqlite3_step(views.s) == SQLITE_ROW)
+      out += (out.empty() ? "" : ", ") +
+             std::string(reinterpret_cast<const char*>(sqlite3_column_text(views.s, 0)));
   return out;
 }
 
-Result<QueryResult> Database::Query(const std::string& sql_in) {
+Status Database::AddAlias(const std::string& alias, const std::string& table) {
+  for (char c : alias)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_'))
+      return InvalidArgument("not a table name: " + alias);
+  return Exec("CREATE TEMP VIEW IF NOT EXISTS \"" + alias + "\" AS SELECT * FROM " + Quoted(table));
+}
+
+Result<QueryResult> Database::Query(const std::string& sql_in, const QueryLimits& limits) {
   std::string sql = RewriteIntervals(sql_in);
+  LimitsGuard guard(Db(db_), limits);
   Stmt st;
   const char* tail = nullptr;
   if (sqlite3_prepare_v2(Db(db_), sql.c_str(), -1, &st.s, &tail) != SQLITE_OK) {
+    if (!guard.refusal().empty()) return PermissionDenied("SQL: " + guard.refusal());
     std::string msg = sqlite3_errmsg(Db(db_));
     if (msg.rfind("no such table", 0) == 0) msg += "; known tables: " + KnownTables();
     return InvalidArgument("SQL: " + msg);
   }
   if (st.s == nullptr) return InvalidArgument("SQL: empty statement");
+  if (limits.read_only) {
+    // What the authorizer cannot see: VACUUM (INTO a file) and other writes without a table.
+    if (!sqlite3_stmt_readonly(st.s))
+      return PermissionDenied("SQL: only reading statements (SELECT, WITH) are allowed");
+    if (MoreStatements(tail)) return InvalidArgument("SQL: one statement at a time");
+  }
   QueryResult r;
   int n = sqlite3_column_count(st.s);
   for (int i = 0; i < n; ++i) r.columns.emplace_back(sqlite3_column_name(st.s, i));
   int rc;
   while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    if (limits.max_rows > 0 && r.rows.size() == limits.max_rows) {
+      r.truncated = true;
+      rc = SQLITE_DONE;
+      break;
+    }
     std::vector<Cell> row;
     row.reserve(n);
     for (int i = 0; i < n; ++i) {
@@ -610,6 +750,12 @@ Result<QueryResult> Database::Query(const std::string& sql_in) {
     // A table whose data could not be read (a target gone, a wrong token) fails the query with
     // that reason as it came, not as an SQL error.
     if (!load_failure_.ok()) return load_failure_;
+    if (rc == SQLITE_INTERRUPT && limits.timeout_s > 0) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "SQL: the query ran longer than %g s and was stopped",
+                    limits.timeout_s);
+      return DeadlineExceeded(buf);
+    }
     return InvalidArgument(std::string("SQL: ") + sqlite3_errmsg(Db(db_)));
   }
   return r;

@@ -51,6 +51,9 @@ struct FoldedStacks {
 };
 
 FoldedStacks FoldStacks(const std::vector<format::Segment>& segments, const SampleFilter& filter);
+// The same over segments held elsewhere (a reader that keeps what it decoded, `probing web`).
+FoldedStacks FoldStacks(const std::vector<const format::Segment*>& segments,
+                        const SampleFilter& filter);
 
 // Brendan Gregg's folded format: one "frame;frame;frame count" line per distinct stack.
 void WriteFolded(const FoldedStacks& folded, std::ostream& out);

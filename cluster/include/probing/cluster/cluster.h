@@ -170,9 +170,11 @@ bool Complete(const std::vector<Answer<T>>& answers) {
 // cluster.memory, cluster.variables, cluster.metrics, cluster.process, cluster.backtrace): each
 // row with `rank`, `host` and `pid` (where the table does not have them already). Runs `sql` in
 // the session of `target` (its own python.* tables answer too). `coverage` gets the
-// Coverage() line of the fan-out (empty when the query names no cluster table).
+// Coverage() line of the fan-out (empty when the query names no cluster table). `limits` bound
+// SQL that someone else typed (`probing web`).
 Result<sql::QueryResult> Query(const std::string& target, const Options& options,
-                               const std::string& sql, std::string* coverage);
+                               const std::string& sql, std::string* coverage,
+                               const sql::QueryLimits& limits = {});
 
 // Each member's state now: running (and its step), stopped, dead, ... (`probing cluster list`).
 struct MemberStatus {

@@ -43,6 +43,9 @@ struct FetchOutcome {
   // Per ring: segments overwritten before they could be copied.
   std::map<std::string, uint64_t> lost;
   std::map<std::string, std::string> origin_of;  // ring -> its origin, for the lost counts
+  // Per origin of a ring that wraps (a live ring, local or remote): the oldest seq it still
+  // holds, so a reader that keeps segments can drop the ones the ring no longer has.
+  std::map<std::string, uint64_t> oldest;
 };
 
 class SegmentSource {
