@@ -295,9 +295,15 @@ def test_folded_follows_flamegraph_pl_rules(busy_recordings, analyze_bin):
     samples = sql(analyze_bin, [path], "SELECT count(DISTINCT sample_id) AS n FROM python.stacks")
     assert total == samples[0]["n"]
     pid = sql(analyze_bin, [path], "SELECT pid FROM system.process")[0]["pid"]
-    for frames, _ in lines:  # root first: the thread, then the script's module frame
+    startup = 0
+    for frames, n in lines:  # root first: the thread, then the script's module frame
         assert frames[0] == "MainThread (%d)" % pid
-        assert frames[1].startswith("<module> (%s:1)" % (TARGETS / "busy.py"))
+        if not frames[1].startswith("<module> (%s:1)" % (TARGETS / "busy.py")):
+            # Before the script's first line: the interpreter's own start-up imports, called
+            # from C (the recorder starts in site's .pth processing).
+            assert frames[1].startswith("_find_and_load (<frozen importlib._bootstrap>"), frames
+            startup += n
+    assert startup <= total * 0.05
     hot = sum(n for frames, n in lines if frames[-1].startswith("inner_work ("))
     assert hot > total * 0.5
     # --where keeps whole samples whose frames match; --thread and --since narrow them.

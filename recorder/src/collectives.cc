@@ -24,12 +24,26 @@ namespace {
 // Everything here but `progress` runs with the GIL held.
 struct State {
   PythonSink* sink = nullptr;
-  PyObject* seq_of = nullptr;  // seq_of(group) -> (group name, sequence number); owned
+  PyObject* seq_of = nullptr;  // seq_of(group) -> (group name, its sequence-number method); owned
+  PyObject* world_owner = nullptr;  // c10d.GroupMember: .WORLD is the default group; owned
+  PyObject* s_world = nullptr;
+  // Groups already named: the group (a strong reference, so that its address is never reused
+  // while here) -> its name and its bound _get_sequence_number_for_group. A call with no group
+  // looks up the default one (GroupMember.WORLD), so a new default group is a new entry.
+  struct Group {
+    std::string name;
+    PyObject* seq = nullptr;  // owned
+  };
+  std::unordered_map<PyObject*, Group> groups;
   PyTypeObject* call_type = nullptr;
   PyObject* s_numel = nullptr;
   PyObject* s_element_size = nullptr;
   PyObject* s_dtype = nullptr;
-  std::unordered_map<PyObject*, std::string> dtype_names;  // dtypes are singletons
+  struct Dtype {
+    std::string name;
+    uint64_t element_size = 0;  // 0: not known yet
+  };
+  std::unordered_map<PyObject*, Dtype> dtypes;  // dtypes are singletons
   std::unordered_map<std::string, uint64_t> accounted;     // group -> last seq in a row
   // group -> the sequence numbers Python calls under way started from: the counter already
   // includes theirs, which their own rows will take, so counting stops before them.
@@ -40,36 +54,48 @@ struct State {
 std::mutex progress_mu;  // guards progress (read by the control server without the GIL)
 Progress progress;
 
-uint64_t ThreadId() { return static_cast<uint64_t>(syscall(SYS_gettid)); }
+uint64_t ThreadId() {
+  thread_local const uint64_t tid = static_cast<uint64_t>(syscall(SYS_gettid));
+  return tid;
+}
 
-// One tensor's (bytes, elements, dtype name); false when `t` is not a tensor.
+// One tensor's (bytes, elements, dtype name); false when `t` is not a tensor. Its dtype is
+// read once per call, its element size once per dtype.
 bool Describe(PyObject* t, uint64_t* bytes, uint64_t* numel, std::string* dtype) {
-  if (t == nullptr || !PyObject_HasAttr(t, g.s_element_size)) return false;
+  if (t == nullptr) return false;
+  PyObject* d = PyObject_GetAttr(t, g.s_dtype);
+  if (d == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  auto it = g.dtypes.find(d);
+  if (it == g.dtypes.end()) {
+    State::Dtype info;
+    PyObject* s = PyObject_Str(d);
+    const char* c = s != nullptr ? PyUnicode_AsUTF8(s) : nullptr;
+    info.name = c != nullptr ? c : "";
+    Py_XDECREF(s);
+    PyObject* e = PyObject_CallMethodObjArgs(t, g.s_element_size, nullptr);
+    if (e != nullptr && PyLong_Check(e)) info.element_size = PyLong_AsUnsignedLongLong(e);
+    Py_XDECREF(e);
+    if (PyErr_Occurred()) PyErr_Clear();
+    if (info.element_size == 0) {  // not a tensor's dtype
+      Py_DECREF(d);
+      return false;
+    }
+    Py_INCREF(d);  // kept: the key must stay this dtype
+    it = g.dtypes.emplace(d, std::move(info)).first;
+  }
+  Py_DECREF(d);
   PyObject* n = PyObject_CallMethodObjArgs(t, g.s_numel, nullptr);
-  PyObject* e = PyObject_CallMethodObjArgs(t, g.s_element_size, nullptr);
-  bool ok = n != nullptr && e != nullptr && PyLong_Check(n) && PyLong_Check(e);
+  const bool ok = n != nullptr && PyLong_Check(n);
   if (ok) {
     const uint64_t elements = PyLong_AsUnsignedLongLong(n);
     *numel += elements;
-    *bytes += elements * PyLong_AsUnsignedLongLong(e);
+    *bytes += elements * it->second.element_size;
+    if (dtype->empty()) *dtype = it->second.name;
   }
   Py_XDECREF(n);
-  Py_XDECREF(e);
-  if (dtype->empty()) {
-    PyObject* d = PyObject_GetAttr(t, g.s_dtype);
-    if (d != nullptr) {
-      auto it = g.dtype_names.find(d);
-      if (it == g.dtype_names.end()) {
-        PyObject* s = PyObject_Str(d);
-        const char* c = s != nullptr ? PyUnicode_AsUTF8(s) : nullptr;
-        it = g.dtype_names.emplace(d, c != nullptr ? c : "").first;
-        Py_INCREF(d);  // kept: the key must stay this dtype
-        Py_XDECREF(s);
-      }
-      *dtype = it->second;
-      Py_DECREF(d);
-    }
-  }
   if (PyErr_Occurred()) PyErr_Clear();
   return ok;
 }
@@ -97,22 +123,63 @@ PyObject* Arg(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, Py_ssi
   return nullptr;
 }
 
-// seq_of(group): (name, sequence number); false (and nothing set) when it fails.
-bool SeqOf(PyObject* group, std::string* name, uint64_t* seq) {
-  if (g.seq_of == nullptr) return false;
-  PyObject* r =
-      PyObject_CallFunctionObjArgs(g.seq_of, group != nullptr ? group : Py_None, nullptr);
-  bool ok = r != nullptr && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 &&
-            PyUnicode_Check(PyTuple_GET_ITEM(r, 0)) && PyLong_Check(PyTuple_GET_ITEM(r, 1));
+// The process group a call names (none: the default one), known by name and sequence-number
+// method; null when there is none (not initialized) or it cannot be read. No error is left set.
+const State::Group* GroupOf(PyObject* group) {
+  PyObject* key = group;
+  if (key == nullptr || key == Py_None) {
+    if (g.world_owner == nullptr) return nullptr;
+    key = PyObject_GetAttr(g.world_owner, g.s_world);
+    if (key == nullptr || key == Py_None) {
+      Py_XDECREF(key);
+      PyErr_Clear();
+      return nullptr;
+    }
+  } else {
+    Py_INCREF(key);
+  }
+  auto it = g.groups.find(key);
+  if (it != g.groups.end()) {
+    Py_DECREF(key);
+    return &it->second;
+  }
+  if (g.seq_of == nullptr) {
+    Py_DECREF(key);
+    return nullptr;
+  }
+  PyObject* r = PyObject_CallFunctionObjArgs(g.seq_of, key, nullptr);
+  const bool ok = r != nullptr && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 &&
+                  PyUnicode_Check(PyTuple_GET_ITEM(r, 0)) && PyCallable_Check(PyTuple_GET_ITEM(r, 1));
+  const State::Group* out = nullptr;
   if (ok) {
-    const char* s = PyUnicode_AsUTF8(PyTuple_GET_ITEM(r, 0));
-    *name = s != nullptr ? s : "";
-    *seq = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(r, 1));
+    const char* name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(r, 0));
+    State::Group info;
+    info.name = name != nullptr ? name : "";
+    info.seq = PyTuple_GET_ITEM(r, 1);
+    Py_INCREF(info.seq);
+    out = &g.groups.emplace(key, std::move(info)).first->second;  // keeps the reference to key
+  } else {
+    Py_DECREF(key);
+  }
+  Py_XDECREF(r);
+  if (PyErr_Occurred()) PyErr_Clear();
+  return out;
+}
+
+// The group's name and its sequence number now; false (and nothing set) when it fails.
+bool SeqOf(PyObject* group, std::string* name, uint64_t* seq) {
+  const State::Group* info = GroupOf(group);
+  if (info == nullptr) return false;
+  PyObject* r = PyObject_CallObject(info->seq, nullptr);
+  const bool ok = r != nullptr && PyLong_Check(r);
+  if (ok) {
+    *name = info->name;
+    *seq = PyLong_AsUnsignedLongLong(r);
   }
   Py_XDECREF(r);
   if (PyErr_Occurred()) {
     PyErr_Clear();
-    ok = false;
+    return false;
   }
   return ok;
 }
@@ -268,11 +335,19 @@ PyObject* NewCollectiveCall(PyObject*, PyObject* args) {
   return reinterpret_cast<PyObject*>(c);
 }
 
-// collectives_configure(seq_of): how to read a group's name and sequence number.
-PyObject* Configure(PyObject*, PyObject* seq_of) {
+// collectives_configure(seq_of, group_member): how to name a group and read its sequence
+// number (seq_of(group) -> (name, bound _get_sequence_number_for_group)), and where the default
+// group is (group_member.WORLD).
+PyObject* Configure(PyObject*, PyObject* args) {
+  PyObject *seq_of, *owner;
+  if (!PyArg_ParseTuple(args, "OO", &seq_of, &owner)) return nullptr;
   Py_XDECREF(g.seq_of);
+  Py_XDECREF(g.world_owner);
   Py_INCREF(seq_of);
+  Py_INCREF(owner);
   g.seq_of = seq_of;
+  g.world_owner = owner;
+  if (g.s_world == nullptr) g.s_world = PyUnicode_InternFromString("WORLD");
   Py_RETURN_NONE;
 }
 
@@ -295,7 +370,8 @@ PyObject* CountFn(PyObject*, PyObject* group) {
 PyMethodDef kMethods[] = {
     {"collective_call", NewCollectiveCall, METH_VARARGS,
      "a torch.distributed function timing and describing its calls"},
-    {"collectives_configure", Configure, METH_O, "seq_of(group) -> (name, sequence number)"},
+    {"collectives_configure", Configure, METH_VARARGS,
+     "(seq_of(group) -> (name, sequence-number method), GroupMember)"},
     {"collectives_count", CountFn, METH_O, "rows for the calls issued from C++ since the last look"},
     {nullptr, nullptr, 0, nullptr}};
 

@@ -546,8 +546,8 @@ void Recorder::DrainTorch() {
     pending_rows_ = 0;
   }
   if (!collectives_.failed && !collectives.empty()) {
-    SegmentBuilder& cb = *collectives_.builder;
     for (const CollectiveRow& r : collectives) {
+      SegmentBuilder& cb = *collectives_.builder;  // a new one after each seal
       format::CollectiveEvent e;
       e.ts = r.ts_ns;
       e.end_ts = r.end_ns;
@@ -562,9 +562,9 @@ void Recorder::DrainTorch() {
       e.step = r.step;
       e.async_op = r.async_op;
       e.counted = r.counted;
-      cb.AddCollective(e);
+      collectives_.builder->AddCollective(e);
+      collectives_.MaybeSeal(MonotonicNs(), false);  // full: seals before the slot overflows
     }
-    collectives_.MaybeSeal(MonotonicNs(), false);
   }
   if (torch_.failed) return;
   SegmentBuilder& b = *torch_.builder;

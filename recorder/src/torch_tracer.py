@@ -331,7 +331,6 @@ class _Collectives:
 
     def __init__(self):
         self.active = False
-        self.names = {}
 
     def install(self, torch):
         dist = getattr(torch, "distributed", None)
@@ -340,7 +339,7 @@ class _Collectives:
         c10d = dist.distributed_c10d
         self.c10d = c10d
         self.dist = dist
-        _rec.collectives_configure(self.seq_of)
+        _rec.collectives_configure(self.seq_of, c10d.GroupMember)
         for name, (pp, pk, gp, rp, rk, ap) in self.SIGNATURES.items():
             orig = getattr(c10d, name, None)
             if orig is None or type(orig).__name__ == "CollectiveCall":
@@ -352,20 +351,15 @@ class _Collectives:
         self.active = True
 
     def seq_of(self, group):
-        """(name, sequence number) of a process group (None or WORLD: the default one)."""
+        """(name, its bound _get_sequence_number_for_group) of a process group, once per group
+        (the C side keeps them)."""
         c10d = self.c10d
-        if group is None or group is c10d.GroupMember.WORLD:
-            group = c10d._get_default_group()
-        key = id(group)
-        name = self.names.get(key)
-        if name is None:
-            if group is c10d._get_default_group():
-                name = "default"
-            else:
-                ranks = sorted(getattr(c10d, "_pg_group_ranks", {}).get(group, {}).keys())
-                name = "ranks " + ",".join(map(str, ranks)) if ranks else "group %x" % key
-            self.names[key] = name
-        return name, group._get_sequence_number_for_group()
+        if group is c10d._get_default_group():
+            name = "default"
+        else:
+            ranks = sorted(getattr(c10d, "_pg_group_ranks", {}).get(group, {}).keys())
+            name = "ranks " + ",".join(map(str, ranks)) if ranks else "group %x" % id(group)
+        return name, group._get_sequence_number_for_group
 
     def count(self):
         """Rows for the collectives issued from C++ since the last look (the default group)."""
