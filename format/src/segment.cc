@@ -217,6 +217,18 @@ void SegmentBuilder::AddLost(Stream stream, uint64_t segments) {
   has_events_ = true;
 }
 
+void SegmentBuilder::AddSamplerStats(const SamplerStatsEvent& e) {
+  // Skippable: kind, length, then the fields; a reader takes the fields it knows and ignores
+  // any that a later version appends.
+  ByteWriter body;
+  body.PutVarint(e.dropped);
+  body.PutVarint(e.retried);
+  payload_.PutByte(kSamplerStatsKind);
+  ++event_count_;
+  payload_.PutLengthPrefixed(body.view());
+  has_events_ = true;
+}
+
 Status SegmentBuilder::Seal(Codec codec, uint64_t seq, std::string* out, int zstd_level) {
   if (payload_.size() > kMaxRawSegmentSize) {
     size_t n = payload_.size();
@@ -480,8 +492,16 @@ class RecordDecoder {
       }
     }
     if (kind >= kFirstSkippableKind && kind <= kLastSkippableKind) {
-      std::string_view skipped;
-      if (!r_.GetLengthPrefixed(&skipped, kMaxRawSegmentSize)) return Truncated();
+      std::string_view body;
+      if (!r_.GetLengthPrefixed(&body, kMaxRawSegmentSize)) return Truncated();
+      if (kind == kSamplerStatsKind) {
+        ByteReader b(body);
+        SamplerStatsEvent e;
+        if (!b.GetVarint(&e.dropped) || !b.GetVarint(&e.retried))
+          return DataLoss("sampler stats record too short");
+        seg_->sampler_stats.push_back(e);
+        return Status::Ok();
+      }
       ++seg_->skipped_records;
       return Status::Ok();
     }

@@ -70,6 +70,7 @@ class SegmentBuilder {
                    std::string_view value);
   void AddMetric(int64_t ts, uint32_t name, double value);
   void AddLost(Stream stream, uint64_t segments);
+  void AddSamplerStats(const SamplerStatsEvent& e);
 
   // Bytes of payload so far (before compression) and records so far.
   size_t raw_size() const { return payload_.size(); }
