@@ -162,7 +162,10 @@ void* RunPythonSource(const char* source, std::initializer_list<PyGlobal> global
 bool InstallPython(PythonSink* sink, std::string* why) {
   g_sink = sink;  // a forked child's new recorder takes over
   SetTorchSink(sink);
-  if (g_namespace != nullptr) return true;
+  // Called with the GIL by the start-up hook and by the recorder's own thread; running the
+  // tracer's source may let the GIL go to the other one, which must not load a second tracer.
+  static bool installing = false;
+  if (g_namespace != nullptr || installing) return true;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   PyObject* m = PyDict_GetItemString(modules, "_probing_recorder");
   if (m == nullptr) {
@@ -176,8 +179,10 @@ bool InstallPython(PythonSink* sink, std::string* why) {
     Py_DECREF(m);
   }
   PyObject* name = PyUnicode_FromString("_probing_torch_tracer");
+  installing = true;
   void* ns = RunPythonSource(kTorchTracerSource, {{"__name__", name}}, why);
   Py_XDECREF(name);
+  installing = false;
   if (ns == nullptr) {
     *why = "the PyTorch tracer did not load: " + *why;
     return false;
