@@ -132,8 +132,11 @@ int CmdBacktrace(const Options& o, long thread, bool locals, bool native) {
   for (const auto& t : bt["threads"]) {
     std::cout << "Thread " << t["thread_id"] << " " << t["thread_name"].get<std::string>()
               << (t["holds_gil"].get<bool>() ? "  (holds the GIL)" : "")
-              << (t["truncated"].get<bool>() ? "  (stack cut short: a frame changed while read)"
+              << (t["truncated"].get<bool>() ? "  (stack cut short: its outermost frames are left out)"
                                              : "")
+              << (t.value("inconsistent", false)
+                      ? "  (inconsistent: the stack kept changing while read; shown as last read)"
+                      : "")
               << "\n";
     if (t.contains("native_error"))
       std::cout << "  (native frames: " << t["native_error"].get<std::string>() << ")\n";

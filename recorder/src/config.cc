@@ -73,6 +73,11 @@ Config::Config() {
        "PROBING_SAMPLER_HZ", false},
       {"probing.sampler.enabled", "true", "true",
        "sample Python stacks (true/false); memory sampling goes on either way", "", false},
+      {"probing.sampler.fault_guard", "true", "true",
+       "read interpreter memory with plain loads behind a SIGSEGV/SIGBUS guard (true) or with "
+       "one process_vm_readv call a read (false, slower)",
+       "", false},
+
       {"probing.data_dir", DefaultDataDir(), DefaultDataDir(),
        "where the rings live: <data_dir>/<pid>/ (set with PROBING_DATA_DIR at start)",
        "PROBING_DATA_DIR", true},
@@ -152,6 +157,11 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
     bool b;
     if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
     sampler_enabled_ = b;
+    entry->value = b ? "true" : "false";
+  } else if (key == "probing.sampler.fault_guard") {
+    bool b;
+    if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
+    fault_guard_ = b;
     entry->value = b ? "true" : "false";
   } else if (key == "probing.sampler.hz") {
     long n;

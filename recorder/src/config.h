@@ -1,7 +1,7 @@
 // The recorder's configuration: every key with its value, default, description and valid range,
 // in one place. Keys and environment variables follow the seeds (probing.sample_rate,
 // probing.buffer_size, probing.server.port, probing.torch.enabled; PROBING_PORT,
-// PROBING_TORCH_PROFILING, PROBING_SAMPLE_RATE, PROBE_TORCH_EXPRS) plus ours (probing.sampler.hz,
+// PROBING_TORCH_PROFILING, PROBING_SAMPLE_RATE, PROBE_TORCH_EXPRS) plus ours (probing.sampler.*,
 // PROBING_SAMPLER_HZ, PROBING_DATA_DIR). Documented in docs/configuration.md.
 //
 //   Config& c = Config::Get();
@@ -43,6 +43,7 @@ class Config {
   double sample_rate() const { return sample_rate_.load(std::memory_order_relaxed); }
   int sampler_hz() const { return sampler_hz_.load(std::memory_order_relaxed); }
   bool sampler_enabled() const { return sampler_enabled_.load(std::memory_order_relaxed); }
+  bool fault_guard() const { return fault_guard_.load(std::memory_order_relaxed); }
   long buffer_kib() const { return buffer_kib_.load(std::memory_order_relaxed); }
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
@@ -61,6 +62,7 @@ class Config {
   std::atomic<double> sample_rate_{1.0};
   std::atomic<int> sampler_hz_{100};
   std::atomic<bool> sampler_enabled_{true};
+  std::atomic<bool> fault_guard_{true};
   std::atomic<long> buffer_kib_{10000};
   std::atomic<int> server_port_{0};
   std::atomic<bool> torch_enabled_{true};

@@ -340,6 +340,8 @@ ControlServer::Reply ControlServer::Info() {
             {"data_dir", ctx_.data_dir},
             {"socket", socket_name()},
             {"enabled", enabled}};
+  if (ctx_.sampler_counts) j["stack_samples"] = ctx_.sampler_counts();
+  if (sampler_ != nullptr) j["stack_reads"] = sampler_->read_mode();
   TorchState t = GetTorchState();          // as of the tracer's last step end
   j["torch"] = {{"tracing", t.installed},  // torch imported and the tracer installed
                 {"step", t.step},
@@ -421,6 +423,7 @@ struct PythonStack {
     s.thread.native_id = t.native_id;
     s.thread.holds_gil = t.holds_gil;
     s.thread.truncated = t.truncated;
+    s.thread.consistent = t.consistent;
     int depth = 0;
     for (const FrameRef& f : t.frames) {
       s.frames.push_back({{"func", f.code->name},
@@ -491,20 +494,31 @@ ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::s
     threads.push_back({{"thread_id", t.native_id},
                        {"holds_gil", t.holds_gil},
                        {"truncated", t.truncated},
+                       {"inconsistent", !t.consistent},
                        {"frames", std::move(frames)}});
   };
+  // A stack that changes while read is read again until it holds still (at most this often; then
+  // it is shown as last read, marked inconsistent); the GIL holder is the program's, not ours.
+  SampleOptions options;
+  options.attempts = 1000;
+  options.fault_guard = probing::recorder::Config::Get().fault_guard();
+  options.ours = ctx_.is_ours;
+  options.ours_busy = ctx_.ours_busy;
+  options.gil_wait_ms = 200;
   {
     std::lock_guard<std::mutex> lock(sampler_mu_);
     std::vector<uint64_t> wanted;
-    sampler_->SampleAll([&](const ThreadStack& t) {
-      if (ctx_.is_ours(t.native_id)) return;
-      if (only != 0 && t.native_id != only) return;
-      if (unwinder != nullptr && t.native_id != 0) {
-        wanted.push_back(t.native_id);  // read again below, while it is stopped
-      } else {
-        add_thread(t, PythonStack::Of(t).frames);
-      }
-    });
+    sampler_->SampleAll(
+        [&](const ThreadStack& t) {
+          if (ctx_.is_ours(t.native_id)) return;
+          if (only != 0 && t.native_id != only) return;
+          if (unwinder != nullptr && t.native_id != 0) {
+            wanted.push_back(t.native_id);  // read again below, while it is stopped
+          } else {
+            add_thread(t, PythonStack::Of(t).frames);
+          }
+        },
+        options);
     // Native: each thread is stopped in turn, and its Python stack read while it is stopped so
     // that the two agree.
     for (uint64_t tid : wanted) {
@@ -512,7 +526,11 @@ ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::s
       std::string why;
       PythonStack python;
       auto read_python = [&] {
-        sampler_->SampleAll([&](const ThreadStack& t) { python = PythonStack::Of(t); }, tid);
+        SampleOptions one = options;
+        one.only = tid;
+        one.ours = nullptr;
+        one.ours_busy = nullptr;
+        sampler_->SampleAll([&](const ThreadStack& t) { python = PythonStack::Of(t); }, one);
       };
       int64_t stopped_ns = 0;
       bool ok = unwinder->Capture(static_cast<pid_t>(tid), &native, read_python, &stopped_ns, &why);

@@ -40,6 +40,10 @@ struct ServerContext {
   std::function<std::string(uint64_t native_id)> fallback_name;
   // Native ids of the recorder's own Python-state-holding threads, hidden from backtraces.
   std::function<bool(uint64_t native_id)> is_ours;
+  // True while one of them waits for the GIL or holds it.
+  std::function<bool()> ours_busy;
+  // The stack sampler's counters (stored, dropped, ...), for /info.
+  std::function<std::map<std::string, uint64_t>()> sampler_counts;
 };
 
 class ControlServer {

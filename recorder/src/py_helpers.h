@@ -68,7 +68,8 @@ def _probing_eval(code, timeout):
 
 
 def _probing_locals(value_cap, frame_cap):
-    """{thread ident: [[func, file, line, {name: repr}], ...] innermost first}."""
+    """{thread ident: [[func, file, line, {name: repr}], ...] innermost first}. func is the
+    qualified name where the interpreter has one (3.11+), as the sampler names frames."""
     me = _thread.get_ident()
     result = {}
     for ident, frame in sys._current_frames().items():
@@ -93,7 +94,8 @@ def _probing_locals(value_cap, frame_cap):
                 loc[str(k)] = r
                 used += len(r)
             code = frame.f_code
-            frames.append([code.co_name, code.co_filename, frame.f_lineno, loc])
+            frames.append([getattr(code, "co_qualname", code.co_name), code.co_filename,
+                           frame.f_lineno, loc])
             frame = frame.f_back
         result[ident] = frames
     return result
