@@ -1,7 +1,7 @@
 """The stack sampler against programs whose stacks never hold still, under every interpreter:
 every stored sample and every backtrace is a stack the program really had (never two moments
 mixed), by start-up (PROBING=1) and by inject; thread names from the first sample; qualified
-names; the line of a thread waiting for the GIL in a loop; the GIL
+names; the line of a thread waiting for the GIL in a loop; locals cut with a mark; the GIL
 holder right after inject; and the fault guard beside faulthandler, with no change to how the
 program's own faults end."""
 import json
@@ -206,6 +206,38 @@ def test_methods_have_qualified_names_and_loops_their_lines(python, target, anal
         summary = subprocess.run([str(analyze_bin), str(d)], capture_output=True, text=True,
                                  timeout=60).stdout
         assert "Zebra.graze" in summary
+
+
+def test_locals_cut_short_end_with_a_mark(target, probing_bin):
+    t = target("/usr/bin/python3", "locals_target.py")
+    t.wait_ready()
+    wait_for_server(t.proc.pid)
+
+    def hold_locals():
+        status, bt = request(t.proc.pid, "GET", "/backtrace?locals=1")
+        assert status == 200, bt
+        [th] = [th for th in bt["threads"] if th["thread_name"] == "holder"]
+        [f] = [f for f in th["frames"] if f["func"] == "hold"]
+        assert f["lineno"] == line_of("locals_target.py", "HOLD-LINE")
+        return f["locals"]
+
+    loc = hold_locals()
+    assert len(loc["big"]) == 200 and loc["big"].endswith("...") and loc["big"][:3] == "100"
+    assert len(loc["text"]) == 200 and loc["text"] == "'" + "x" * 196 + "..."
+    assert loc["many"] == "{}"  # short values are whole
+    # 4,000 characters a frame: the 20 long locals do not all fit; a "..." entry says so.
+    assert loc["..."].endswith("more locals not shown)")
+    env = dict(os.environ, PROBING_DATA_DIR=str(t.data_dir))
+    for kv in ("probing.locals.value_size=50", "probing.locals.frame_size=100000"):
+        r = subprocess.run([str(probing_bin), "-t", str(t.proc.pid), "config", kv],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+    loc = hold_locals()
+    assert len(loc["big"]) == 50 and loc["big"].endswith("...")
+    assert "..." not in loc and loc["a19"] == "'" + "z" * 46 + "..."
+    out = subprocess.run([str(probing_bin), "-t", str(t.proc.pid), "backtrace", "--locals"],
+                         capture_output=True, text=True, env=env, timeout=60).stdout
+    assert "big = " + "1" + "0" * 46 + "..." in out
 
 
 @pytest.mark.parametrize("python", ["system", "3.12"], indirect=True)

@@ -578,7 +578,9 @@ ControlServer::Reply ControlServer::Backtrace(const std::map<std::string, std::s
         [this, out] {
           if (!EnsureHelpers()) return;
           PyObject* fn = PyDict_GetItemString(static_cast<PyObject*>(helpers_), "_probing_locals");
-          PyObject* r = PyObject_CallFunction(fn, "ii", 200, 4000);
+          PyObject* r =
+              PyObject_CallFunction(fn, "ll", probing::recorder::Config::Get().locals_value_size(),
+                                    probing::recorder::Config::Get().locals_frame_size());
           if (r == nullptr) {
             PyErr_Clear();
             return;
