@@ -350,6 +350,7 @@ class Recorder : public PythonSink {
     std::vector<std::pair<std::shared_ptr<const FrameText>, uint32_t>> frames;  // (frame, line)
   };
   std::vector<Waiting> waiting_samples_;
+  int64_t names_requested_ns_ = 0;  // when SettleNames last asked for names again
   size_t waiting_frames_ = 0;
   std::unordered_map<uintptr_t, std::shared_ptr<const FrameText>> texts_;  // by code address
   // Counters (sampler thread writes, anyone reads); stats_* are what the rings were told.
@@ -736,6 +737,13 @@ void Recorder::SettleNames(int64_t now, bool all) {
                (asked_since && (!threading_loaded_ || names_asked_ns_ >= e.first_seen_ns + kNameGraceNs))) {
       e.name = ThreadName({}, pid_, id);  // MainThread, or the OS name
     } else {
+      // Not named by the last answer (a thread still registering with threading, or a forked
+      // child's main thread before threading's own fork hook ran): once the grace has passed,
+      // ask again rather than wait for the next full gathering, a second later.
+      if (now - e.first_seen_ns >= kNameGraceNs && now - names_requested_ns_ >= kNameGraceNs / 2) {
+        names_requested_ns_ = now;
+        worker_->RequestSoon();
+      }
       continue;
     }
     e.settled = true;
