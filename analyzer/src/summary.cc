@@ -32,6 +32,11 @@ Summary Summarize(const std::vector<Segment>& segments, size_t top) {
     s.events["variable values"] += seg.variables.size();
     s.events["metric readings"] += seg.metrics.size();
     for (const auto& l : seg.lost) s.events["segments lost while recording"] += l.segments;
+    for (const auto& st : seg.sampler_stats) {
+      // Stacks that changed while the sampler read them, on every try: left out, not stored torn.
+      if (st.dropped) s.events["stack samples dropped (changed while read)"] += st.dropped;
+      if (st.retried) s.events["stack samples read twice (changed once)"] += st.retried;
+    }
     for (const auto& p : seg.processes) {
       processes.insert("pid " + std::to_string(p.pid) + ": " + std::string(seg.String(p.cmdline)) +
                        " (Python " + std::string(seg.String(p.python_version)) + ", host " +

@@ -146,7 +146,11 @@ int CmdBacktrace(const Options& o, const protocol::BacktraceRequest& request) {
   for (const auto& t : bt.threads) {
     std::cout << "Thread " << t.thread_id << " " << t.thread_name
               << (t.holds_gil ? "  (holds the GIL)" : "")
-              << (t.truncated ? "  (stack cut short: a frame changed while read)" : "") << "\n";
+              << (t.truncated ? "  (stack cut short: its outermost frames are left out)" : "")
+              << (t.inconsistent
+                      ? "  (inconsistent: the stack kept changing while read; shown as last read)"
+                      : "")
+              << "\n";
     if (t.native_error) std::cout << "  (native frames: " << *t.native_error << ")\n";
     for (const auto& f : t.frames) {
       std::cout << "  #" << f.depth << "  " << f.func;

@@ -261,6 +261,17 @@ void SegmentBuilder::AddCollective(const CollectiveEvent& e) {
   has_events_ = true;
 }
 
+void SegmentBuilder::AddSamplerStats(const SamplerStatsEvent& e) {
+  // Skippable: kind, length, then the fields; a reader takes the fields it knows and ignores
+  // any that a later version appends.
+  ByteWriter body;
+  body.PutVarint(e.dropped);
+  body.PutVarint(e.retried);
+  BeginRecord(static_cast<RecordKind>(kSamplerStatsKind));
+  payload_.PutLengthPrefixed(body.view());
+  has_events_ = true;
+}
+
 Status SegmentBuilder::Seal(Codec codec, uint64_t seq, std::string* out, int zstd_level) {
   if (payload_.size() > kMaxRawSegmentSize) {
     size_t n = payload_.size();
@@ -433,6 +444,18 @@ class RecordDecoder {
     return Status::Ok();  // later fields, from newer writers, are ignored
   }
 
+  // What the stack sampler dropped or read twice since the writer's previous such record.
+  Status SamplerStats() {
+    std::string_view body;
+    if (!r_.GetLengthPrefixed(&body, kMaxRawSegmentSize)) return Truncated();
+    ByteReader b(body);
+    SamplerStatsEvent e;
+    if (!b.GetVarint(&e.dropped) || !b.GetVarint(&e.retried))
+      return DataLoss("sampler stats record too short");
+    seg_->sampler_stats.push_back(e);
+    return Status::Ok();  // later fields, from newer writers, are ignored
+  }
+
   // The job record: the place in a distributed job of the process record before it.
   Status Job() {
     std::string_view body;
@@ -595,6 +618,7 @@ class RecordDecoder {
     }
     if (kind == kJobRecordKind) return Job();
     if (kind == kCollectiveRecordKind) return Collective();
+    if (kind == kSamplerStatsKind) return SamplerStats();
     if (kind >= kFirstSkippableKind && kind <= kLastSkippableKind) {
       std::string_view skipped;
       if (!r_.GetLengthPrefixed(&skipped, kMaxRawSegmentSize)) return Truncated();

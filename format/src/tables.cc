@@ -14,7 +14,7 @@ constexpr Column kStacksColumns[] = {
     {"thread_name", kText, "Python thread name"},
     {"sample_id", kInteger, "identifies one sample (all frames of one stack share it)"},
     {"depth", kInteger, "0 = innermost frame"},
-    {"func", kText, "function name"},
+    {"func", kText, "function name: qualified (Class.method) on Python 3.11+, plain on 3.8-3.10"},
     {"file", kText, "source file"},
     {"lineno", kInteger, "current line in that frame"},
     {"holds_gil", kInteger, "1 if the thread held the GIL when sampled"},
@@ -108,7 +108,7 @@ constexpr Column kProcessColumns[] = {
      "older recorders"},
 };
 constexpr Column kBacktraceColumns[] = {
-    {"func", kText, "function name"},
+    {"func", kText, "function name: qualified (Class.method) on Python 3.11+, plain on 3.8-3.10 (native frames: the symbol)"},
     {"file", kText, "source file (native frames: the shared object)"},
     {"lineno", kInteger, "current line; NULL for native frames"},
     {"depth", kInteger, "0 = innermost frame"},

@@ -269,6 +269,45 @@ TEST(SegmentDecode, TheJobRecordCompletesTheProcessRecord) {
   EXPECT_EQ(seg->processes[0].world_size, -1);
 }
 
+TEST(SegmentBuilder, SamplerStatsRoundTrip) {
+  SegmentBuilder b(Stream::kStacks, 1);
+  b.AddSamplerStats({5, 2});
+  b.AddSamplerStats({0, 9});
+  EXPECT_FALSE(b.empty());
+  std::string bytes;
+  ASSERT_TRUE(b.Seal(Codec::kLz4, 0, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  EXPECT_EQ(seg->info.version_minor, 1);
+  ASSERT_EQ(seg->sampler_stats.size(), 2u);
+  EXPECT_EQ(seg->sampler_stats[0], (SamplerStatsEvent{5, 2}));
+  EXPECT_EQ(seg->sampler_stats[1], (SamplerStatsEvent{0, 9}));
+  EXPECT_EQ(seg->skipped_records, 0u);
+}
+
+TEST(SegmentDecode, SamplerStatsTakesKnownFieldsAndRefusesShortOnes) {
+  ByteWriter later;  // a later writer appending a field this build does not know
+  later.PutVarint(3);
+  later.PutVarint(4);
+  later.PutVarint(99);
+  ByteWriter w;
+  w.PutByte(kSamplerStatsKind);
+  w.PutLengthPrefixed(later.view());
+  auto seg = DecodeSegment(SealRaw(w.view(), 1));
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  ASSERT_EQ(seg->sampler_stats.size(), 1u);
+  EXPECT_EQ(seg->sampler_stats[0], (SamplerStatsEvent{3, 4}));
+
+  ByteWriter one;
+  one.PutVarint(3);
+  ByteWriter cut;
+  cut.PutByte(kSamplerStatsKind);
+  cut.PutLengthPrefixed(one.view());
+  auto bad = DecodeSegment(SealRaw(cut.view(), 1));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("sampler stats record too short"), std::string::npos);
+}
+
 TEST(SegmentDecode, RandomGarbageNeverCrashes) {
   std::mt19937_64 rng(7);
   std::string base = SealAllKinds(Codec::kNone);

@@ -244,6 +244,13 @@ void to_json(Json& j, const InfoReply& v) {
   PutOptional(j, "local_rank", v.local_rank);
   PutOptional(j, "node", v.node);
   PutOptional(j, "tcp_port", v.tcp_port);
+  if (v.stack_samples.has_value())
+    j["stack_samples"] = {
+        {"stored", v.stack_samples->stored},
+        {"dropped_changed_while_read", v.stack_samples->dropped_changed_while_read},
+        {"read_twice", v.stack_samples->read_twice},
+        {"waiting_for_thread_name", v.stack_samples->waiting_for_thread_name}};
+  PutOptional(j, "stack_reads", v.stack_reads);
 }
 void from_json(const Json& j, InfoReply& v) {
   j.at("pid").get_to(v.pid);
@@ -272,6 +279,16 @@ void from_json(const Json& j, InfoReply& v) {
   t.at("step").get_to(v.torch.step);
   t.at("step_traced").get_to(v.torch.step_traced);
   t.at("hooks_installed").get_to(v.torch.hooks_installed);
+  v.stack_samples.reset();
+  if (auto it = j.find("stack_samples"); it != j.end() && !it->is_null()) {
+    InfoReply::StackSamples ss;
+    GetOr(*it, "stored", ss.stored, uint64_t{0});
+    GetOr(*it, "dropped_changed_while_read", ss.dropped_changed_while_read, uint64_t{0});
+    GetOr(*it, "read_twice", ss.read_twice, uint64_t{0});
+    GetOr(*it, "waiting_for_thread_name", ss.waiting_for_thread_name, uint64_t{0});
+    v.stack_samples = ss;
+  }
+  GetOptional(j, "stack_reads", v.stack_reads);
 }
 
 void to_json(Json& j, const EvalRequest& v) { j = Json{{"code", v.code}, {"timeout", v.timeout}}; }
@@ -332,6 +349,7 @@ void to_json(Json& j, const ThreadBacktrace& v) {
            {"thread_name", v.thread_name},
            {"holds_gil", v.holds_gil},
            {"truncated", v.truncated},
+           {"inconsistent", v.inconsistent},
            {"frames", v.frames}};
   PutOptional(j, "stopped_us", v.stopped_us);
   PutOptional(j, "native_error", v.native_error);
@@ -341,6 +359,7 @@ void from_json(const Json& j, ThreadBacktrace& v) {
   j.at("thread_name").get_to(v.thread_name);
   j.at("holds_gil").get_to(v.holds_gil);
   GetOr(j, "truncated", v.truncated, false);
+  GetOr(j, "inconsistent", v.inconsistent, false);
   GetOptional(j, "stopped_us", v.stopped_us);
   GetOptional(j, "native_error", v.native_error);
   j.at("frames").get_to(v.frames);
@@ -562,6 +581,8 @@ std::vector<MessageFields> AllMessageFields() {
   info.local_rank = 0;
   info.node = "";
   info.tcp_port = 0;
+  info.stack_samples = InfoReply::StackSamples{};
+  info.stack_reads = "";
   EvalReply eval;
   eval.value = "";
   eval.exception = EvalException{};

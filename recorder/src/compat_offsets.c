@@ -45,6 +45,7 @@ static ProbingPyOffsets Compute(void) {
   memset(&o, 0xff, sizeof o); /* every field PROBING_NO_OFFSET until set */
   o.version_hex = PY_VERSION_HEX;
   o.ts_next = offsetof(PyThreadState, next);
+  o.ts_interp = offsetof(PyThreadState, interp);
   o.ts_thread_id = offsetof(PyThreadState, thread_id);
 #if PY_VERSION_HEX >= 0x030D0000
   o.ts_native_thread_id = offsetof(PyThreadState, native_thread_id);
@@ -74,6 +75,7 @@ static ProbingPyOffsets Compute(void) {
   o.frame_is_entry = offsetof(_PyInterpreterFrame, is_entry);
 #endif
   o.code_adaptive = offsetof(PyCodeObject, co_code_adaptive);
+  o.code_qualname = offsetof(PyCodeObject, co_qualname);
   o.code_firsttraceable = offsetof(PyCodeObject, _co_firsttraceable);
 #else
   o.frame_back = offsetof(PyFrameObject, f_back);

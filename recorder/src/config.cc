@@ -80,6 +80,18 @@ Config::Config() {
        false},
       {"probing.sampler.enabled", "true", "true",
        "sample Python stacks (true/false); memory sampling goes on either way", "", false},
+      {"probing.sampler.fault_guard", "true", "true",
+       "read interpreter memory with plain loads behind a SIGSEGV/SIGBUS guard (true) or with "
+       "one process_vm_readv call a read (false, slower)",
+       "", false},
+      {"probing.locals.value_size", "200", "200",
+       "characters of one local's repr shown by backtrace with locals (16 to 1000000); a longer "
+       "one is cut and ends with ...",
+       "", false},
+      {"probing.locals.frame_size", "4000", "4000",
+       "characters of locals shown per frame (64 to 10000000); the locals after are left out "
+       "and a ... entry says so",
+       "", false},
       {"probing.data_dir", DefaultDataDir(), DefaultDataDir(),
        "where the rings live: <data_dir>/<pid>/ (set with PROBING_DATA_DIR at start)",
        "PROBING_DATA_DIR", true},
@@ -169,6 +181,20 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
     if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
     sampler_enabled_ = b;
     entry->value = b ? "true" : "false";
+  } else if (key == "probing.sampler.fault_guard") {
+    bool b;
+    if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
+    fault_guard_ = b;
+    entry->value = b ? "true" : "false";
+  } else if (key == "probing.locals.value_size" || key == "probing.locals.frame_size") {
+    const bool per_value = key == "probing.locals.value_size";
+    const long lo = per_value ? 16 : 64, hi = per_value ? 1000000 : 10000000;
+    long n;
+    if (!ParseLong(value, &n) || n < lo || n > hi)
+      return key + " must be a whole number of characters from " + std::to_string(lo) + " to " +
+             std::to_string(hi) + ", not '" + value + "'";
+    (per_value ? locals_value_size_ : locals_frame_size_) = n;
+    entry->value = std::to_string(n);
   } else if (key == "probing.sampler.hz") {
     long n;
     if (!ParseLong(value, &n) || n < 1 || n > 10000)

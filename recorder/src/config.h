@@ -1,7 +1,8 @@
 // The recorder's configuration: every key with its value, default, description and valid range,
 // in one place. Keys and environment variables follow the seeds (probing.sample_rate,
 // probing.buffer_size, probing.server.port, probing.torch.enabled; PROBING_PORT,
-// PROBING_TORCH_PROFILING, PROBING_SAMPLE_RATE, PROBE_TORCH_EXPRS) plus ours (probing.sampler.hz,
+// PROBING_TORCH_PROFILING, PROBING_SAMPLE_RATE, PROBE_TORCH_EXPRS) plus ours (probing.sampler.*,
+// probing.locals.*,
 // PROBING_SAMPLER_HZ, PROBING_DATA_DIR). Documented in docs/configuration.md.
 //
 //   Config& c = Config::Get();
@@ -45,6 +46,9 @@ class Config {
   // Seconds without progress (step or collective) before the recorder says its rank is stuck.
   int hang_seconds() const { return hang_seconds_.load(std::memory_order_relaxed); }
   bool sampler_enabled() const { return sampler_enabled_.load(std::memory_order_relaxed); }
+  bool fault_guard() const { return fault_guard_.load(std::memory_order_relaxed); }
+  long locals_value_size() const { return locals_value_size_.load(std::memory_order_relaxed); }
+  long locals_frame_size() const { return locals_frame_size_.load(std::memory_order_relaxed); }
   long buffer_kib() const { return buffer_kib_.load(std::memory_order_relaxed); }
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
@@ -64,6 +68,9 @@ class Config {
   std::atomic<double> sample_rate_{1.0};
   std::atomic<int> sampler_hz_{100};
   std::atomic<bool> sampler_enabled_{true};
+  std::atomic<bool> fault_guard_{true};
+  std::atomic<long> locals_value_size_{200};
+  std::atomic<long> locals_frame_size_{4000};
   std::atomic<long> buffer_kib_{10000};
   std::atomic<int> hang_seconds_{60};
   std::atomic<int> server_port_{0};

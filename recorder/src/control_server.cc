@@ -454,6 +454,8 @@ ControlServer::Reply ControlServer::Info() {
   r.enabled.memory_sampler = true;
   r.enabled.torch = config.torch_enabled();
   r.enabled.tcp = !token_.empty();
+  if (ctx_.sampler_counts) r.stack_samples = ctx_.sampler_counts();
+  if (sampler_ != nullptr) r.stack_reads = sampler_->read_mode();
   TorchState t = GetTorchState();  // as of the tracer's last step end
   r.torch.tracing = t.installed;
   r.torch.step = static_cast<int64_t>(t.step);
@@ -543,6 +545,7 @@ struct PythonStack {
     s.thread.native_id = t.native_id;
     s.thread.holds_gil = t.holds_gil;
     s.thread.truncated = t.truncated;
+    s.thread.consistent = t.consistent;
     int64_t depth = 0;
     for (const FrameRef& f : t.frames) {
       protocol::Frame frame;
@@ -615,21 +618,32 @@ ControlServer::Reply ControlServer::Backtrace(const protocol::BacktraceRequest& 
     bt.thread_id = t.native_id;
     bt.holds_gil = t.holds_gil;
     bt.truncated = t.truncated;
+    bt.inconsistent = !t.consistent;
     bt.frames = std::move(frames);
     result.threads.push_back(std::move(bt));
   };
+  // A stack that changes while read is read again until it holds still (at most this often; then
+  // it is shown as last read, marked inconsistent); the GIL holder is the program's, not ours.
+  SampleOptions options;
+  options.attempts = 1000;
+  options.fault_guard = probing::recorder::Config::Get().fault_guard();
+  options.ours = ctx_.is_ours;
+  options.ours_busy = ctx_.ours_busy;
+  options.gil_wait_ms = 200;
   {
     std::lock_guard<std::mutex> lock(sampler_mu_);
     std::vector<uint64_t> wanted;
-    sampler_->SampleAll([&](const ThreadStack& t) {
-      if (ctx_.is_ours(t.native_id)) return;
-      if (only != 0 && t.native_id != only) return;
-      if (unwinder != nullptr && t.native_id != 0) {
-        wanted.push_back(t.native_id);  // read again below, while it is stopped
-      } else {
-        add_thread(t, PythonStack::Of(t).frames);
-      }
-    });
+    sampler_->SampleAll(
+        [&](const ThreadStack& t) {
+          if (ctx_.is_ours(t.native_id)) return;
+          if (only != 0 && t.native_id != only) return;
+          if (unwinder != nullptr && t.native_id != 0) {
+            wanted.push_back(t.native_id);  // read again below, while it is stopped
+          } else {
+            add_thread(t, PythonStack::Of(t).frames);
+          }
+        },
+        options);
     // Native: each thread is stopped in turn, and its Python stack read while it is stopped so
     // that the two agree.
     for (uint64_t tid : wanted) {
@@ -637,7 +651,11 @@ ControlServer::Reply ControlServer::Backtrace(const protocol::BacktraceRequest& 
       std::string why;
       PythonStack python;
       auto read_python = [&] {
-        sampler_->SampleAll([&](const ThreadStack& t) { python = PythonStack::Of(t); }, tid);
+        SampleOptions one = options;
+        one.only = tid;
+        one.ours = nullptr;
+        one.ours_busy = nullptr;
+        sampler_->SampleAll([&](const ThreadStack& t) { python = PythonStack::Of(t); }, one);
       };
       int64_t stopped_ns = 0;
       bool ok = unwinder->Capture(static_cast<pid_t>(tid), &native, read_python, &stopped_ns, &why);
@@ -686,7 +704,9 @@ ControlServer::Reply ControlServer::Backtrace(const protocol::BacktraceRequest& 
         [this, out] {
           if (!EnsureHelpers()) return;
           PyObject* fn = PyDict_GetItemString(static_cast<PyObject*>(helpers_), "_probing_locals");
-          PyObject* r = PyObject_CallFunction(fn, "ii", 200, 4000);
+          PyObject* r =
+              PyObject_CallFunction(fn, "ll", probing::recorder::Config::Get().locals_value_size(),
+                                    probing::recorder::Config::Get().locals_frame_size());
           if (r == nullptr) {
             PyErr_Clear();
             return;

@@ -45,6 +45,10 @@ struct ServerContext {
   std::function<bool(uint64_t native_id)> is_ours;
   // Seals every stream's open segment now (never needs the GIL); returns how many it sealed.
   std::function<int64_t()> seal;
+  // True while one of them waits for the GIL or holds it.
+  std::function<bool()> ours_busy;
+  // The stack sampler's counters (stored, dropped, ...), for /info.
+  std::function<protocol::InfoReply::StackSamples()> sampler_counts;
 };
 
 class ControlServer {

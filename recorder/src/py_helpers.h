@@ -68,7 +68,10 @@ def _probing_eval(code, timeout):
 
 
 def _probing_locals(value_cap, frame_cap):
-    """{thread ident: [[func, file, line, {name: repr}], ...] innermost first}."""
+    """{thread ident: [[func, file, line, {name: repr}], ...] innermost first}. func is the
+    qualified name where the interpreter has one (3.11+), as the sampler names frames. A repr
+    longer than value_cap is cut and ends with "..."; a frame's locals stop at frame_cap
+    characters, and a "..." entry says how many were left out."""
     me = _thread.get_ident()
     result = {}
     for ident, frame in sys._current_frames().items():
@@ -81,19 +84,21 @@ def _probing_locals(value_cap, frame_cap):
                 items = list(frame.f_locals.items())
             except Exception:
                 items = []
-            for k, v in items:
+            for i, (k, v) in enumerate(items):
                 try:
                     r = repr(v)
                 except Exception as e:
                     r = "<repr failed: %s>" % type(e).__name__
-                r = r[:value_cap]
+                if len(r) > value_cap:
+                    r = r[:value_cap - 3] + "..."
                 if used + len(r) > frame_cap:
-                    loc["..."] = "(more locals not shown)"
+                    loc["..."] = "(%d more locals not shown)" % (len(items) - i)
                     break
                 loc[str(k)] = r
                 used += len(r)
             code = frame.f_code
-            frames.append([code.co_name, code.co_filename, frame.f_lineno, loc])
+            frames.append([getattr(code, "co_qualname", code.co_name), code.co_filename,
+                           frame.f_lineno, loc])
             frame = frame.f_back
         result[ident] = frames
     return result

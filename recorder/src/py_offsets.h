@@ -18,6 +18,7 @@ typedef struct ProbingPyOffsets {
 
   /* PyThreadState */
   uint32_t ts_next;
+  uint32_t ts_interp;
   uint32_t ts_thread_id;        /* pthread_t */
   uint32_t ts_native_thread_id; /* 3.11+ */
   uint32_t ts_frame;            /* <=3.10 frame (PyFrameObject*), 3.13 current_frame */
@@ -36,6 +37,7 @@ typedef struct ProbingPyOffsets {
 
   /* PyCodeObject */
   uint32_t code_name;
+  uint32_t code_qualname; /* 3.11+: co_qualname */
   uint32_t code_filename;
   uint32_t code_firstlineno;
   uint32_t code_linetable;      /* co_lnotab (<=3.9) or co_linetable */

@@ -6,6 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "log.h"
@@ -28,14 +30,20 @@ if not getattr(sys, "_probing_hooks_registered", False):
         os.register_at_fork(after_in_child=_probing_lib.probing_after_fork_child)
     sys._probing_hooks_registered = True
 
-def _probing_collect():
-    names = {}
+def _probing_names():
+    """{native id: threading name}, or None when the program has not imported threading."""
     threading = sys.modules.get("threading")
-    if threading is not None:
-        for t in threading.enumerate():
-            nid = getattr(t, "native_id", None)
-            if nid is not None:
-                names[nid] = t.name
+    if threading is None:
+        return None
+    names = {}
+    for t in threading.enumerate():
+        nid = getattr(t, "native_id", None)
+        if nid is not None:
+            names[nid] = t.name
+    return names
+
+def _probing_collect():
+    names = _probing_names()
     counts = gc.get_count()
     collections = sum(s.get("collections", 0) for s in gc.get_stats())
     cuda = None
@@ -80,8 +88,18 @@ void PythonWorker::Start() {
   std::thread([this] { Run(); }).detach();
 }
 
+void PythonWorker::RequestSoon() {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    wake_requested_ = true;
+  }
+  wake_.notify_one();
+}
+
 void PythonWorker::Stop(int timeout_ms) {
   stop_ = true;
+  { std::lock_guard<std::mutex> lock(wake_mu_); }  // a waiter sees stop_ or gets the notify
+  wake_.notify_one();
   for (int waited = 0; busy_.load() && waited < timeout_ms; ++waited) usleep(1000);
 }
 
@@ -91,6 +109,7 @@ void PythonWorker::Run() {
   // Wait for the interpreter (the start-up hook may run before it is fully ready).
   for (int i = 0; i < 1000 && !Py_IsInitialized(); ++i) usleep(10000);
   bool ready = false;
+  int64_t next_full = 0;  // the next full gathering; in between, names only, when asked
   while (!stop_.load()) {
     // busy_ is raised before stop_ is checked, so Stop() either sees us busy and waits, or we
     // see stop_ and never touch the interpreter again.
@@ -99,13 +118,21 @@ void PythonWorker::Run() {
       busy_ = false;
       break;
     }
+    {
+      std::lock_guard<std::mutex> lock(wake_mu_);
+      wake_requested_ = false;  // this round answers the requests made so far
+    }
+    const bool full = MonotonicNs() >= next_full;
     PyGILState_STATE g = PyGILState_Ensure();
     if (!ready) ready = Setup();
-    if (ready) Collect();
+    if (ready) full ? Collect() : CollectNames();
     PyGILState_Release(g);
     busy_ = false;
     if (!ready) break;  // Setup logged why
-    for (int i = 0; i < 10 && !stop_.load(); ++i) usleep(100000);
+    if (full) next_full = MonotonicNs() + 1'000'000'000;
+    std::unique_lock<std::mutex> lock(wake_mu_);
+    wake_.wait_for(lock, std::chrono::nanoseconds(std::max<int64_t>(0, next_full - MonotonicNs())),
+                   [this] { return wake_requested_ || stop_.load(); });
   }
 }
 
@@ -123,13 +150,54 @@ bool PythonWorker::Setup() {
   PyObject* fn = PyDict_GetItemString(ns, "_probing_collect");  // borrowed
   Py_XINCREF(fn);
   collect_fn_ = fn;
+  PyObject* names = PyDict_GetItemString(ns, "_probing_names");  // borrowed
+  Py_XINCREF(names);
+  names_fn_ = names;
   Py_DECREF(ns);
   if (!InstallPython(sink_, &why)) Log(why + "; PyTorch tracing is off");
   return fn != nullptr;
 }
 
+// Thread names into {native id: name}; false when threading is not imported.
+static bool ReadNames(PyObject* names, std::map<uint64_t, std::string>* out) {
+  PyObject *key, *value;
+  Py_ssize_t pos = 0;
+  while (PyDict_Check(names) && PyDict_Next(names, &pos, &key, &value)) {
+    const char* name = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : nullptr;
+    if (name == nullptr) {
+      PyErr_Clear();
+      continue;
+    }
+    (*out)[AsU64(key)] = name;
+  }
+  return names != Py_None;
+}
+
+// Between full gatherings: thread names only, for a thread the sampler has just seen.
+bool PythonWorker::CollectNames() {
+  const int64_t started = MonotonicNs();
+  auto* fn = static_cast<PyObject*>(names_fn_);
+  PyObject* r = fn != nullptr ? PyObject_CallObject(fn, nullptr) : nullptr;
+  if (r == nullptr) {
+    PyErr_Clear();
+    return false;
+  }
+  std::map<uint64_t, std::string> names;
+  const bool loaded = ReadNames(r, &names);
+  Py_DECREF(r);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.thread_names = std::move(names);
+    stats_.threading_loaded = loaded;
+    stats_.started_ns = started;
+  }
+  version_.fetch_add(1, std::memory_order_release);
+  return true;
+}
+
 bool PythonWorker::Collect() {
   PollPython();
+  const int64_t started = MonotonicNs();  // the names below are as of this moment or later
   auto* fn = static_cast<PyObject*>(collect_fn_);
   PyObject* r = PyObject_CallObject(fn, nullptr);
   if (r == nullptr || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 6) {
@@ -139,17 +207,8 @@ bool PythonWorker::Collect() {
   }
   PythonStats s;
   s.taken_ns = MonotonicNs();
-  PyObject* names = PyTuple_GET_ITEM(r, 0);
-  PyObject *key, *value;
-  Py_ssize_t pos = 0;
-  while (PyDict_Check(names) && PyDict_Next(names, &pos, &key, &value)) {
-    const char* name = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : nullptr;
-    if (name == nullptr) {
-      PyErr_Clear();
-      continue;
-    }
-    s.thread_names[AsU64(key)] = name;
-  }
+  s.started_ns = started;
+  s.threading_loaded = ReadNames(PyTuple_GET_ITEM(r, 0), &s.thread_names);
   PyObject* counts = PyTuple_GET_ITEM(r, 1);
   for (Py_ssize_t i = 0; i < 3 && PyTuple_Check(counts) && i < PyTuple_GET_SIZE(counts); ++i)
     s.gc_count[i] = AsU64(PyTuple_GET_ITEM(counts, i));

@@ -1,9 +1,11 @@
 // What only the interpreter can tell (thread names, GC and allocator figures, CUDA memory),
-// gathered about once a second by a native thread that waits for the GIL like any other thread.
-// If the GIL is never released, the figures just go stale; nothing else waits for them.
+// gathered about once a second by a native thread that waits for the GIL like any other thread,
+// and sooner when asked (a new thread was seen: its name is wanted). If the GIL is never
+// released, the figures just go stale; nothing else waits for them.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -23,13 +25,15 @@ struct MetricReading {
 };
 
 struct PythonStats {
-  int64_t taken_ns = 0;  // CLOCK_MONOTONIC when gathered; 0 = never
+  int64_t taken_ns = 0;    // CLOCK_MONOTONIC when gathered; 0 = never
+  int64_t started_ns = 0;  // CLOCK_MONOTONIC when gathering began (the GIL was had)
   uint64_t py_blocks = 0;
   uint64_t gc_count[3] = {0, 0, 0};
   uint64_t gc_collections = 0;
   std::optional<uint64_t> cuda_allocated;
   std::optional<uint64_t> cuda_reserved;
   std::map<uint64_t, std::string> thread_names;  // native id -> threading name
+  bool threading_loaded = false;  // the program imported threading (else no thread has a name)
   std::vector<MetricReading> metrics;             // this snapshot's @probing.metric readings
 };
 
@@ -48,13 +52,19 @@ class PythonWorker {
     return stats_;
   }
   uint64_t native_id() const { return native_id_.load(); }
+  // True while it waits for the GIL or holds it.
+  bool busy() const { return busy_.load(); }
   // Changes each time a new snapshot is published.
   uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  // Gathers the thread names again as soon as the GIL can be had (the rest keeps its pace of
+  // once a second).
+  void RequestSoon();
 
  private:
   void Run();
   bool Setup();
   bool Collect();
+  bool CollectNames();
 
   std::string library_path_;
   PythonSink* sink_;
@@ -64,7 +74,11 @@ class PythonWorker {
   std::atomic<bool> busy_{false};
   std::atomic<uint64_t> native_id_{0};
   std::atomic<uint64_t> version_{0};
+  std::mutex wake_mu_;
+  std::condition_variable wake_;
+  bool wake_requested_ = false;  // under wake_mu_
   void* collect_fn_ = nullptr;  // PyObject*, owned
+  void* names_fn_ = nullptr;    // PyObject*, owned
 };
 
 }  // namespace probing::recorder

@@ -50,6 +50,21 @@ using format::Stream;
 
 constexpr int64_t kSealIntervalNs = 1'000'000'000;  // readers see data at most ~1 s old
 constexpr int64_t kMinForcedSealIntervalNs = 200'000'000;
+// In the recorder's first seconds segments are sealed ten times as often, so a short-lived
+// process (a forked worker that leaves by os._exit or is killed, running no exit hook) loses at
+// most its last 100 ms. Costs a few more ring slots, once.
+constexpr int64_t kEarlySealIntervalNs = 100'000'000;
+constexpr int64_t kEarlyPeriodNs = 3'000'000'000;
+// A new thread's samples wait (in memory) until its name is known, so that one thread id has one
+// name in a recording: until the interpreter has been asked after the thread was first seen
+// (its threading name, if it has one, is there), waiting at least kNameGraceNs for a thread
+// still registering itself with threading, at most kNameDeadlineNs when the GIL is not to be
+// had; then the fallback name (MainThread, or the OS name) is used.
+constexpr int64_t kNameGraceNs = 200'000'000;
+constexpr int64_t kNameDeadlineNs = 2'000'000'000;
+constexpr size_t kMaxPendingFrames = 1 << 20;  // beyond, waiting samples are written at once
+// A thread id not seen for this long is forgotten (the OS may give it to a new thread).
+constexpr int64_t kForgetThreadNs = 1'000'000'000;
 constexpr uint32_t kStackSlot = 64 << 10;
 constexpr uint32_t kMemorySlot = 4 << 10;
 constexpr uint32_t kTorchSlot = 16 << 10;
@@ -181,11 +196,16 @@ struct StreamWriter {
   uint64_t dropped = 0;
   bool failed = false;
 
-  // True when it sealed a segment.
-  bool MaybeSeal(int64_t now, bool force) {
+  // Whether MaybeSeal would seal now.
+  bool Due(int64_t now, bool force, int64_t interval) const {
     if (failed || builder->empty()) return false;
     size_t limit = (ring->max_segment_size() - format::kSegmentHeaderSize) * 3 / 4;
-    if (!force && now - opened_ns < kSealIntervalNs && builder->raw_size() < limit) return false;
+    return force || now - opened_ns >= interval || builder->raw_size() >= limit;
+  }
+
+  // True when it sealed a segment.
+  bool MaybeSeal(int64_t now, bool force, int64_t interval = kSealIntervalNs) {
+    if (!Due(now, force, interval)) return false;
     std::string bytes;
     Status st = builder->Seal(Codec::kLz4, ring->next_seq(), &bytes);
     if (st.ok()) st = ring->Append(bytes);
@@ -226,19 +246,37 @@ class Recorder : public PythonSink {
 
  private:
   void SamplerLoop();
-  void SampleStacks(int64_t now);
+  void SampleStacks(int64_t now_real, int64_t now);
   void SampleMemory(int64_t now);
   void DrainTorch();  // and the queued collective rows
   // Under mu_: once the rank has made no progress (no step, no collective) for
   // probing.hang.seconds, says so once: a probing.hang metric reading and a line on stderr.
   void WatchForHang(int64_t now_real);
-  uint32_t ThreadId(const ThreadStack& t);
+  int64_t SealInterval(int64_t now) const {
+    return now - started_ns_ < kEarlyPeriodNs ? kEarlySealIntervalNs : kSealIntervalNs;
+  }
+  // True when it sealed a segment.
+  bool SealStacks(int64_t now, bool force);
+  // Thread names (see kNameGraceNs).
+  void UpdateNames(int64_t now);
+  void SettleNames(int64_t now, bool all);
+  std::string NameOf(uint64_t id) const;
+  uint32_t ThreadId(uint64_t id);
+  void AddWaiting(int64_t ts, uint64_t id, uint8_t flags, const ThreadStack& t);
   // The recorder's own threads that hold a Python thread state (hidden from samples).
   bool IsOurs(uint64_t native_id) const {
     return native_id != 0 && ((worker_ && native_id == worker_->native_id()) ||
                               (gil_ && native_id == gil_->native_id()));
   }
   uint32_t CallSite(const ThreadStack& t);
+  protocol::InfoReply::StackSamples SamplerCounts() const {
+    protocol::InfoReply::StackSamples c;
+    c.stored = stored_.load();
+    c.dropped_changed_while_read = dropped_.load();
+    c.read_twice = retried_.load();
+    c.waiting_for_thread_name = waiting_.load();
+    return c;
+  }
   bool CreateRings(std::string* why);
   void WriteMetadata();
 
@@ -268,18 +306,56 @@ class Recorder : public PythonSink {
   std::vector<PendingTorch> pending_torch_;
   size_t pending_rows_ = 0;
   uint64_t pending_dropped_ = 0;
-  int64_t metrics_taken_ns_ = 0;
-  int64_t forced_seal_ns_ =
-      0;  // when SealNow last sealed  // the snapshot whose metric readings were written last
+  int64_t metrics_taken_ns_ = 0;  // the snapshot whose metric readings were written last
+  int64_t forced_seal_ns_ = 0;    // when SealNow last sealed
   std::atomic<bool> stopping_{false};
   std::atomic<bool> forked_child_{false};
   // Segment-local id caches, dropped when the builder's generation changes.
   uint64_t generation_ = ~0ull;
-  std::unordered_map<uintptr_t, uint32_t> frame_ids_;
+  struct FrameId {
+    uint32_t id = 0;
+    uintptr_t name_ptr = 0, file_ptr = 0;  // of the code object it was made for
+    int first_line = 0;
+  };
+  std::unordered_map<uintptr_t, FrameId> frame_ids_;  // by code address
   std::unordered_map<uint64_t, uint32_t> thread_ids_;
   std::unordered_map<uint64_t, uint32_t> site_ids_;  // hash of (parent, code, line)
-  std::map<uint64_t, std::string> names_;
+  struct LastSite {
+    uint64_t generation = ~0ull;
+    uint32_t callsite = 0;
+  };
+  std::unordered_map<uint64_t, LastSite> last_sites_;  // by thread id: its last sample's
+  std::map<uint64_t, std::string> names_;  // the interpreter's last answer
   uint64_t names_version_ = 0;
+  int64_t names_asked_ns_ = -1;  // when that answer was gathered (CLOCK_MONOTONIC)
+  bool threading_loaded_ = false;
+  int64_t started_ns_ = 0;
+  struct ThreadEntry {
+    std::string name;
+    bool settled = false;
+    int64_t first_seen_ns = 0;
+    int64_t last_seen_ns = 0;
+  };
+  std::unordered_map<uint64_t, ThreadEntry> threads_;  // by OS thread id (pthread id if unknown)
+  // Samples of threads whose name is not settled yet, in order, frames innermost first.
+  struct FrameText {
+    std::string func, file;
+    uint32_t first_line;
+    uintptr_t name_ptr, file_ptr;  // what it was made from (CodeInfo), to notice reuse
+  };
+  struct Waiting {
+    int64_t ts;
+    uint64_t id;
+    uint8_t flags;
+    std::vector<std::pair<std::shared_ptr<const FrameText>, uint32_t>> frames;  // (frame, line)
+  };
+  std::vector<Waiting> waiting_samples_;
+  int64_t names_requested_ns_ = 0;  // when SettleNames last asked for names again
+  size_t waiting_frames_ = 0;
+  std::unordered_map<uintptr_t, std::shared_ptr<const FrameText>> texts_;  // by code address
+  // Counters (sampler thread writes, anyone reads); stats_* are what the rings were told.
+  std::atomic<uint64_t> stored_{0}, dropped_{0}, retried_{0}, waiting_{0};
+  uint64_t stats_dropped_ = 0, stats_retried_ = 0;
 };
 
 bool Recorder::CreateRings(std::string* why) {
@@ -344,6 +420,7 @@ void Recorder::WriteMetadata() {
 
 int Recorder::Start() {
   pid_ = getpid();
+  started_ns_ = MonotonicNs();
   const char* mode = std::getenv("PROBING");
   mode_ = (mode != nullptr && std::strcmp(mode, "2") == 0) ? 2 : 1;
   for (const std::string& e : Config::Get().LoadEnvironment()) Log(e);
@@ -405,6 +482,8 @@ int Recorder::Start() {
   ctx.fallback_name = [this](uint64_t id) { return ThreadName({}, pid_, id); };
   ctx.is_ours = [this](uint64_t id) { return IsOurs(id); };
   ctx.seal = [this] { return SealNow(); };
+  ctx.ours_busy = [this] { return worker_->busy(); };
+  ctx.sampler_counts = [this] { return SamplerCounts(); };
   server_ = std::make_unique<ControlServer>(std::move(ctx));
   std::string server_why;
   if (!server_->Start(&server_why)) Log("control server off: " + server_why);
@@ -428,7 +507,8 @@ void Recorder::Shutdown() {
   if (stopping_.exchange(true)) return;
   DrainTorch();
   int64_t now = MonotonicNs();
-  stacks_.MaybeSeal(now, true);
+  if (stacks_.builder) SettleNames(now, true);  // what waited for a name is written as it is
+  SealStacks(now, true);
   memory_.MaybeSeal(now, true);
   torch_.MaybeSeal(now, true);
   variables_.MaybeSeal(now, true);
@@ -477,15 +557,16 @@ int64_t Recorder::SealNow() {
   if (forced_seal_ns_ != 0 && now - forced_seal_ns_ < kMinForcedSealIntervalNs) return 0;
   forced_seal_ns_ = now;
   DrainTorch();
-  int64_t sealed = 0;
-  for (StreamWriter* w : {&stacks_, &memory_, &torch_, &variables_, &metrics_, &collectives_})
+  int64_t sealed = SealStacks(now, true) ? 1 : 0;
+  for (StreamWriter* w : {&memory_, &torch_, &variables_, &metrics_, &collectives_})
     sealed += w->MaybeSeal(now, true) ? 1 : 0;
   return sealed;
 }
 
-uint32_t ThreadIn(SegmentBuilder& b, const std::map<uint64_t, std::string>& names, pid_t pid,
-                  uint64_t thread) {
-  return b.InternThread(thread, b.InternString(ThreadName(names, pid, thread)));
+std::string Recorder::NameOf(uint64_t id) const {
+  auto it = threads_.find(id);
+  if (it != threads_.end() && it->second.settled) return it->second.name;
+  return ThreadName(names_, pid_, id);
 }
 
 // At most this many torch rows wait for the sampler thread; more (it is stalled) are dropped.
@@ -551,7 +632,8 @@ void Recorder::DrainTorch() {
       format::CollectiveEvent e;
       e.ts = r.ts_ns;
       e.end_ts = r.end_ns;
-      e.thread = r.thread != 0 ? ThreadIn(cb, names_, pid_, r.thread) : 0;
+      e.thread =
+          r.thread != 0 ? cb.InternThread(r.thread, cb.InternString(NameOf(r.thread))) : 0;
       e.group = cb.InternString(r.group);
       e.seq = r.seq;
       e.op = r.op.empty() ? 0 : cb.InternString(r.op);
@@ -569,7 +651,7 @@ void Recorder::DrainTorch() {
   if (torch_.failed) return;
   SegmentBuilder& b = *torch_.builder;
   for (const PendingTorch& p : batches) {
-    const uint32_t tid = ThreadIn(b, names_, pid_, p.thread);
+    const uint32_t tid = b.InternThread(p.thread, b.InternString(NameOf(p.thread)));
     for (const TorchRow& r : p.rows) {
       format::TorchEvent e;
       e.ts = r.start_ns;
@@ -592,36 +674,123 @@ void Recorder::VariableRows(uint64_t thread, uint64_t step, const std::vector<Va
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_.load() || forked_child_.load() || variables_.failed) return;
   SegmentBuilder& b = *variables_.builder;
-  const uint32_t tid = ThreadIn(b, names_, pid_, thread);
+  const uint32_t tid = b.InternThread(thread, b.InternString(NameOf(thread)));
   for (const VariableRow& r : rows)
     b.AddVariable(r.ts_ns, tid, step, b.InternString(r.func), b.InternString(r.name), r.value);
   variables_.MaybeSeal(MonotonicNs(), false);
 }
 
-uint32_t Recorder::ThreadId(const ThreadStack& t) {
-  uint64_t id = t.native_id != 0 ? t.native_id : t.pthread_id;
+uint32_t Recorder::ThreadId(uint64_t id) {
   auto it = thread_ids_.find(id);
   if (it != thread_ids_.end()) return it->second;
-  std::string name = ThreadName(names_, pid_, t.native_id);
   SegmentBuilder& b = *stacks_.builder;
-  uint32_t tid = b.InternThread(id, b.InternString(name));
+  uint32_t tid = b.InternThread(id, b.InternString(NameOf(id)));
   thread_ids_.emplace(id, tid);
   return tid;
+}
+
+// Keeps a sample of a thread whose name is not settled; its frames by value (code objects may go).
+void Recorder::AddWaiting(int64_t ts, uint64_t id, uint8_t flags, const ThreadStack& t) {
+  Waiting w{ts, id, flags, {}};
+  w.frames.reserve(t.frames.size());
+  for (const FrameRef& f : t.frames) {
+    std::shared_ptr<const FrameText>& text = texts_[f.code_addr];
+    if (!text || text->name_ptr != f.code->name_ptr || text->file_ptr != f.code->file_ptr ||
+        text->first_line != static_cast<uint32_t>(std::max(0, f.code->first_line)))
+      text = std::make_shared<const FrameText>(
+          FrameText{f.code->name, f.code->file, static_cast<uint32_t>(std::max(0, f.code->first_line)),
+                    f.code->name_ptr, f.code->file_ptr});
+    w.frames.emplace_back(text, static_cast<uint32_t>(std::max(0, f.line)));
+  }
+  waiting_frames_ += w.frames.size();
+  waiting_samples_.push_back(std::move(w));
+  ++waiting_;
+}
+
+// Takes the interpreter's latest answer about thread names, when there is a new one. A settled
+// thread whose threading name changed since (the program renamed it) takes the new name.
+void Recorder::UpdateNames(int64_t now) {
+  if (worker_->version() == names_version_) return;
+  names_version_ = worker_->version();
+  PythonStats s = worker_->Snapshot();
+  names_ = std::move(s.thread_names);
+  names_asked_ns_ = s.started_ns;
+  threading_loaded_ = s.threading_loaded;
+  for (auto& [id, e] : threads_) {
+    auto n = names_.find(id);
+    if (e.settled && n != names_.end() && n->second != e.name) {
+      e.name = n->second;
+      thread_ids_.erase(id);
+    }
+  }
+  (void)now;
+}
+
+// Settles the names that can be settled (all of them when `all`: at exit, or too many samples
+// waiting), and writes the samples that waited for them.
+void Recorder::SettleNames(int64_t now, bool all) {
+  bool any = false;
+  for (auto& [id, e] : threads_) {
+    if (e.settled) continue;
+    auto n = names_.find(id);
+    const bool asked_since = names_asked_ns_ >= e.first_seen_ns;
+    if (asked_since && n != names_.end()) {
+      e.name = n->second;
+    } else if (all || now - e.first_seen_ns >= kNameDeadlineNs ||
+               (asked_since && (!threading_loaded_ || names_asked_ns_ >= e.first_seen_ns + kNameGraceNs))) {
+      e.name = ThreadName({}, pid_, id);  // MainThread, or the OS name
+    } else {
+      // Not named by the last answer (a thread still registering with threading, or a forked
+      // child's main thread before threading's own fork hook ran): once the grace has passed,
+      // ask again rather than wait for the next full gathering, a second later.
+      if (now - e.first_seen_ns >= kNameGraceNs && now - names_requested_ns_ >= kNameGraceNs / 2) {
+        names_requested_ns_ = now;
+        worker_->RequestSoon();
+      }
+      continue;
+    }
+    e.settled = true;
+    thread_ids_.erase(id);
+    any = true;
+  }
+  if (!any || waiting_samples_.empty() || stacks_.failed) return;
+  SegmentBuilder& b = *stacks_.builder;
+  std::vector<Waiting> still;
+  for (Waiting& w : waiting_samples_) {
+    auto it = threads_.find(w.id);
+    if (it != threads_.end() && !it->second.settled) {
+      still.push_back(std::move(w));
+      continue;
+    }
+    uint32_t parent = 0;
+    for (auto f = w.frames.rbegin(); f != w.frames.rend(); ++f) {
+      const FrameText& t = *f->first;
+      uint32_t frame = b.InternFrame(b.InternString(t.func), b.InternString(t.file), t.first_line);
+      parent = b.InternCallSite(parent, frame, f->second);
+    }
+    b.AddStackSample(w.ts, ThreadId(w.id), parent, w.flags);
+    waiting_frames_ -= w.frames.size();
+    ++stored_;
+    --waiting_;
+  }
+  waiting_samples_.swap(still);
+  if (waiting_samples_.empty()) texts_.clear();
 }
 
 uint32_t Recorder::CallSite(const ThreadStack& t) {
   SegmentBuilder& b = *stacks_.builder;
   uint32_t parent = 0;
   for (auto it = t.frames.rbegin(); it != t.frames.rend(); ++it) {
-    uint32_t frame;
-    auto f = frame_ids_.find(it->code_addr);
-    if (f != frame_ids_.end()) {
-      frame = f->second;
-    } else {
-      frame = b.InternFrame(b.InternString(it->code->name), b.InternString(it->code->file),
-                            static_cast<uint32_t>(std::max(0, it->code->first_line)));
-      frame_ids_.emplace(it->code_addr, frame);
+    // By code address, checked against the code object's fields: a code object freed and
+    // another made at its address (within one segment) is a new frame.
+    FrameId& f = frame_ids_[it->code_addr];
+    if (f.name_ptr != it->code->name_ptr || f.file_ptr != it->code->file_ptr ||
+        f.first_line != it->code->first_line || f.id == 0) {
+      f = {b.InternFrame(b.InternString(it->code->name), b.InternString(it->code->file),
+                         static_cast<uint32_t>(std::max(0, it->code->first_line))),
+           it->code->name_ptr, it->code->file_ptr, it->code->first_line};
     }
+    const uint32_t frame = f.id;
     uint64_t key = (uint64_t{parent} * 0x9E3779B97F4A7C15ull) ^ (uint64_t{frame} << 24) ^
                    static_cast<uint32_t>(it->line);
     auto s = site_ids_.find(key);
@@ -636,7 +805,7 @@ uint32_t Recorder::CallSite(const ThreadStack& t) {
   return parent;
 }
 
-void Recorder::SampleStacks(int64_t now_real) {
+void Recorder::SampleStacks(int64_t now_real, int64_t now) {
   SegmentBuilder& b = *stacks_.builder;
   if (b.generation() != generation_) {
     generation_ = b.generation();
@@ -644,12 +813,67 @@ void Recorder::SampleStacks(int64_t now_real) {
     thread_ids_.clear();
     site_ids_.clear();
   }
-  sampler_->SampleAll([&](const ThreadStack& t) {
-    if (IsOurs(t.native_id)) return;  // the recorder's own Python-state-holding threads
-    uint8_t flags =
-        (t.holds_gil ? format::kSampleHoldsGil : 0) | (t.truncated ? format::kSampleTruncated : 0);
-    b.AddStackSample(now_real, ThreadId(t), CallSite(t), flags);
-  });
+  SampleOptions options;
+  options.attempts = 2;  // a stack that changed while read is read once more, then dropped
+  options.fault_guard = Config::Get().fault_guard();
+  bool asked = false;
+  sampler_->SampleAll(
+      [&](const ThreadStack& t) {
+        if (IsOurs(t.native_id)) return;  // the recorder's own Python-state-holding threads
+        if (!t.consistent) {
+          ++dropped_;  // never stored torn; counted in `info` and in the rings (stats record)
+          return;
+        }
+        if (t.attempts > 1) ++retried_;
+        const uint64_t id = t.native_id != 0 ? t.native_id : t.pthread_id;
+        auto [it, fresh] = threads_.try_emplace(id);
+        if (fresh) {
+          it->second.first_seen_ns = now;
+          if (!asked) worker_->RequestSoon();  // ask the interpreter for its name now
+          asked = true;
+        }
+        it->second.last_seen_ns = now;
+        uint8_t flags = (t.holds_gil ? format::kSampleHoldsGil : 0) |
+                        (t.truncated ? format::kSampleTruncated : 0);
+        if (!it->second.settled) {
+          AddWaiting(now_real, id, flags, t);
+          return;
+        }
+        // A stack read the same as last time has the same call site (in this segment).
+        LastSite& last = last_sites_[id];
+        if (!t.same_as_last || last.generation != generation_) last = {generation_, CallSite(t)};
+        b.AddStackSample(now_real, ThreadId(id), last.callsite, flags);
+        ++stored_;
+      },
+      options);
+  SettleNames(now, waiting_frames_ > kMaxPendingFrames);
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (it->second.settled && now - it->second.last_seen_ns > kForgetThreadNs) {
+      thread_ids_.erase(it->first);
+      last_sites_.erase(it->first);
+      it = threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+// Seals the stacks ring's segment when due, with a record of what the sampler could not store
+// since the last one (format: sampler stats), so that a recording says it too.
+bool Recorder::SealStacks(int64_t now, bool force) {
+  const uint64_t dropped = dropped_.load(), retried = retried_.load();
+  const bool moved = dropped != stats_dropped_ || retried != stats_retried_;
+  const int64_t interval = SealInterval(now);
+  // Counts that moved are sealed in time even when no sample was stored meanwhile.
+  if (!stacks_.Due(now, force, interval) &&
+      !(moved && !stacks_.failed && (force || now - stacks_.opened_ns >= interval)))
+    return false;
+  if (moved) {
+    stacks_.builder->AddSamplerStats({dropped - stats_dropped_, retried - stats_retried_});
+    stats_dropped_ = dropped;
+    stats_retried_ = retried;
+  }
+  return stacks_.MaybeSeal(now, force, interval);
 }
 
 void Recorder::SampleMemory(int64_t now_real) {
@@ -699,12 +923,12 @@ void Recorder::SamplerLoop() {
     if (stopping_.load() || forked_child_.load()) break;
     now = MonotonicNs();
     int64_t real = RealtimeNs();
-    if (worker_->version() != names_version_) {  // new thread names from the interpreter
-      names_version_ = worker_->version();
-      names_ = worker_->Snapshot().thread_names;
-      thread_ids_.clear();
+    UpdateNames(now);  // new thread names from the interpreter
+    if (sampler_ && !stacks_.failed && Config::Get().sampler_enabled()) {
+      SampleStacks(real, now);
+    } else {
+      SettleNames(now, false);
     }
-    if (sampler_ && !stacks_.failed && Config::Get().sampler_enabled()) SampleStacks(real);
     if (now >= next_memory) {
       SampleMemory(real);
       next_memory = now + kSealIntervalNs;
@@ -712,12 +936,13 @@ void Recorder::SamplerLoop() {
     DrainTorch();
     ObserveStep(GetTorchState().step, real);
     WatchForHang(real);
-    stacks_.MaybeSeal(now, false);
-    memory_.MaybeSeal(now, false);
-    torch_.MaybeSeal(now, false);
-    variables_.MaybeSeal(now, false);
-    metrics_.MaybeSeal(now, false);
-    collectives_.MaybeSeal(now, false);
+    const int64_t interval = SealInterval(now);
+    SealStacks(now, false);
+    memory_.MaybeSeal(now, false, interval);
+    torch_.MaybeSeal(now, false, interval);
+    variables_.MaybeSeal(now, false, interval);
+    metrics_.MaybeSeal(now, false, interval);
+    collectives_.MaybeSeal(now, false, interval);
   }
 }
 

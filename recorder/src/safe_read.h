@@ -1,15 +1,25 @@
 // Fault-safe reads of this process's own memory. The sampler reads other threads' interpreter
-// state without the GIL, so any pointer may dangle: a read goes through process_vm_readv on our
-// own pid, which fails with EFAULT instead of crashing. Where the kernel or a seccomp profile
-// forbids process_vm_readv, Available() is false and the sampler turns itself off (logged once).
+// state without the GIL, so any pointer may dangle; a read of freed or unmapped memory must fail,
+// not crash the host. Two ways, chosen per pass:
 //
-//   SafeReader r;
+// - Plain loads behind a fault guard (the fast way): a SIGSEGV/SIGBUS handler, installed once per
+//   process, recognises a fault inside our copy routine (guarded_copy.h) by the faulting
+//   instruction and makes that copy fail. Every other fault -- another thread's, or ours outside
+//   the routine, or a signal sent with kill -- goes on to the handler that was installed before
+//   ours (faulthandler, torch, ...) or to the default action, exactly as without us. A handler
+//   installed after ours would see our faults first, so each pass checks that ours is still the
+//   one installed, and reads with process_vm_readv when it is not.
+// - process_vm_readv on our own pid (the fallback): EFAULT instead of a crash, one system call a
+//   read. Used where the guard cannot be installed, is displaced, or is switched off
+//   (probing.sampler.fault_guard).
+//
+//   SafeReader r;                                // installs the guard on first use
+//   SafeReader::Pass p = r.BeginPass(true);      // once per pass, on the reading thread
 //   uint64_t v;
-//   if (r.Read(addr, &v)) { ... }
+//   if (p.Read(addr, &v)) { ... }
 #pragma once
 
 #include <sys/types.h>
-#include <sys/uio.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -21,26 +31,55 @@ class SafeReader {
  public:
   SafeReader();
 
-  // False when process_vm_readv is not permitted here; `why` says why.
+  // False when neither way of reading works here; `why` says why.
   bool Available() const { return available_; }
   const std::string& why_unavailable() const { return why_; }
 
-  // Copies `size` bytes at `addr` into `out`. False on any fault (nothing partial is trusted).
+  // process_vm_readv, from any thread at any time. False on any fault (nothing partial is
+  // trusted).
   bool ReadBytes(uintptr_t addr, void* out, size_t size) const noexcept;
-
   template <typename T>
   bool Read(uintptr_t addr, T* out) const noexcept {
     return ReadBytes(addr, out, sizeof(T));
   }
   bool ReadPtr(uintptr_t addr, uintptr_t* out) const noexcept { return Read(addr, out); }
 
-  uint64_t reads() const { return reads_; }
+  // The reads of one pass on the calling thread. Valid on that thread only, for a short while
+  // (a pass): the guard's state is checked when it is made.
+  class Pass {
+   public:
+    bool ReadBytes(uintptr_t addr, void* out, size_t size) const noexcept;
+    template <typename T>
+    bool Read(uintptr_t addr, T* out) const noexcept {
+      return ReadBytes(addr, out, sizeof(T));
+    }
+    bool ReadPtr(uintptr_t addr, uintptr_t* out) const noexcept { return Read(addr, out); }
+    // Reads `n` ranges of `size` bytes, at addrs[i], into out + i * size: plain loads one after
+    // the other, or one process_vm_readv call for many. False when any fails.
+    bool ReadMany(const uintptr_t* addrs, size_t n, size_t size, char* out) const noexcept;
+    bool guarded() const { return guarded_; }
+
+   private:
+    friend class SafeReader;
+    Pass(const SafeReader* r, bool guarded) : r_(r), guarded_(guarded) {}
+    const SafeReader* r_;
+    bool guarded_;
+  };
+
+  // Starts a pass: plain loads when `allow_guard` and our handler is the one installed for
+  // SIGSEGV and SIGBUS (and the calling thread then has both unblocked), else process_vm_readv.
+  Pass BeginPass(bool allow_guard) const noexcept;
+
+  // How the last pass read, for `info`: "fault guard" or "process_vm_readv (<why>)".
+  std::string mode() const;
+
+  // For tests: true when the guard's handler is installed and still the one the kernel calls.
+  static bool GuardInstalled() noexcept;
 
  private:
   pid_t pid_;
   bool available_ = false;
   std::string why_;
-  mutable uint64_t reads_ = 0;
 };
 
 }  // namespace probing::recorder

@@ -245,19 +245,25 @@ def _wrap_optimizers(optim):
         base.__init__ = __init__
 
 
+# Installing runs Python code that may give up the GIL: the importing thread (the finder below)
+# and the recorder's thread (probing_torch_poll) must not both install.
+_install_lock = _thread.allocate_lock()
+
+
 def _install(torch):
     global _tracer
-    if _tracer is not None:
-        return
-    try:
-        _wrap_optimizers(torch.optim)
-        _tracer = _Tracer(torch)
-    except Exception as e:
-        _rec.log("PyTorch tracing not started: %s: %s" % (type(e).__name__, e))
-    try:
-        _collectives.install(torch)
-    except Exception as e:
-        _rec.log("collectives are not traced: %s: %s" % (type(e).__name__, e))
+    with _install_lock:
+        if _tracer is not None:
+            return
+        try:
+            _wrap_optimizers(torch.optim)
+            _tracer = _Tracer(torch)
+        except Exception as e:
+            _rec.log("PyTorch tracing not started: %s: %s" % (type(e).__name__, e))
+        try:
+            _collectives.install(torch)
+        except Exception as e:
+            _rec.log("collectives are not traced: %s: %s" % (type(e).__name__, e))
 
 
 def _ready(module):

@@ -46,6 +46,27 @@ TEST(Config, BadValuesNameTheKeyAndRangeAndKeepTheOldValue) {
   EXPECT_EQ(c.Set("probing.torch.enabled", "true"), "");
 }
 
+TEST(Config, LocalsLimitsAreBoundedWholeNumbers) {
+  Config& c = Config::Get();
+  EXPECT_EQ(c.locals_value_size(), 200);
+  EXPECT_EQ(c.locals_frame_size(), 4000);
+  EXPECT_EQ(c.Set("probing.locals.value_size", "10"),
+            "probing.locals.value_size must be a whole number of characters from 16 to 1000000, "
+            "not '10'");
+  EXPECT_NE(c.Set("probing.locals.frame_size", "lots"), "");
+  EXPECT_EQ(c.locals_value_size(), 200);
+  EXPECT_EQ(c.Set("probing.locals.value_size", "50"), "");
+  EXPECT_EQ(c.Set("probing.locals.frame_size", "100000"), "");
+  EXPECT_EQ(c.locals_value_size(), 50);
+  EXPECT_EQ(c.locals_frame_size(), 100000);
+  EXPECT_EQ(c.Set("probing.locals.value_size", "200"), "");
+  EXPECT_EQ(c.Set("probing.locals.frame_size", "4000"), "");
+  EXPECT_TRUE(c.fault_guard());
+  EXPECT_EQ(c.Set("probing.sampler.fault_guard", "off"), "");
+  EXPECT_FALSE(c.fault_guard());
+  EXPECT_EQ(c.Set("probing.sampler.fault_guard", "on"), "");
+}
+
 TEST(Config, EnvironmentSetsKeysAndRejectsBadValues) {
   setenv("PROBING_SAMPLE_RATE", "0.5", 1);
   setenv("PROBING_PORT", "not-a-port", 1);

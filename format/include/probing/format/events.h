@@ -17,7 +17,7 @@
 namespace probing::format {
 
 inline constexpr uint16_t kVersionMajor = 1;
-inline constexpr uint16_t kVersionMinor = 0;
+inline constexpr uint16_t kVersionMinor = 1;  // 1.1: the sampler stats record (kind 64)
 
 // Which ring a segment came from. kMixed is for files and tests that put every kind together.
 enum class Stream : uint8_t {
@@ -47,13 +47,15 @@ enum class RecordKind : uint8_t {
   kLost = 11,
 };
 // Skippable kinds (64-127: length-prefixed; readers that do not know one skip it).
+inline constexpr uint8_t kFirstSkippableKind = 64;
+inline constexpr uint8_t kLastSkippableKind = 127;
+// kSamplerStats (format 1.1): stack samples the sampler dropped or read twice.
+inline constexpr uint8_t kSamplerStatsKind = 64;
 // kJob follows a process record: the process's place in a distributed job.
 inline constexpr uint8_t kJobRecordKind = 70;
 // kCollective: one torch.distributed collective or point-to-point call, or a run of them counted
 // from the process group's sequence number (issued from C++, as DDP's gradient all-reduce).
 inline constexpr uint8_t kCollectiveRecordKind = 71;
-inline constexpr uint8_t kFirstSkippableKind = 64;
-inline constexpr uint8_t kLastSkippableKind = 127;
 
 enum class TorchStage : uint8_t { kForward = 0, kBackward = 1, kStep = 2 };
 inline constexpr uint8_t kMaxTorchStage = 2;
@@ -179,6 +181,13 @@ struct LostEvent {
   bool operator==(const LostEvent&) const = default;
 };
 
+// What the stack sampler could not store, since the writer's previous such record (format 1.1).
+struct SamplerStatsEvent {
+  uint64_t dropped = 0;  // stack samples dropped: the stack changed while it was read, every try
+  uint64_t retried = 0;  // stack samples stored after a second read (the first one changed)
+  bool operator==(const SamplerStatsEvent&) const = default;
+};
+
 // The fixed header of a segment, decoded (docs/format.md, "Segment").
 struct SegmentInfo {
   uint16_t version_major = 0;
@@ -212,6 +221,7 @@ struct Segment {
   std::vector<ProcessEvent> processes;
   std::vector<CollectiveEvent> collectives;
   std::vector<LostEvent> lost;
+  std::vector<SamplerStatsEvent> sampler_stats;
   uint32_t skipped_records = 0;  // skippable kinds this build does not know
 
   std::string_view String(uint32_t id) const {

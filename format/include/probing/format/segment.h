@@ -91,6 +91,8 @@ class SegmentBuilder {
   void AddLost(Stream stream, uint64_t segments);
   // A collective call (written as a skippable record: older readers skip it).
   void AddCollective(const CollectiveEvent& e);
+  // What the stack sampler dropped or read twice (skippable, format 1.1).
+  void AddSamplerStats(const SamplerStatsEvent& e);
 
   // Bytes of payload so far (before compression) and records so far.
   size_t raw_size() const { return payload_.size(); }

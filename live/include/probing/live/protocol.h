@@ -80,6 +80,16 @@ struct InfoReply {
     bool step_traced = false;
     bool hooks_installed = false;
   } torch;
+  // The stack sampler's thread samples since the recorder started (absent from older recorders).
+  struct StackSamples {
+    uint64_t stored = 0;                      // in the rings
+    uint64_t dropped_changed_while_read = 0;  // changed on both tries: left out, never stored torn
+    uint64_t read_twice = 0;                  // stored after a second read
+    uint64_t waiting_for_thread_name = 0;     // held until the thread's name is known
+  };
+  std::optional<StackSamples> stack_samples;
+  // How the last pass read interpreter memory: "fault guard" or "process_vm_readv (<why>)".
+  std::optional<std::string> stack_reads;
 };
 
 struct EvalRequest {
@@ -125,8 +135,9 @@ struct ThreadBacktrace {
   uint64_t thread_id = 0;
   std::string thread_name;
   bool holds_gil = false;
-  bool truncated = false;             // cut short: a frame changed or went away while it was read
-  std::optional<int64_t> stopped_us;  // native: how long the thread was held
+  bool truncated = false;     // deeper than the sampler reads: its outermost frames left out
+  bool inconsistent = false;  // kept changing on every read: its frames as last read
+  std::optional<int64_t> stopped_us;        // native: how long the thread was held
   std::optional<std::string> native_error;  // native: why its native frames are missing
   std::vector<Frame> frames;                // innermost first
 };
