@@ -144,7 +144,9 @@ def test_forked_child_records_its_own_rings_with_probing_2(python, how, target, 
     # 100 Hz (about 60 samples) at most the last ~0.1 s is lost.
     work = [r for r in rows if r["func"] == "child_work" and r["depth"] == 0]
     assert len(work) >= 40, len(work)
-    assert {r["lineno"] for r in work} <= {line - 1, line}
+    # child_work's own lines: its first ones (deadline, n = 0) while it starts, then the loop.
+    assert {r["lineno"] for r in work} <= set(range(line - 3, line + 1))
+    assert sum(r["lineno"] in (line - 1, line) for r in work) >= 0.9 * len(work)
     parent_rows = read_table(analyze_bin, [dirs[str(t.proc.pid)]], "python.stacks")
     assert not any(r["func"] == "child_work" for r in parent_rows)
 

@@ -266,10 +266,13 @@ StackSampler::Read StackSampler::Snapshot(const SafeReader::Pass& p, uintptr_t t
     }
     if (!p.ReadPtr(at + o_.frame_back, &at)) return Read::kChanged;
   }
-  if (live < 0) return Read::kChanged;
+  // The innermost frame returned meanwhile: what was read of it (and of its caller, which ran
+  // on) may mix two moments (a frame at a reused address). Read again.
+  if (live != 0) return Read::kChanged;
 
-  // 4. Read again: that frame and the one below it hold the same code and caller (not popped and
-  // replaced); every frame below the top two holds exactly what it held.
+  // 4. Read again: the innermost frame holds the same code and caller (not popped and replaced);
+  // every frame below it, suspended in a call, holds exactly what it held, its instruction too
+  // (a caller read while it ran between two calls at the same address is caught here).
   const int n = depth_ - live;
   recheck_addrs_.resize(static_cast<size_t>(n));
   recheck_.resize(static_cast<size_t>(n) * frame_.size);
@@ -279,7 +282,7 @@ StackSampler::Read StackSampler::Snapshot(const SafeReader::Pass& p, uintptr_t t
   RawFrame again;
   for (int i = live; i < depth_; ++i) {
     compat::DecodeFrame(frame_, raw_[i].addr, recheck_.data() + (i - live) * frame_.size, &again);
-    if (i < 2 ? (again.code != raw_[i].code || again.back != raw_[i].back) : !(again == raw_[i]))
+    if (i == 0 ? (again.code != raw_[i].code || again.back != raw_[i].back) : !(again == raw_[i]))
       return Read::kChanged;
   }
   return Read::kOk;

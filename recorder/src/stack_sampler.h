@@ -8,9 +8,11 @@
 //     agree (they were the top of the stack then);
 //  2. the chain below them is followed to its end with no frame seen twice, and ends on a frame
 //     the eval loop was entered on (3.11+);
-//  3. afterwards, one of those two frames is still on the thread's stack, unchanged: nothing
-//     below it can have been popped and pushed again meanwhile (a stack only changes at its top);
-//  4. every frame below them reads again as it did.
+//  3. afterwards, the innermost frame is still on the thread's stack, unchanged: nothing below
+//     it can have been popped and pushed again meanwhile (a stack only changes at its top). Had
+//     it returned, its caller ran on and may have called again at the same address between
+//     the two reads of step 1: what was read of the two can mix two moments;
+//  4. every frame below it, suspended in a call, reads again as it did, instruction included.
 // A read that fails a check is retried (SampleOptions::attempts); after the last attempt the
 // stack is reported with consistent = false and the frames as last read.
 //
