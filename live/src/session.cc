@@ -280,7 +280,8 @@ Result<SegmentSource*> Session::Segments() {
   return source_.get();
 }
 
-Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables& more) {
+Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables& more,
+                                        const sql::QueryLimits& limits) {
   PROBING_ASSIGN_OR_RETURN(auto db, sql::Database::Create());
   const std::string lower = Lower(sql);  // SQL names are case-insensitive
   PROBING_ASSIGN_OR_RETURN(SegmentSource * source, Segments());
@@ -356,7 +357,7 @@ Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables
     }
   }
   if (more) PROBING_RETURN_IF_ERROR(more(*db));
-  return db->Query(sql);
+  return db->Query(sql, limits);
 }
 
 }  // namespace probing::live

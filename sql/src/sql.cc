@@ -5,11 +5,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <regex>
+
+#include "probing/base/clock.h"
 
 namespace probing::sql {
 namespace {
@@ -26,6 +29,83 @@ void NowFunction(sqlite3_context* ctx, int, sqlite3_value**) {
   clock_gettime(CLOCK_REALTIME, &ts);
   sqlite3_result_double(ctx, static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9);
 }
+
+// The authorizer of a read-only statement: reads, functions and the PRAGMAs that only describe
+// tables; everything else (writes, ATTACH, DETACH, transactions) is refused while it is prepared.
+int ReadOnlyAuthorizer(void* why, int action, const char* a1, const char* a2, const char*,
+                       const char*) {
+  auto refuse = [&](std::string what) {
+    *static_cast<std::string*>(why) = std::move(what);
+    return SQLITE_DENY;
+  };
+  switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_RECURSIVE: return SQLITE_OK;
+    case SQLITE_FUNCTION:
+      // fts3_tokenizer hands out pointers (and takes them); nothing a read needs. The
+      // function's name comes second.
+      if (a2 != nullptr && sqlite3_stricmp(a2, "fts3_tokenizer") == 0)
+        return refuse("fts3_tokenizer() is not allowed");
+      return SQLITE_OK;
+    case SQLITE_PRAGMA:
+      if (a1 != nullptr &&
+          (sqlite3_stricmp(a1, "table_info") == 0 || sqlite3_stricmp(a1, "table_xinfo") == 0 ||
+           sqlite3_stricmp(a1, "table_list") == 0))
+        return SQLITE_OK;
+      return refuse(std::string("PRAGMA ") + (a1 != nullptr ? a1 : "") + " is not allowed");
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH: return refuse("ATTACH and DETACH are not allowed");
+    default: return refuse("only reading statements (SELECT, WITH) are allowed");
+  }
+}
+
+int PastDeadline(void* deadline_ns) {
+  return MonotonicNs() > *static_cast<int64_t*>(deadline_ns) ? 1 : 0;
+}
+
+// Whether `tail` (what follows the first statement) holds anything but blanks, semicolons and
+// comments.
+bool MoreStatements(const char* tail) {
+  for (const char* p = tail; p != nullptr && *p != '\0';) {
+    if (std::isspace(static_cast<unsigned char>(*p)) || *p == ';') {
+      ++p;
+    } else if (p[0] == '-' && p[1] == '-') {
+      while (*p != '\0' && *p != '\n') ++p;
+    } else if (p[0] == '/' && p[1] == '*') {
+      const char* end = std::strstr(p + 2, "*/");
+      if (end == nullptr) return false;
+      p = end + 2;
+    } else {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Installs a statement's limits on the connection and takes them off again on every path.
+class LimitsGuard {
+ public:
+  LimitsGuard(sqlite3* db, const QueryLimits& limits) : db_(db) {
+    if (limits.read_only) sqlite3_set_authorizer(db_, ReadOnlyAuthorizer, &refusal_);
+    if (limits.timeout_s > 0) {
+      deadline_ns_ = MonotonicNs() + static_cast<int64_t>(limits.timeout_s * 1e9);
+      sqlite3_progress_handler(db_, 1000, PastDeadline, &deadline_ns_);
+    }
+  }
+  ~LimitsGuard() {
+    sqlite3_set_authorizer(db_, nullptr, nullptr);
+    sqlite3_progress_handler(db_, 0, nullptr, nullptr);
+  }
+  LimitsGuard(const LimitsGuard&) = delete;
+  LimitsGuard& operator=(const LimitsGuard&) = delete;
+  const std::string& refusal() const { return refusal_; }
+
+ private:
+  sqlite3* db_;
+  std::string refusal_;
+  int64_t deadline_ns_ = 0;
+};
 
 struct Stmt {
   sqlite3_stmt* s = nullptr;
@@ -566,21 +646,34 @@ std::string Database::KnownTables() {
   return out;
 }
 
-Result<QueryResult> Database::Query(const std::string& sql_in) {
+Result<QueryResult> Database::Query(const std::string& sql_in, const QueryLimits& limits) {
   std::string sql = RewriteIntervals(sql_in);
+  LimitsGuard guard(Db(db_), limits);
   Stmt st;
   const char* tail = nullptr;
   if (sqlite3_prepare_v2(Db(db_), sql.c_str(), -1, &st.s, &tail) != SQLITE_OK) {
+    if (!guard.refusal().empty()) return PermissionDenied("SQL: " + guard.refusal());
     std::string msg = sqlite3_errmsg(Db(db_));
     if (msg.rfind("no such table", 0) == 0) msg += "; known tables: " + KnownTables();
     return InvalidArgument("SQL: " + msg);
   }
   if (st.s == nullptr) return InvalidArgument("SQL: empty statement");
+  if (limits.read_only) {
+    // What the authorizer cannot see: VACUUM (INTO a file) and other writes without a table.
+    if (!sqlite3_stmt_readonly(st.s))
+      return PermissionDenied("SQL: only reading statements (SELECT, WITH) are allowed");
+    if (MoreStatements(tail)) return InvalidArgument("SQL: one statement at a time");
+  }
   QueryResult r;
   int n = sqlite3_column_count(st.s);
   for (int i = 0; i < n; ++i) r.columns.emplace_back(sqlite3_column_name(st.s, i));
   int rc;
   while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    if (limits.max_rows > 0 && r.rows.size() == limits.max_rows) {
+      r.truncated = true;
+      rc = SQLITE_DONE;
+      break;
+    }
     std::vector<Cell> row;
     row.reserve(n);
     for (int i = 0; i < n; ++i) {
@@ -601,6 +694,12 @@ Result<QueryResult> Database::Query(const std::string& sql_in) {
     // A table whose data could not be read (a target gone, a wrong token) fails the query with
     // that reason as it came, not as an SQL error.
     if (!load_failure_.ok()) return load_failure_;
+    if (rc == SQLITE_INTERRUPT && limits.timeout_s > 0) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "SQL: the query ran longer than %g s and was stopped",
+                    limits.timeout_s);
+      return DeadlineExceeded(buf);
+    }
     return InvalidArgument(std::string("SQL: ") + sqlite3_errmsg(Db(db_)));
   }
   return r;

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "../../format/tests/test_events.h"
+#include "probing/base/clock.h"
 
 namespace probing::sql {
 namespace {
@@ -139,6 +142,72 @@ TEST(Sql, AFailedLoadFailsTheQueryWithItsMessage) {
   auto r = (*db)->Query("SELECT count(*) FROM python.memory");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("memory.ring: bad magic"), std::string::npos);
+}
+
+TEST(Sql, ReadOnlyLimitsRefuseWhatWritesAndStopWhatRunsOn) {
+  auto db = Loaded();
+  QueryLimits ro;
+  ro.read_only = true;
+  // Reads, as before: plain, with a CTE, a virtual-table-free self-join, a describing PRAGMA.
+  auto r = db->Query("SELECT count(*) FROM python.stacks", ro);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 18);
+  r = db->Query(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) "
+      "SELECT sum(x) FROM c",
+      ro);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 15);
+  r = db->Query("PRAGMA python.table_info(stacks)", ro);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_FALSE(r->rows.empty());
+  // Everything that writes, or reaches a file, is refused before it runs.
+  const std::string dir = ::testing::TempDir();
+  for (const std::string& sql :
+       {std::string("DELETE FROM python.stacks"), std::string("CREATE TABLE t(x)"),
+        std::string("INSERT INTO python.memory(ts) VALUES (1)"),
+        "ATTACH DATABASE '" + dir + "/web_attached.db' AS x",
+        "VACUUM INTO '" + dir + "/web_vacuumed.db'", std::string("PRAGMA journal_mode=WAL"),
+        std::string("SELECT fts3_tokenizer('simple')"), std::string("BEGIN"),
+        std::string("DETACH DATABASE python")}) {
+    r = db->Query(sql, ro);
+    ASSERT_FALSE(r.ok()) << sql;
+    EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied)
+        << sql << ": " << r.status().message();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/web_attached.db"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/web_vacuumed.db"));
+  // The tables are as they were, and the limits are gone for the next caller.
+  r = db->Query("SELECT count(*) FROM python.stacks");
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 18);
+  EXPECT_TRUE(db->Query("CREATE TEMP TABLE scratch(x)").ok());
+  // One statement at a time; a trailing semicolon or comment is no second one.
+  r = db->Query("SELECT 1; SELECT 2", ro);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "SQL: one statement at a time");
+  EXPECT_TRUE(db->Query("SELECT 1; -- done\n", ro).ok());
+  // A runaway query is stopped at its deadline.
+  QueryLimits quick = ro;
+  quick.timeout_s = 0.2;
+  const int64_t began = MonotonicNs();
+  r = db->Query(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+      "SELECT count(*) FROM c",
+      quick);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(r.status().message(), "SQL: the query ran longer than 0.2 s and was stopped");
+  EXPECT_LT(MonotonicNs() - began, 2'000'000'000);
+  // Rows beyond max_rows are not read, and the result says so.
+  QueryLimits few = ro;
+  few.max_rows = 4;
+  r = db->Query("SELECT * FROM python.stacks", few);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->rows.size(), 4u);
+  EXPECT_TRUE(r->truncated);
+  r = db->Query("SELECT * FROM python.stacks LIMIT 4", few);
+  EXPECT_EQ(r->rows.size(), 4u);
+  EXPECT_FALSE(r->truncated);
 }
 
 }  // namespace

@@ -85,9 +85,11 @@ class Session {
   // One SQL statement over the ring tables (read from segments(), the newest second sealed
   // first where the target is live) and, for a live target, the tables only it can answer
   // (python.backtrace, information_schema.df_settings, its @probing.table tables).
-  // `more` may add tables of its own before the statement runs (cluster.<table>).
+  // `more` may add tables of its own before the statement runs (cluster.<table>). `limits`
+  // bound SQL that someone else typed (read-only, a deadline, a row cap: `probing web`).
   using MoreTables = std::function<Status(sql::Database& db)>;
-  Result<sql::QueryResult> Query(const std::string& sql, const MoreTables& more = {});
+  Result<sql::QueryResult> Query(const std::string& sql, const MoreTables& more = {},
+                                 const sql::QueryLimits& limits = {});
 
  private:
   Session() = default;

@@ -25,6 +25,17 @@ namespace probing::sql {
 struct QueryResult {
   std::vector<std::string> columns;
   std::vector<std::vector<Cell>> rows;
+  bool truncated = false;  // QueryLimits::max_rows stopped it; more rows would have followed
+};
+
+// Bounds on one statement, for callers that run SQL someone else typed (`probing web`).
+struct QueryLimits {
+  // Reads only: any statement that would write (INSERT, CREATE, VACUUM INTO, ...), ATTACH or
+  // DETACH a database, run a PRAGMA other than table_info/table_xinfo/table_list, or call
+  // fts3_tokenizer is refused before it runs; so is more than one statement.
+  bool read_only = false;
+  double timeout_s = 0;  // > 0: a statement still running after this long is stopped
+  size_t max_rows = 0;   // > 0: rows beyond this are not read (QueryResult::truncated)
 };
 
 struct SegmentsModuleAux;  // sql.cc: where a virtual table's segments come from
@@ -70,7 +81,7 @@ class Database {
   Status SaveTo(const std::string& path);
 
   // Runs one statement. Bad SQL gives SQLite's message; an unknown table lists the known ones.
-  Result<QueryResult> Query(const std::string& sql);
+  Result<QueryResult> Query(const std::string& sql, const QueryLimits& limits = {});
   uint64_t rows_loaded() const { return rows_loaded_; }
 
  private:
