@@ -112,8 +112,8 @@ std::vector<std::string> SealStream(Codec codec, int seconds, uint64_t* samples,
                                     double* raw_bytes) {
   RealisticStream st;
   SegmentBuilder b(Stream::kStacks, 1);
-  b.SetProcess(
-      {1, 1'700'000'000'000'000'000, -1, "3.11.2", "python train.py --epochs 90", "gpu-node-17"});
+  b.SetProcess(format::ProcessInfo::Of(1, 1'700'000'000'000'000'000, -1, "3.11.2",
+                                       "python train.py --epochs 90", "gpu-node-17"));
   CallSiteCache cache;
   std::vector<uint32_t> threads(RealisticStream::kThreads);
   uint64_t gen = ~0ull;
