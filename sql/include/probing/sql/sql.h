@@ -76,8 +76,9 @@ class Database {
                   const std::vector<std::string>& types,
                   const std::vector<std::vector<Cell>>& rows);
 
-  // Writes every table into a new SQLite file at `path` (replacing it once complete), each
-  // named as here, "python.stacks" (other clients quote it: SELECT * FROM "python.stacks").
+  // Writes every table into a new SQLite file at `path` (written under a temporary name in the
+  // same directory and renamed once complete; nothing is left behind on failure), each named
+  // as here, "python.stacks" (other clients quote it: SELECT * FROM "python.stacks").
   Status SaveTo(const std::string& path);
 
   // Runs one statement. Bad SQL gives SQLite's message; an unknown table lists the known ones.
