@@ -71,7 +71,8 @@ class ControlServer {
   // One request, already authenticated.
   Reply Handle(const std::string& method, const std::string& target, const std::string& body);
   void AcceptLoop(int fd, bool tcp);
-  void Serve(int fd, bool tcp);
+  // One connection (owns `fd`), in the pool `trusted` says until it shows a token.
+  void Serve(int fd, bool tcp, bool trusted);
   Reply Info();
   Reply Eval(const std::string& body);
   Reply Backtrace(const protocol::BacktraceRequest& request);
@@ -82,6 +83,7 @@ class ControlServer {
   Reply Cluster();
   Reply Segments(const protocol::SegmentsRequest& request);
   Reply GilTimeout() const;
+  Reply GilBusy() const;
   bool EnsureHelpers();  // GIL held
 
   ServerContext ctx_;
@@ -89,7 +91,9 @@ class ControlServer {
   std::atomic<int> tcp_port_{0};
   mutable std::mutex identity_mu_;  // guards ctx_.process after start, and members_
   std::string members_;
-  std::atomic<int> connections_{0};
+  std::string socket_name_;  // set before the accept loop starts; constant after
+  std::atomic<int> trusted_{0};
+  std::atomic<int> untrusted_{0};
   std::mutex sampler_mu_;
   std::mutex rings_mu_;  // guards rings_: readers of this process's own ring files, by name
   std::map<std::string, std::unique_ptr<format::RingReader>> rings_;
