@@ -322,30 +322,62 @@ void ControlServer::AcceptLoop(int fd, bool tcp) {
                 (cred.uid == geteuid() || cred.uid == 0);
     }
     std::atomic<int>& pool = trusted ? trusted_ : untrusted_;
-    if (pool.fetch_add(1) >= (trusted ? kMaxTrusted : kMaxUntrusted)) {
+    // A stranger finding the strangers' pool full takes the place of the one waiting longest
+    // (closed under it), so that idle connections cannot keep a token holder from ever being
+    // read; the pool is over its size only until that one's thread has gone.
+    if (pool.fetch_add(1) >= (trusted ? kMaxTrusted : kMaxUntrusted) &&
+        (trusted || !EvictOldestStranger())) {
       pool.fetch_sub(1);
       Refuse(c, "too many connections; retry");
       continue;
+    }
+    if (!trusted) {
+      std::lock_guard<std::mutex> lock(strangers_mu_);
+      strangers_[c] = MonotonicNs();
     }
     // A thread per connection (it may wait on the GIL for seconds); none to be had is a refused
     // connection, never the end of the process.
     std::string why;
     if (!StartThread([this, c, tcp, trusted] { Serve(c, tcp, trusted); }, &why)) {
+      ForgetStranger(c);
       pool.fetch_sub(1);
       Refuse(c, "the recorder cannot start a thread now; retry");
     }
   }
 }
 
+bool ControlServer::EvictOldestStranger() {
+  std::lock_guard<std::mutex> lock(strangers_mu_);
+  if (strangers_.empty()) return false;
+  auto oldest = strangers_.begin();
+  for (auto it = strangers_.begin(); it != strangers_.end(); ++it)
+    if (it->second < oldest->second) oldest = it;
+  // Its thread, waiting in poll, sees the end of the connection and leaves; the descriptor is
+  // still open (a thread forgets itself here before it closes its descriptor).
+  shutdown(oldest->first, SHUT_RDWR);
+  strangers_.erase(oldest);
+  return true;
+}
+
+void ControlServer::ForgetStranger(int fd) {
+  std::lock_guard<std::mutex> lock(strangers_mu_);
+  strangers_.erase(fd);
+}
+
 void ControlServer::Serve(int fd, bool tcp, bool trusted) {
   UniqueFd owned(fd);
   live::HttpConnection conn(fd);
-  // Leaves the pool it is counted in, whichever that is by then.
+  // Leaves the pool it is counted in, whichever that is by then; destroyed before `owned`
+  // closes the descriptor.
   struct Leave {
     ControlServer* server;
     bool* trusted;
-    ~Leave() { (*trusted ? server->trusted_ : server->untrusted_).fetch_sub(1); }
-  } leave{this, &trusted};
+    int fd;
+    ~Leave() {
+      if (!*trusted) server->ForgetStranger(fd);
+      (*trusted ? server->trusted_ : server->untrusted_).fetch_sub(1);
+    }
+  } leave{this, &trusted, fd};
   const std::string refusal = "permission denied: process " + std::to_string(ctx_.pid) +
                               " answers only its own user and root";
   int64_t deadline = MonotonicNs() + (trusted ? kRequestTimeoutNs : kUntrustedTimeoutNs);
@@ -381,6 +413,7 @@ void ControlServer::Serve(int fd, bool tcp, bool trusted) {
         reply = Error(503, "too many connections; retry");
         keep = false;
       } else {
+        ForgetStranger(fd);
         untrusted_.fetch_sub(1);
         trusted = true;
       }

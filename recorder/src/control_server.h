@@ -73,6 +73,9 @@ class ControlServer {
   void AcceptLoop(int fd, bool tcp);
   // One connection (owns `fd`), in the pool `trusted` says until it shows a token.
   void Serve(int fd, bool tcp, bool trusted);
+  // Closes (shutdown) the stranger's connection accepted first; false when there is none.
+  bool EvictOldestStranger();
+  void ForgetStranger(int fd);
   Reply Info();
   Reply Eval(const std::string& body);
   Reply Backtrace(const protocol::BacktraceRequest& request);
@@ -94,6 +97,8 @@ class ControlServer {
   std::string socket_name_;  // set before the accept loop starts; constant after
   std::atomic<int> trusted_{0};
   std::atomic<int> untrusted_{0};
+  std::mutex strangers_mu_;
+  std::map<int, int64_t> strangers_;  // untrusted connections being served: fd -> accepted at
   std::mutex sampler_mu_;
   std::mutex rings_mu_;  // guards rings_: readers of this process's own ring files, by name
   std::map<std::string, std::unique_ptr<format::RingReader>> rings_;
