@@ -281,3 +281,22 @@ def test_a_damaged_ring_is_skipped_and_reported(analyze_bin, served, tmp_path):
     answer, stats = r.stdout.split("\n", 1)
     assert json.loads(answer)[0]["n"] > 0
     assert "torch.ring" in stats, stats
+
+
+def test_leaked_rings_without_process_json_are_listed_and_collected(probing_bin, tmp_path,
+                                                                     monkeypatch):
+    # What an injection into a process exiting at that moment leaves: rings, no process.json.
+    gone = subprocess.Popen([PY, "-c", "pass"])
+    gone.wait()
+    data = tmp_path / "data"
+    leaked = data / str(gone.pid)
+    leaked.mkdir(parents=True)
+    (leaked / "stacks.ring").write_bytes(b"\0" * 4096)
+    monkeypatch.setenv("PROBING_DATA_DIR", str(data))
+    r = run_probing(probing_bin, "list", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in json.loads(r.stdout) if row["pid"] == gone.pid]
+    assert rows and "start interrupted" in rows[0]["state"], r.stdout
+    r = run_probing(probing_bin, "list", "--gc")
+    assert r.returncode == 0, r.stderr
+    assert not leaked.exists()
