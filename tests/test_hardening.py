@@ -300,3 +300,33 @@ def test_leaked_rings_without_process_json_are_listed_and_collected(probing_bin,
     r = run_probing(probing_bin, "list", "--gc")
     assert r.returncode == 0, r.stderr
     assert not leaked.exists()
+
+
+def test_requests_needing_the_gil_are_paced_to_their_share(served):
+    from control_client import request
+
+    pid = served.proc.pid
+    burn = {"code": "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 0.3: pass"}
+
+    def eval_after_burn():
+        assert request(pid, "POST", "/eval", burn)[0] == 200
+        t0 = time.monotonic()
+        s, r = request(pid, "POST", "/eval", {"code": "1 + 1"})
+        assert s == 200 and r["value"] == "2", r
+        return time.monotonic() - t0
+
+    # A small burst is never held back.
+    for _ in range(20):
+        t0 = time.monotonic()
+        assert request(pid, "POST", "/eval", {"code": "1"})[0] == 200
+        assert time.monotonic() - t0 < 0.5
+    assert request(pid, "POST", "/config", {"key": "probing.server.gil_share",
+                                            "value": "0.001"})[0] == 200
+    try:
+        took = eval_after_burn()  # 0.3 s of GIL at 0.1%: the next waits (at most 1 s)
+        assert 0.5 < took < 3, took
+    finally:
+        assert request(pid, "POST", "/config", {"key": "probing.server.gil_share",
+                                                "value": "1"})[0] == 200
+    time.sleep(1.1)  # the debt of the last taking, at the old share, is paid
+    assert eval_after_burn() < 0.5

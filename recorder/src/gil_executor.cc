@@ -17,15 +17,18 @@ namespace probing::recorder {
 namespace {
 
 // What one taking of the GIL costs the interpreter beyond the jobs' own time: its thread
-// drops the GIL, waits for ours to be scheduled, run and give it back, then to be scheduled
-// again itself. About a millisecond on a busy machine; counted against the share.
-constexpr int64_t kHandoffNs = 1'000'000;
+// drops the GIL at its next switch interval, waits for ours to run and give it back, then to
+// be woken. Counted against the share.
+constexpr int64_t kHandoffNs = 200'000;
 // Jobs waiting when the GIL is taken run together, up to this long, so that many requests at
 // once cost one handoff rather than one each.
 constexpr int64_t kBatchNs = 5'000'000;
+// The pacing is a token bucket of GIL time, refilled at `share` of the wall clock: a burst of
+// up to this much (a person's few requests, a tool's short series) runs at once; only a
+// sustained stream waits its turn.
+constexpr double kBurstNs = 100'000'000;
 // The longest pause after one taking: a single long request (an eval of a few seconds, which
 // its user asked for) delays the next by at most this, instead of 1/share times its length.
-// Floods of short requests, the case the pacing is for, never reach it.
 constexpr int64_t kMaxRestNs = 1'000'000'000;
 
 }  // namespace
@@ -105,11 +108,13 @@ void GilExecutor::Loop() {
     }
     const int64_t now = MonotonicNs();
     const double share = Config::Get().gil_share();
-    const auto rest = std::min<int64_t>(
-        kMaxRestNs, static_cast<int64_t>(static_cast<double>(now - held_from + kHandoffNs) *
-                                         (1.0 / share - 1.0)));
+    // Refill for the time since the last taking, pay for this one, and wait while in debt.
+    tokens_ns_ = std::min(kBurstNs, tokens_ns_ + static_cast<double>(now - refilled_ns_) * share);
+    refilled_ns_ = now;
+    tokens_ns_ -= static_cast<double>(now - held_from + kHandoffNs);
+    tokens_ns_ = std::max(tokens_ns_, -share * static_cast<double>(kMaxRestNs));
     std::lock_guard<std::mutex> lock(mu_);
-    next_ns_ = now + rest;
+    next_ns_ = tokens_ns_ >= 0 ? now : now + static_cast<int64_t>(-tokens_ns_ / share);
   }
 }
 

@@ -2,11 +2,12 @@
 // own, never on a caller's thread. A caller waits at most `gil_timeout_ms` for its job to
 // start; if the interpreter has not released the GIL by then, the job is cancelled and the
 // caller gets kGilTimeout, so a hung interpreter never hangs a request.
-// The GIL is taken at a bounded pace: after holding it for t, the executor waits
-// (t + a handoff's cost) * (1/share - 1) before taking it again (share:
-// probing.server.gil_share; at most 1 s), and the jobs waiting then run together. So no number
-// of clients sending short requests takes more than about `share` of the interpreter's time;
-// a job still waiting for its turn at its timeout gets kBusy.
+// The GIL is taken at a bounded pace: a token bucket of GIL time, refilled at `share` of the
+// wall clock (probing.server.gil_share) and holding at most 100 ms, pays for each taking (the
+// time held plus a handoff's cost); in debt, the executor waits (at most 1 s) and the jobs
+// waiting then run together. So a burst of requests runs at once, and no number of clients
+// sending without pause takes more than about `share` of the interpreter's time; a job still
+// waiting for its turn at its timeout gets kBusy.
 //
 //   GilExecutor ex;  if (!ex.Start(&why)) ...;
 //   auto st = ex.Run([&] { /* Python C API here, GIL held */ }, 5000, 30000);
@@ -62,6 +63,10 @@ class GilExecutor {
   bool started_ = false;
   bool acquiring_ = false;  // the executor waits in PyGILState_Ensure
   int64_t next_ns_ = 0;     // CLOCK_MONOTONIC: the GIL is not taken again before this
+  // The pacing's bucket (only the executor thread touches these): GIL time left to take, in
+  // ns (negative: owed), as of refilled_ns_.
+  double tokens_ns_ = 0;
+  int64_t refilled_ns_ = 0;
   uint64_t native_id_ = 0;
   unsigned long python_ident_ = 0;  // the executor thread's threading ident
 };
