@@ -141,31 +141,15 @@ PyObject* MembersFn(PyObject*, PyObject* arg) {
   Py_RETURN_NONE;
 }
 
-// What the interpreter calls: a C++ exception never leaves into it (that would end the
-// process); it becomes a Python exception. Called with the GIL held.
-template <PyObject* (*F)(PyObject*, PyObject*)>
-PyObject* Guarded(PyObject* self, PyObject* arg) {
-  try {
-    return F(self, arg);
-  } catch (const std::bad_alloc&) {
-    return PyErr_NoMemory();
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-  } catch (...) {
-    PyErr_SetString(PyExc_RuntimeError, "_probing_recorder: unexpected error");
-  }
-  return nullptr;
-}
-
 PyMethodDef kMethods[] = {
-    {"job", Guarded<JobFn>, METH_VARARGS,
+    {"job", PROBING_CATCH_ALL(JobFn), METH_VARARGS,
      "(rank, world_size) -> (run_id, local_rank, node, host, pid, port)"},
-    {"members", Guarded<MembersFn>, METH_O, "the job's members (JSON) as read from its store"},
-    {"settings", Guarded<Settings>, METH_O,
+    {"members", PROBING_CATCH_ALL(MembersFn), METH_O, "the job's members (JSON) as read from its store"},
+    {"settings", PROBING_CATCH_ALL(Settings), METH_O,
      "(torch enabled, sample rate, exprs, calls, generation), None if at this generation"},
-    {"log", Guarded<LogMessage>, METH_O, "one line on stderr, prefixed probing:"},
-    {"state", Guarded<StateFn>, METH_VARARGS, "the tracer's (step, traced, hooks on)"},
-    {"variable_rows", Guarded<VariableRowsFn>, METH_VARARGS,
+    {"log", PROBING_CATCH_ALL(LogMessage), METH_O, "one line on stderr, prefixed probing:"},
+    {"state", PROBING_CATCH_ALL(StateFn), METH_VARARGS, "the tracer's (step, traced, hooks on)"},
+    {"variable_rows", PROBING_CATCH_ALL(VariableRowsFn), METH_VARARGS,
      "rows of python.variables for one step"},
     {nullptr, nullptr, 0, nullptr}};
 

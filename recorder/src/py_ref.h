@@ -1,5 +1,6 @@
 // RAII for the CPython state the recorder touches by hand: the GIL (PyGILState_Ensure /
-// Release) and owned references (Py_XDECREF on every path). Include after <Python.h>.
+// Release) and owned references (Py_XDECREF on every path); and the guard every function the
+// interpreter calls goes through (PROBING_CATCH_ALL). Include after <Python.h>.
 //
 //   GilGuard gil;                                  // this thread holds the GIL until scope end
 //   PyRef r(PyObject_CallObject(fn, nullptr));     // a new reference, or null with an error set
@@ -9,6 +10,8 @@
 
 #include <Python.h>
 
+#include <exception>
+#include <new>
 #include <utility>
 
 namespace probing::recorder {
@@ -51,5 +54,27 @@ class PyRef {
  private:
   PyObject* p_ = nullptr;
 };
+
+// What the interpreter calls (a method, a slot, a vectorcall): a C++ exception never leaves into
+// it (that would end the host process); it becomes a Python exception. The GIL is held.
+//   {"job", PROBING_CATCH_ALL(JobFn), METH_VARARGS, "..."}
+template <typename Sig, Sig* F>
+struct CatchAll;
+template <typename... A, PyObject* (*F)(A...)>
+struct CatchAll<PyObject*(A...), F> {
+  static PyObject* Call(A... a) noexcept {
+    try {
+      return F(a...);
+    } catch (const std::bad_alloc&) {
+      return PyErr_NoMemory();
+    } catch (const std::exception& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    } catch (...) {
+      PyErr_SetString(PyExc_RuntimeError, "probing recorder: unexpected error");
+    }
+    return nullptr;
+  }
+};
+#define PROBING_CATCH_ALL(f) (&::probing::recorder::CatchAll<decltype(f), f>::Call)
 
 }  // namespace probing::recorder
