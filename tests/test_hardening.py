@@ -330,3 +330,36 @@ def test_requests_needing_the_gil_are_paced_to_their_share(served):
                                                 "value": "1"})[0] == 200
     time.sleep(1.1)  # the debt of the last taking, at the old share, is paid
     assert eval_after_burn() < 0.5
+
+
+def test_a_zombie_and_an_unreadable_directory_are_named_for_what_they_are(probing_bin,
+                                                                          analyze_bin):
+    zombie = subprocess.Popen([PY, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # exited, not reaped
+            with open("/proc/%d/stat" % zombie.pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        r = run_probing(probing_bin, "-t", zombie.pid, "info", timeout=30)
+        assert r.returncode != 0
+        assert "has exited (its parent has not reaped it yet)" in r.stderr, r.stderr
+        assert "inject" not in r.stderr
+    finally:
+        zombie.wait()
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the reader as nobody")
+    private = "/tmp/probing-hardening-%d" % os.getpid()
+    os.makedirs(private, mode=0o700, exist_ok=True)
+    try:
+        os.chmod(private, 0o700)
+        r = subprocess.run([str(analyze_bin), private], capture_output=True, text=True,
+                           timeout=30, preexec_fn=as_nobody)
+        if "Permission denied" in r.stderr and str(analyze_bin) in r.stderr:
+            pytest.skip("nobody cannot run the binaries in this checkout")
+        assert r.returncode != 0
+        assert "permission denied (run probing as its owner, or as root)" in r.stderr, r.stderr
+        assert "no such file" not in r.stderr
+    finally:
+        shutil.rmtree(private)
