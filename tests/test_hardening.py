@@ -363,3 +363,29 @@ def test_a_zombie_and_an_unreadable_directory_are_named_for_what_they_are(probin
         assert "no such file" not in r.stderr
     finally:
         shutil.rmtree(private)
+
+
+def test_a_full_disk_fails_the_write_and_says_so(analyze_bin):
+    # /dev/full: every write fails with ENOSPC, as on a full disk; a device is written in place.
+    for flag in ("--folded", "--flamegraph"):
+        r = subprocess.run([str(analyze_bin), str(FIXTURES / "format_v1.ptrace"), flag, "/dev/full"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0, flag
+        assert "writing /dev/full failed: No space left on device" in r.stderr, r.stderr
+
+
+def test_root_reads_only_rings_of_the_process_user(served, probing_bin, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the check is root's")
+    pid = served.proc.pid
+    rings = tmp_path / "data" / str(pid)
+    os.chown(rings, NOBODY, NOBODY)  # planted: not the (root) process's user
+    try:
+        r = run_probing(probing_bin, "-t", pid, "query", "SELECT count(*) FROM python.stacks")
+        assert r.returncode != 0
+        assert "belongs to user %d, not to process %d's user 0" % (NOBODY, pid) in r.stderr, \
+            r.stderr
+    finally:
+        os.chown(rings, 0, 0)
+    r = run_probing(probing_bin, "-t", pid, "query", "SELECT count(*) FROM python.stacks")
+    assert r.returncode == 0, r.stderr
