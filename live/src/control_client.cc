@@ -213,8 +213,12 @@ Result<UniqueFd> ControlClient::ConnectLocal(int64_t deadline_ns) {
   std::string impostor;
   for (size_t i = 0;; ++i) {
     if (i == names.size()) {
-      if (looked) break;
+      // Reading /proc/net/unix costs more than a connect: a caller retrying every millisecond
+      // for a recorder that is starting (inject) reads it at most every 50 ms, unless someone
+      // else holds the usual name (then at once: the recorder moved).
+      if (looked || (impostor.empty() && MonotonicNs() - last_scan_ns_ < 50'000'000)) break;
       looked = true;
+      last_scan_ns_ = MonotonicNs();
       for (auto& n : FallbackNames(pid))
         if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
       if (i == names.size()) break;

@@ -16,10 +16,16 @@
 
 namespace probing::recorder {
 
+// A thread that waits for the GIL while the interpreter finalizes is ended by CPython with
+// pthread_exit, which unwinds C++ frames: the destructors below then run on a thread that does
+// not hold the GIL, and must touch nothing (PyGILState_Release would abort the process: "thread
+// state must be current when releasing"). PyGILState_Check says whether this thread holds it.
 class GilGuard {
  public:
   GilGuard() : state_(PyGILState_Ensure()) {}
-  ~GilGuard() { PyGILState_Release(state_); }
+  ~GilGuard() {
+    if (PyGILState_Check()) PyGILState_Release(state_);
+  }
   GilGuard(const GilGuard&) = delete;
   GilGuard& operator=(const GilGuard&) = delete;
 
@@ -37,14 +43,16 @@ class PyRef {
   PyRef(PyRef&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
   PyRef& operator=(PyRef&& o) noexcept {
     if (this != &o) {
-      Py_XDECREF(p_);
+      Py_XDECREF(p_);  // with the GIL: not while unwinding
       p_ = std::exchange(o.p_, nullptr);
     }
     return *this;
   }
   PyRef(const PyRef&) = delete;
   PyRef& operator=(const PyRef&) = delete;
-  ~PyRef() { Py_XDECREF(p_); }
+  ~PyRef() {
+    if (p_ != nullptr && PyGILState_Check()) Py_DECREF(p_);  // see GilGuard
+  }
 
   PyObject* get() const { return p_; }
   explicit operator bool() const { return p_ != nullptr; }

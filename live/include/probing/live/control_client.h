@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -89,6 +90,7 @@ class ControlClient {
   std::string token_;
   double timeout_s_;
   std::string socket_name_;  // the abstract name it answered on, without the leading NUL
+  int64_t last_scan_ns_ = 0;  // when /proc/net/unix was last read for a moved recorder
 };
 
 // The data directory recorders of this user write to: $PROBING_DATA_DIR or
