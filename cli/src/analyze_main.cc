@@ -19,6 +19,7 @@
 #include "printer.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
+#include "probing/base/files.h"
 #include "probing/format/tables.h"
 #include "probing/format/trace_set.h"
 #include "probing/live/session.h"
@@ -181,37 +182,20 @@ probing::Result<int64_t> ParseWhen(const std::string& text, const probing::analy
 
 // The stack samples a --where clause keeps, as (pid, sample_id).
 probing::Result<std::set<std::pair<int64_t, int64_t>>> SamplesWhere(probing::sql::Database& db,
-                                                                    const std::string& where) {
+                                                                    const std::string& where,
+                                                                    double timeout) {
+  probing::sql::QueryLimits limits;
+  limits.read_only = true;
+  limits.timeout_s = timeout;
   PROBING_ASSIGN_OR_RETURN(
-      auto r, db.Query("SELECT DISTINCT pid, sample_id FROM python.stacks WHERE " + where));
+      auto r,
+      db.Query("SELECT DISTINCT pid, sample_id FROM python.stacks WHERE " + where, limits));
   std::set<std::pair<int64_t, int64_t>> keep;
   for (const auto& row : r.rows)
     if (auto* pid = std::get_if<int64_t>(&row[0]))
       if (auto* id = std::get_if<int64_t>(&row[1])) keep.emplace(*pid, *id);
   return keep;
 }
-
-// Opens an output file, or standard output for "-".
-class Output {
- public:
-  explicit Output(const std::string& path) : path_(path) {
-    if (path != "-") {
-      file_.open(path, std::ios::binary | std::ios::trunc);
-      if (!file_) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
-    }
-  }
-  std::ostream& stream() { return path_ == "-" ? std::cout : file_; }
-  void Close() {
-    if (path_ == "-") return;
-    file_.close();
-    if (!file_) throw std::runtime_error("writing " + path_ + " failed: " + std::strerror(errno));
-  }
-  std::string where() const { return path_ == "-" ? "standard output" : path_; }
-
- private:
-  std::string path_;
-  std::ofstream file_;
-};
 
 int Run(int argc, char** argv) {
   CLI::App app{
@@ -229,6 +213,11 @@ int Run(int argc, char** argv) {
                  "recordings: .ptrace files, ring files or ring directories; a last argument that "
                  "is not a path is SQL to run on them (tables: probing tables)")
       ->required();
+  double timeout = 0;
+  app.add_option("--timeout", timeout,
+                 "seconds an SQL query (and --where) may run before it is stopped (default: no "
+                 "limit)")
+      ->check(CLI::Range(0.0, 1e9));
   bool stats = false;
   app.add_flag("--stats", stats, "also show, per input, what loaded and what was skipped");
   std::string table;
@@ -297,6 +286,9 @@ int Run(int argc, char** argv) {
     std::cerr << "probing-analyze: only one output can go to standard output ('-')\n";
     return 2;
   }
+  // An output must not be what is read: `--db run.ptrace` would replace the recording.
+  for (const std::string* p : {&db_path, &svg_path, &folded_path, &speedscope_path, &chrome_path})
+    if (!p->empty()) OrFail(probing::CheckNotAnInput(*p, inputs));
   auto session = OrFail(probing::live::Session::OpenFiles(inputs));
   auto* source = OrFail(session->Segments());
   auto set = OrFail(probing::live::LoadStreams(*source, {}));
@@ -319,7 +311,10 @@ int Run(int argc, char** argv) {
     load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   if (!sql.empty()) {
-    auto r = OrFail(db->Query(sql));
+    probing::sql::QueryLimits limits;
+    limits.read_only = true;
+    limits.timeout_s = timeout;
+    auto r = OrFail(db->Query(sql, limits));
     probing::cli::PrintRows(format, r.columns, r.rows, std::cout);
   } else if (!table.empty()) {
     int rc = PrintTable(set, table, format);
@@ -338,15 +333,15 @@ int Run(int argc, char** argv) {
     filter.thread = thread;
     if (!since.empty()) filter.since_ns = OrFail(ParseWhen(since, summary));
     if (!until.empty()) filter.until_ns = OrFail(ParseWhen(until, summary));
-    if (!where.empty()) filter.samples = OrFail(SamplesWhere(*db, where));
+    if (!where.empty()) filter.samples = OrFail(SamplesWhere(*db, where, timeout));
     if (!svg_path.empty() || !folded_path.empty()) {
       auto folded = probing::analyzer::FoldStacks(set.segments, filter);
       if (!folded_path.empty()) {
-        Output out(folded_path);
-        probing::analyzer::WriteFolded(folded, out.stream());
-        out.Close();
+        auto out = OrFail(probing::OutputFile::Open(folded_path));
+        probing::analyzer::WriteFolded(folded, out->stream());
+        OrFail(out->Commit());
         std::cerr << "probing-analyze: wrote " << folded.stacks.size() << " folded stacks ("
-                  << folded.samples << " samples) to " << out.where() << "\n";
+                  << folded.samples << " samples) to " << out->where() << "\n";
       }
       if (!svg_path.empty()) {
         probing::analyzer::FlameGraphOptions o;
@@ -361,29 +356,30 @@ int Run(int argc, char** argv) {
         if (!since.empty()) o.subtitle += ", since " + since;
         if (!until.empty()) o.subtitle += ", until " + until;
         if (!where.empty()) o.subtitle += ", where " + where;
-        Output out(svg_path);
-        probing::analyzer::WriteFlameGraphSvg(folded, o, out.stream());
-        out.Close();
+        auto out = OrFail(probing::OutputFile::Open(svg_path));
+        probing::analyzer::WriteFlameGraphSvg(folded, o, out->stream());
+        OrFail(out->Commit());
         std::cerr << "probing-analyze: wrote a flame graph of " << folded.samples << " samples to "
-                  << out.where() << "\n";
+                  << out->where() << "\n";
       }
       if (folded.samples == 0)
         std::cerr << "probing-analyze: no stack samples with Python frames matched\n";
     }
     if (!speedscope_path.empty()) {
-      Output out(speedscope_path);
+      auto out = OrFail(probing::OutputFile::Open(speedscope_path));
       probing::analyzer::WriteSpeedscope(
           set.segments, filter,
-          summary.processes.empty() ? std::string("probing") : summary.processes[0], out.stream());
-      out.Close();
-      std::cerr << "probing-analyze: wrote a speedscope profile to " << out.where() << "\n";
+          summary.processes.empty() ? std::string("probing") : summary.processes[0],
+          out->stream());
+      OrFail(out->Commit());
+      std::cerr << "probing-analyze: wrote a speedscope profile to " << out->where() << "\n";
     }
     if (!chrome_path.empty()) {
-      Output out(chrome_path);
-      uint64_t calls = probing::analyzer::WriteChromeTrace(set.segments, filter, out.stream());
-      out.Close();
+      auto out = OrFail(probing::OutputFile::Open(chrome_path));
+      uint64_t calls = probing::analyzer::WriteChromeTrace(set.segments, filter, out->stream());
+      OrFail(out->Commit());
       std::cerr << "probing-analyze: wrote " << calls << " PyTorch calls as a Chrome trace to "
-                << out.where() << (calls == 0 ? " (no python.torch_trace rows matched)" : "")
+                << out->where() << (calls == 0 ? " (no python.torch_trace rows matched)" : "")
                 << "\n";
     }
   }

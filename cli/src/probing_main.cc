@@ -23,6 +23,7 @@
 #include "printer.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
+#include "probing/base/files.h"
 #include "probing/base/clock.h"
 #include "probing/cluster/cluster.h"
 #include "probing/cluster/diagnose.h"
@@ -423,19 +424,17 @@ int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double 
     }
   }
   if (out.empty()) out = "flamegraph-" + job.run_id + ".svg";
-  std::ofstream file(out, std::ios::trunc);
-  if (!file) throw Failure("cannot write " + out + ": " + strerror(errno));
+  auto file = OrFail(probing::OutputFile::Open(out));
   if (folded) {
-    probing::analyzer::WriteFolded(stacks, file);
+    probing::analyzer::WriteFolded(stacks, file->stream());
   } else {
     probing::analyzer::FlameGraphOptions fo;
     fo.title =
         "Flame graph: job " + job.run_id + (rank >= 0 ? ", rank " + std::to_string(rank) : "");
     fo.subtitle = std::to_string(stacks.samples) + " samples from " + merged.coverage;
-    probing::analyzer::WriteFlameGraphSvg(stacks, fo, file);
+    probing::analyzer::WriteFlameGraphSvg(stacks, fo, file->stream());
   }
-  file.close();
-  if (!file) throw Failure("writing " + out + " failed: " + strerror(errno));
+  OrFail(file->Commit());
   std::cout << "Wrote " << (folded ? "folded stacks" : "a flame graph") << " of " << stacks.samples
             << " samples to " << out << "\n";
   return 0;
@@ -578,6 +577,8 @@ int CmdRecord(const Options& o, live::RecordOptions ro) {
       throw Usage(
           "record needs -t TARGET, or a command: probing record -o run.ptrace -- python train.py");
     session = Open(o, "record");
+    OrFail(session->Segments());  // where its rings are, for the check below
+    OrFail(probing::CheckNotAnInput(ro.output, session->Inputs()));
   }
   struct sigaction sa = {};
   sa.sa_handler = OnStopSignal;  // no SA_RESTART: a sleep ends at once
@@ -638,6 +639,7 @@ int CmdRecord(const Options& o, live::RecordOptions ro) {
 int CmdFlamegraph(const Options& o, std::string out, bool folded, double duration, long thread) {
   auto session = Open(o, "flamegraph");
   auto* source = OrFail(session->Segments());
+  if (!out.empty()) OrFail(probing::CheckNotAnInput(out, session->Inputs()));
   OrFail(source->Seal());
   auto set = OrFail(live::LoadStreams(*source, {probing::format::Stream::kStacks}));
   probing::analyzer::SampleFilter filter;
@@ -655,11 +657,9 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
       probing::analyzer::WriteFolded(stacks, std::cout);
       return 0;
     }
-    std::ofstream file(out, std::ios::trunc);
-    if (!file) throw Failure("cannot write " + out + ": " + strerror(errno));
-    probing::analyzer::WriteFolded(stacks, file);
-    file.close();
-    if (!file) throw Failure("writing " + out + " failed: " + strerror(errno));
+    auto file = OrFail(probing::OutputFile::Open(out));
+    probing::analyzer::WriteFolded(stacks, file->stream());
+    OrFail(file->Commit());
     std::cout << "Wrote " << stacks.stacks.size() << " folded stacks (" << stacks.samples
               << " samples) to " << out << "\n";
     return 0;
@@ -674,11 +674,10 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
                 (duration > 0 ? ", the last " + std::to_string(static_cast<int>(duration)) + " s"
                               : std::string(", all the rings hold")) +
                 (thread > 0 ? ", thread " + std::to_string(thread) : std::string());
-  std::ofstream file(out, std::ios::trunc);
-  if (!file) throw Failure("cannot write " + out + ": " + strerror(errno));
-  probing::analyzer::WriteFlameGraphSvg(stacks, fo, file);
-  file.close();
-  if (!file) throw Failure("writing " + out + " failed: " + strerror(errno));
+  OrFail(probing::CheckNotAnInput(out, session->Inputs()));
+  auto file = OrFail(probing::OutputFile::Open(out));
+  probing::analyzer::WriteFlameGraphSvg(stacks, fo, file->stream());
+  OrFail(file->Commit());
   std::cout << "Wrote a flame graph of " << stacks.samples << " samples to " << out
             << " (open it in a browser: click to zoom, Ctrl-F to search)\n";
   return 0;

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 
+#include "probing/base/files.h"
+
 namespace probing::format {
 
 void MappedFile::Reset() {
@@ -16,11 +18,10 @@ void MappedFile::Reset() {
 }
 
 Result<MappedFile> MappedFile::OpenReadOnly(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus("open " + path, errno);
+  // A FIFO or a device is refused before anything waits on it.
+  PROBING_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegular(path, Follow::kYes));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoStatus("stat " + path, errno);
-  if (!S_ISREG(st.st_mode)) return InvalidArgument(path + " is not a regular file");
   if (st.st_size == 0) return MappedFile();
   void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return ErrnoStatus("mmap " + path, errno);

@@ -83,6 +83,14 @@ std::string PermissionReason(pid_t pid, int err) {
             : scope == "2" ? " (only CAP_SYS_PTRACE may attach)"
                            : " (no attaching)") +
            "; run as root, or set /proc/sys/kernel/yama/ptrace_scope to 0";
+  // Running as root (or with CAP_SYS_PTRACE) already: "run as root" would send the user in a
+  // circle. Pid 1 of this namespace and processes a security module guards are refused anyway.
+  if (cap)
+    return "cannot ptrace " + who + ": the kernel refuses it even with CAP_SYS_PTRACE" +
+           (pid == 1 ? std::string(" (pid 1, the namespace's init, cannot be traced from "
+                                   "inside it)")
+                     : std::string(" (a security module such as AppArmor or SELinux, or a "
+                                   "user namespace it belongs to, forbids it)"));
   return "cannot ptrace " + who + ": permission denied (it may have made itself undumpable " +
          "with prctl(PR_SET_DUMPABLE, 0); run probing as root)";
 }

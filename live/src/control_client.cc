@@ -8,9 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/beast/core.hpp>
+#include <algorithm>
 #include <boost/beast/http.hpp>
 #include <cerrno>
 #include <cmath>
@@ -19,15 +17,16 @@
 #include <filesystem>
 #include <fstream>
 #include <system_error>
+#include <vector>
 
+#include "probing/base/clock.h"
 #include "probing/base/unique_fd.h"
+#include "probing/live/http_io.h"
 
 namespace probing::live {
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
+namespace http = boost::beast::http;
 
 constexpr uint64_t kMaxResponse = 512ull << 20;
 
@@ -37,72 +36,68 @@ bool AllDigits(const std::string& s) {
 
 std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
 
-timeval ToTimeval(double seconds) {
-  timeval tv{};
-  if (seconds <= 0) seconds = 0.001;
-  tv.tv_sec = static_cast<time_t>(seconds);
-  tv.tv_usec = static_cast<suseconds_t>((seconds - std::floor(seconds)) * 1e6);
-  return tv;
+// Connects a stream socket to `addr` by `deadline_ns`; the fd or -errno.
+int ConnectBefore(int family, const sockaddr* addr, socklen_t len, int64_t deadline_ns) {
+  UniqueFd s(socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!s.valid()) return -errno;
+  int rc = connect(s.get(), addr, len);
+  // A Unix socket whose queue is full says EAGAIN and is not connecting: try again shortly.
+  while (rc != 0 && errno == EAGAIN && family == AF_UNIX) {
+    if (MonotonicNs() >= deadline_ns) return -ETIMEDOUT;
+    usleep(10000);
+    rc = connect(s.get(), addr, len);
+  }
+  if (rc != 0) {
+    if (errno != EINPROGRESS) return -errno;
+    const int64_t left_ms = std::max<int64_t>(1, (deadline_ns - MonotonicNs()) / 1'000'000);
+    pollfd p{s.get(), POLLOUT, 0};
+    const int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1 << 30)));
+    if (n == 0) return -ETIMEDOUT;
+    if (n < 0) return -errno;
+    int so_error = 0;
+    socklen_t l = sizeof so_error;
+    if (getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &so_error, &l) != 0) return -errno;
+    if (so_error != 0) return -so_error;
+  }
+  return s.Release();
 }
 
-// A connected stream socket with `timeout` on the connect and on every read and write; the fd
-// or -errno (-ETIMEDOUT when the connect took too long).
-int ConnectFd(const Endpoint& e, double timeout) {
-  if (!e.tcp()) {
-    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd.valid()) return -errno;
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::string name = "probing-" + std::to_string(e.pid);
-    std::memcpy(addr.sun_path + 1, name.data(), name.size());
-    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len) != 0) return -errno;
-    timeval tv = ToTimeval(timeout);
-    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    return fd.Release();
+int ConnectAbstract(const std::string& name, int64_t deadline_ns) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (name.size() + 1 > sizeof addr.sun_path) return -ENAMETOOLONG;
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return ConnectBefore(AF_UNIX, reinterpret_cast<sockaddr*>(&addr), len, deadline_ns);
+}
+
+// The abstract names a recorder that found its usual name taken listens on instead
+// ("probing-<pid>.<random>"), from the kernel's list of listening Unix sockets.
+std::vector<std::string> FallbackNames(pid_t pid) {
+  std::vector<std::string> out;
+  const std::string prefix = "@" + std::string(protocol::kSocketPrefix) + std::to_string(pid) + ".";
+  std::ifstream in("/proc/net/unix");
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t at = line.find(prefix);
+    if (at == std::string::npos || line.find_first_of(" \t", at) != std::string::npos) continue;
+    out.push_back(line.substr(at + 1));
   }
+  return out;
+}
+
+int ConnectTcp(const Endpoint& e, int64_t deadline_ns) {
   addrinfo hints{}, *res = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   if (getaddrinfo(e.host.c_str(), std::to_string(e.port).c_str(), &hints, &res) != 0)
     return -EHOSTUNREACH;
-  int err = ECONNREFUSED;
-  UniqueFd fd;
-  for (addrinfo* a = res; a != nullptr && !fd.valid(); a = a->ai_next) {
-    UniqueFd s(socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol));
-    if (!s.valid()) {
-      err = errno;
-      continue;
-    }
-    if (connect(s.get(), a->ai_addr, a->ai_addrlen) != 0) {
-      if (errno != EINPROGRESS) {
-        err = errno;
-        continue;
-      }
-      pollfd p{s.get(), POLLOUT, 0};
-      int n = poll(&p, 1, static_cast<int>(timeout * 1000));
-      if (n == 0) {
-        err = ETIMEDOUT;
-        continue;
-      }
-      int so_error = 0;
-      socklen_t len = sizeof so_error;
-      if (n < 0 || getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &so_error, &len) != 0 ||
-          so_error != 0) {
-        err = n < 0 ? errno : so_error;
-        continue;
-      }
-    }
-    fd = std::move(s);
+  int result = -ECONNREFUSED;
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    result = ConnectBefore(a->ai_family, a->ai_addr, a->ai_addrlen, deadline_ns);
+    if (result >= 0) break;
   }
   freeaddrinfo(res);
-  if (!fd.valid()) return -err;
-  int flags = fcntl(fd.get(), F_GETFL);
-  fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
-  timeval tv = ToTimeval(timeout);
-  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  return fd.Release();
+  return result;
 }
 
 std::string Seconds(double s) {
@@ -204,52 +199,113 @@ Status ControlClient::ErrorOf(const Response& r) {
   }
 }
 
+Result<UniqueFd> ControlClient::ConnectLocal(int64_t deadline_ns) {
+  const pid_t pid = endpoint_.pid;
+  const std::string p = std::to_string(pid);
+  // The name it answered on before, its usual one, then the ones a recorder takes when the
+  // usual one is held by someone else. Each is trusted only once the kernel says that the
+  // process listening on it is the target itself (SO_PEERCRED: the pid that called listen).
+  std::vector<std::string> names;
+  if (!socket_name_.empty()) names.push_back(socket_name_);
+  names.push_back(protocol::SocketName(pid));
+  bool looked = false;
+  int first_error = 0;
+  std::string impostor;
+  for (size_t i = 0;; ++i) {
+    if (i == names.size()) {
+      // Reading /proc/net/unix costs more than a connect: a caller retrying every millisecond
+      // for a recorder that is starting (inject) reads it at most every 50 ms, unless someone
+      // else holds the usual name (then at once: the recorder moved).
+      if (looked || (impostor.empty() && MonotonicNs() - last_scan_ns_ < 50'000'000)) break;
+      looked = true;
+      last_scan_ns_ = MonotonicNs();
+      for (auto& n : FallbackNames(pid))
+        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+      if (i == names.size()) break;
+    }
+    const int fd = ConnectAbstract(names[i], deadline_ns);
+    if (fd < 0) {
+      if (first_error == 0 || first_error == ECONNREFUSED) first_error = -fd;
+      continue;
+    }
+    UniqueFd s(fd);
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == pid) {
+      socket_name_ = names[i];
+      return s;
+    }
+    if (impostor.empty())
+      impostor = "@" + names[i] + " is held by process " + std::to_string(cred.pid) +
+                 " (user " + std::to_string(cred.uid) + "), not by process " + p;
+  }
+  if (!impostor.empty())
+    return PermissionDenied("refusing to talk to process " + p + "'s control socket: " +
+                            impostor +
+                            "; someone may be impersonating its recorder, and nothing was sent "
+                            "to it (`probing -t " + p +
+                            " inject` starts a recorder that listens elsewhere)");
+  return Unreachable(first_error != 0 ? first_error : ECONNREFUSED);
+}
+
 Result<Response> ControlClient::Request(std::string_view method, const std::string& target,
                                         const std::string& body, double timeout_s) {
   const double timeout = timeout_s < 0 ? timeout_s_ : timeout_s;
+  const int64_t deadline = MonotonicNs() + static_cast<int64_t>(timeout * 1e9);
+  const bool local = !endpoint_.tcp();
   // A stopped local process would accept the connection (the kernel queues it) and never
   // answer: say so at once instead of waiting out the deadline.
-  if (!endpoint_.tcp())
+  if (local)
     if (std::string problem = StateProblem(endpoint_.pid); !problem.empty())
       return Unavailable(problem);
-  int fd = ConnectFd(endpoint_, timeout);
-  if (fd < 0) return Unreachable(-fd);
-  asio::io_context ioc;
-  beast::error_code ec;
+  UniqueFd fd;
+  if (local) {
+    PROBING_ASSIGN_OR_RETURN(fd, ConnectLocal(deadline));
+  } else {
+    const int c = ConnectTcp(endpoint_, deadline);
+    if (c < 0) return Unreachable(-c);
+    fd = UniqueFd(c);
+  }
   http::request<http::string_body> req{method == "POST" ? http::verb::post : http::verb::get,
                                        target, 11};
-  req.set(http::field::host, endpoint_.tcp() ? endpoint_.host : "localhost");
+  req.set(http::field::host, local ? "localhost" : endpoint_.host);
   if (!body.empty()) req.set(http::field::content_type, "application/json");
   if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+  req.keep_alive(false);
   req.body() = body;
   req.prepare_payload();
+  HttpConnection conn(fd.get());
+  // While it waits, a local target that gets stopped (or exits) is named as such at once.
+  if (local) {
+    const pid_t pid = endpoint_.pid;
+    conn.SetGiveUp([pid] { return StateOf(pid) != ProcessState::kRunning; }, 200);
+  }
   http::response_parser<http::string_body> parser;
   parser.body_limit(kMaxResponse);
-  auto exchange = [&](auto& s) {
-    beast::flat_buffer buf;
-    http::write(s, req, ec);
-    if (!ec) http::read(s, buf, parser, ec);
-  };
-  if (endpoint_.tcp()) {
-    asio::ip::tcp::socket s(ioc);
-    s.assign(asio::ip::tcp::v6(), fd, ec);
-    if (!ec) exchange(s);
-  } else {
-    asio::local::stream_protocol::socket s(ioc);
-    s.assign(asio::local::stream_protocol(), fd, ec);
-    if (!ec) exchange(s);
-  }
-  if (ec) {
-    if (ec == beast::error::timeout || ec.value() == EAGAIN || ec.value() == EWOULDBLOCK) {
-      if (!endpoint_.tcp())
+  IoOutcome io = conn.Write(Serialize(req), deadline);
+  if (io == IoOutcome::kOk) io = conn.Read(parser, deadline);
+  switch (io) {
+    case IoOutcome::kOk: break;
+    case IoOutcome::kTimeout:
+    case IoOutcome::kGaveUp:
+      if (local) {
+        if (StateOf(endpoint_.pid) == ProcessState::kGone) return Unreachable(ESRCH);
         if (std::string problem = StateProblem(endpoint_.pid); !problem.empty())
           return Unavailable(problem);
+      }
       return DeadlineExceeded(endpoint_.Describe() + " did not answer in " + Seconds(timeout) +
                               " s (--timeout sets the wait)");
-    }
-    if (!endpoint_.tcp() && StateOf(endpoint_.pid) == ProcessState::kGone)
-      return Unreachable(ESRCH);
-    return Unavailable("talking to " + endpoint_.Describe() + ": " + ec.message());
+    case IoOutcome::kBadInput:
+      return DataLoss(endpoint_.Describe() +
+                      " answered with something that is not an HTTP answer of a Probing "
+                      "recorder (or one larger than " +
+                      std::to_string(kMaxResponse >> 20) + " MiB)");
+    case IoOutcome::kClosed:
+    case IoOutcome::kError:
+      if (local && StateOf(endpoint_.pid) == ProcessState::kGone) return Unreachable(ESRCH);
+      return Unavailable("talking to " + endpoint_.Describe() + ": " +
+                         (io == IoOutcome::kClosed ? std::string("it closed the connection")
+                                                   : ErrnoText(conn.error())));
   }
   auto res = parser.release();
   Response out;

@@ -44,7 +44,9 @@ Result<InjectOutcome> InjectAndWait(const InjectOptions& options) {
     }
     const ProcessState state = StateOf(options.pid);
     if (state == ProcessState::kGone || state == ProcessState::kZombie)
-      return Unavailable("process " + p + " exited while its recorder was starting");
+      return Unavailable("process " + p +
+                         " exited while its recorder was starting (`probing list --gc` removes "
+                         "what it left)");
     if (static_cast<double>(MonotonicNs() - began) / 1e9 > options.answer_timeout_s)
       return Unavailable("the recorder was loaded into process " + p + " but does not answer (" +
                          r.status().message() + "); its standard error says why");

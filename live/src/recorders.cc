@@ -1,6 +1,7 @@
 #include "probing/live/recorders.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "probing/base/files.h"
 #include "probing/procfs/proc_stat.h"
 
 namespace probing::live {
@@ -44,8 +46,9 @@ std::vector<RecorderEntry> ListRecorders(const std::string& data_dir) {
     RecorderEntry r;
     r.pid = static_cast<pid_t>(std::stol(name));
     r.dir = e.path().string();
-    std::ifstream in(e.path() / "process.json");
-    json meta = in ? json::parse(in, nullptr, false) : json();
+    // Never followed, never a FIFO (it would hang us): a regular file or nothing.
+    auto text = ReadSmallFile((e.path() / "process.json").string(), 1 << 20, Follow::kNo);
+    json meta = text.ok() ? json::parse(*text, nullptr, false) : json();
     r.has_metadata = meta.is_object() && meta.contains("pid");
     const bool exists = kill(r.pid, 0) == 0 || errno == EPERM;
     r.alive = exists;
@@ -91,6 +94,17 @@ std::vector<RecorderEntry> ListRecorders(const std::string& data_dir) {
 
 Collected CollectDead(const std::string& data_dir) {
   Collected c;
+  // Only in a directory of our own: in another user's, they could swap a directory for a
+  // symlink while we remove it, and have us delete files of ours elsewhere.
+  struct stat st;
+  if (lstat(data_dir.c_str(), &st) != 0) return c;  // nothing recorded yet
+  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+    c.failed.push_back(data_dir + ": " +
+                       (S_ISDIR(st.st_mode) ? "belongs to user " + std::to_string(st.st_uid) +
+                                                  ", not to you; nothing removed"
+                                            : FileKind(st.st_mode) + ", not a directory"));
+    return c;
+  }
   for (const RecorderEntry& r : ListRecorders(data_dir)) {
     if (r.alive) continue;
     std::error_code ec;

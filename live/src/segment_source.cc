@@ -7,6 +7,7 @@
 #include <fstream>
 #include <set>
 
+#include "probing/base/files.h"
 #include "probing/format/ptrace.h"
 #include "probing/format/segment.h"
 #include "probing/live/control_client.h"
@@ -42,6 +43,13 @@ bool RegularFile(const std::string& path, std::string* why) {
 
 }  // namespace
 
+Status CannotOpen(const std::string& path, int err) {
+  if (err == EACCES || err == EPERM)
+    return PermissionDenied(path + ": permission denied (run probing as its owner, or as root)");
+  if (err == ENOENT || err == ENOTDIR) return NotFound(path + ": no such file or directory");
+  return ErrnoStatus(path, err);
+}
+
 std::string RingOf(format::Stream stream) { return format::StreamName(stream); }
 
 // ---- ring directories ------------------------------------------------------------------------
@@ -50,17 +58,14 @@ Result<std::unique_ptr<RingDirSource>> RingDirSource::Open(const std::string& di
                                                            std::function<Status()> seal,
                                                            std::function<bool()> alive) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    if (fs::exists(dir, ec)) return InvalidArgument(dir + " is not a directory");
-    if (ec && ec != std::errc::no_such_file_or_directory)
-      return ErrnoStatus("reading " + dir, ec.value());
-    return NotFound(dir + ": no such directory");
-  }
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) return CannotOpen(dir, errno);
+  if (!S_ISDIR(st.st_mode)) return InvalidArgument(dir + " is not a directory");
   std::unique_ptr<RingDirSource> s(new RingDirSource(dir, std::move(seal), std::move(alive)));
   s->Discover();
   if (s->rings_.empty() && s->damaged_.empty()) {
     fs::directory_iterator it(dir, ec);
-    if (ec) return ErrnoStatus("reading " + dir, ec.value());
+    if (ec) return CannotOpen(dir, ec.value());
     return NotFound(dir + " holds no .ring files");
   }
   return s;
@@ -88,6 +93,23 @@ void RingDirSource::Discover() {
     }
     damaged_.erase(f.string());
     rings_[name] = std::make_unique<format::RingReader>(std::move(reader).value());
+  }
+  // A ring the recorder says it made (process.json) and that is not there: reported, not
+  // silently absent (a start interrupted, a file removed).
+  auto meta = ReadSmallFile(dir_ + "/process.json", 1 << 20, Follow::kNo);
+  if (!meta.ok()) return;
+  auto j = protocol::Json::parse(*meta, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("rings") || !j["rings"].is_array()) return;
+  for (const auto& r : j["rings"]) {
+    if (!r.is_string()) continue;
+    const std::string name = r.get<std::string>();
+    if (name.find('/') != std::string::npos) continue;  // only names, inside this directory
+    const fs::path file = fs::path(dir_) / name;
+    if (file.extension() != ".ring") continue;
+    if (rings_.count(file.stem().string()) != 0 || damaged_.count(file.string()) != 0) continue;
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(file, ec)))
+      damaged_[file.string()] = "missing (process.json lists it)";
   }
 }
 
@@ -156,11 +178,11 @@ Result<std::unique_ptr<RecordingSource>> RecordingSource::Open(
   std::unique_ptr<RecordingSource> s(new RecordingSource());
   for (size_t i = 0; i < paths.size(); ++i) {
     const std::string& p = paths[i];
-    std::error_code ec;
-    if (!fs::exists(p, ec)) return NotFound(p + ": no such file or directory");
     struct stat st;
-    if (stat(p.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
-      return InvalidArgument(p + " is not a regular file (a recording is a .ptrace file)");
+    if (stat(p.c_str(), &st) != 0) return CannotOpen(p, errno);
+    if (!S_ISREG(st.st_mode))
+      return InvalidArgument(p + " is " + FileKind(st.st_mode) +
+                             ", not a regular file (a recording is a .ptrace file)");
     auto f = std::make_shared<File>();
     f->path = p;
     f->shift_ns = i < shifts_ns.size() ? shifts_ns[i] : 0;
@@ -371,8 +393,9 @@ Result<std::unique_ptr<SegmentSource>> OpenFiles(const std::vector<std::string>&
   std::vector<std::unique_ptr<SegmentSource>> parts;
   std::vector<std::string> files;
   for (const std::string& p : paths) {
-    std::error_code ec;
-    if (fs::is_directory(p, ec)) {
+    struct stat st;
+    if (stat(p.c_str(), &st) != 0) return CannotOpen(p, errno);
+    if (S_ISDIR(st.st_mode)) {
       PROBING_ASSIGN_OR_RETURN(auto bundle, OpenBundle(p));
       if (bundle) {
         parts.push_back(std::move(*bundle));

@@ -1,6 +1,7 @@
 #include "probing/live/session.h"
 
 #include <signal.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -8,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+
+#include "probing/base/files.h"
 
 namespace probing::live {
 namespace {
@@ -34,9 +37,9 @@ bool Alive(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
 
 // The pid a ring directory's process.json names, when it can be read.
 std::optional<pid_t> PidOfRingDir(const std::string& dir) {
-  std::ifstream in(dir + "/process.json");
-  if (!in) return std::nullopt;
-  Json meta = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+  auto text = ReadSmallFile(dir + "/process.json", 1 << 20, Follow::kNo);  // never a FIFO
+  if (!text.ok()) return std::nullopt;
+  Json meta = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!meta.is_object() || !meta.contains("pid") || !meta["pid"].is_number_integer())
     return std::nullopt;
   return meta["pid"].get<pid_t>();
@@ -45,6 +48,29 @@ std::optional<pid_t> PidOfRingDir(const std::string& dir) {
 bool SameFile(const std::string& a, const std::string& b) {
   std::error_code ec;
   return fs::equivalent(a, b, ec);
+}
+
+// Root reading a process's rings reads files that the process's user wrote: they must be that
+// user's (or root's), never a third user's planted in their place.
+Status CheckRingOwner(const std::string& dir, pid_t pid) {
+  if (geteuid() != 0) return Status::Ok();  // the kernel keeps others' files from us
+  struct stat st;
+  if (lstat(dir.c_str(), &st) != 0) return Status::Ok();  // opening it says why
+  if (S_ISLNK(st.st_mode))
+    return PermissionDenied("refusing the ring directory " + dir +
+                            " of process " + std::to_string(pid) +
+                            ": it is a symbolic link (as root, probing follows none)");
+  if (st.st_uid == 0) return Status::Ok();
+  struct stat proc;
+  const bool alive = ::stat(("/proc/" + std::to_string(pid)).c_str(), &proc) == 0;
+  if (alive && proc.st_uid == st.st_uid) return Status::Ok();
+  return PermissionDenied(
+      "refusing the ring directory " + dir + ": it belongs to user " +
+      std::to_string(st.st_uid) + ", not to " +
+      (alive ? "process " + std::to_string(pid) + "'s user " + std::to_string(proc.st_uid)
+             : std::string("root (its process is gone)")) +
+      "; as root, probing reads only what the target's own user wrote (give the directory "
+      "itself as the target to read it anyway)");
 }
 
 // What a seal request may take before the query goes on without it (the data is then at most
@@ -103,7 +129,7 @@ Result<std::unique_ptr<Session>> Session::Open(const std::string& target,
     s->paths_ = {target};
     return s;
   }
-  if (errno == EACCES) return PermissionDenied(target + ": permission denied");
+  if (errno == EACCES) return CannotOpen(target, EACCES);
   if (auto endpoint = ParseHostPort(target)) {
     s->kind_ = TargetKind::kRemote;
     s->control_ = std::make_unique<ControlClient>(*endpoint, options.token, timeout);
@@ -117,8 +143,8 @@ Result<std::unique_ptr<Session>> Session::Open(const std::string& target,
 
 Result<std::unique_ptr<Session>> Session::OpenFiles(const std::vector<std::string>& paths) {
   if (paths.size() == 1) {
-    std::error_code ec;
-    if (!fs::exists(paths[0], ec)) return NotFound(paths[0] + ": no such file or directory");
+    struct stat st;
+    if (::stat(paths[0].c_str(), &st) != 0) return CannotOpen(paths[0], errno);
     PROBING_ASSIGN_OR_RETURN(auto s, Open(paths[0], {}));
     if (s->kind() != TargetKind::kRingDirectory && s->kind() != TargetKind::kRecording)
       return InvalidArgument(paths[0] + " is not a recording or a ring directory");
@@ -224,6 +250,12 @@ Result<protocol::TableRowsReply> Session::CustomTable(const std::string& name) {
 
 // ---- data ------------------------------------------------------------------------------------
 
+std::vector<std::string> Session::Inputs() const {
+  if (kind_ == TargetKind::kRecording) return paths_;
+  if (!ring_dir_.empty()) return {ring_dir_};
+  return {};
+}
+
 Status Session::ResolveRings() {
   if (!ring_dir_.empty() || kind_ != TargetKind::kProcess) return Status::Ok();
   // Not under this user's data directory: the process's own PROBING_DATA_DIR (readable even
@@ -256,6 +288,8 @@ Result<SegmentSource*> Session::Segments() {
     case TargetKind::kProcess:
     case TargetKind::kRingDirectory: {
       PROBING_RETURN_IF_ERROR(ResolveRings());
+      if (kind_ == TargetKind::kProcess)
+        PROBING_RETURN_IF_ERROR(CheckRingOwner(ring_dir_, *pid_));
       std::optional<pid_t> pid = pid_;
       auto seal = [this]() -> Status {
         if (!has_control()) return Status::Ok();
@@ -377,7 +411,11 @@ Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables
     }
   }
   if (more) PROBING_RETURN_IF_ERROR(more(*db));
-  auto result = db->Query(sql, limits);
+  // The statement is the user's: it reads only, and it has a deadline.
+  sql::QueryLimits bounded = limits;
+  bounded.read_only = true;
+  if (bounded.timeout_s <= 0) bounded.timeout_s = options_.timeout_s;
+  auto result = db->Query(sql, bounded);
   if (!result.ok() && result.status().message().find("no such table") != std::string::npos &&
       has_control()) {
     // The process's own tables are known tables too.

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "../../format/tests/temp_dir.h"
 #include "../../format/tests/test_events.h"
@@ -109,6 +110,37 @@ TEST(RingDirSource, ADamagedRingFileIsSkippedAndTheOthersLoad) {
   EXPECT_NE(errors["torch.ring"].find("skipped"), std::string::npos);
   EXPECT_NE(errors["memory.ring"].find("symbolic link"), std::string::npos);
   EXPECT_NE(errors["metrics.ring"].find("not a regular file"), std::string::npos);
+}
+
+// Rings process.json lists that are not there are reported as missing; the others load. A
+// process.json that is a FIFO or a symlink is not read (it would hang us, or point anywhere).
+TEST(RingDirSource, AMissingRingIsReported) {
+  fs::path dir = DeadRings("missing", 2, 4);
+  std::ofstream(dir / "process.json")
+      << R"({"pid": 4242, "rings": ["stacks.ring", "torch.ring", "../escape.ring", 7]})";
+  auto set = Load({dir.string()});
+  ASSERT_TRUE(set.ok()) << set.status().message();
+  EXPECT_EQ(set->segments.size(), 2u);
+  std::map<std::string, std::string> errors;
+  for (const auto& s : set->sources)
+    if (s.unreadable) errors[fs::path(s.path).filename().string()] = s.first_error;
+  EXPECT_EQ(errors, (std::map<std::string, std::string>{
+                        {"torch.ring", "skipped: missing (process.json lists it)"}}));
+  fs::remove(dir / "process.json");
+  ASSERT_EQ(mkfifo((dir / "process.json").c_str(), 0600), 0);
+  set = Load({dir.string()});  // returns: the FIFO is never opened for reading
+  ASSERT_TRUE(set.ok()) << set.status().message();
+  EXPECT_EQ(set->segments.size(), 2u);
+}
+
+TEST(OpenFiles, AFifoIsNamedForWhatItIsAndNeverWaitedOn) {
+  fs::path fifo = TempDir() / "run.ptrace.fifo";
+  fs::remove(fifo);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto r = Load({fifo.string()});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("is a FIFO, not a regular file"), std::string::npos)
+      << r.status().message();
 }
 
 TEST(RingDirSource, CursorsFollowTheRingAndCountWhatWasOverwritten) {

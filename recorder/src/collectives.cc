@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "probing/base/clock.h"
+#include "py_ref.h"
 
 #if PY_VERSION_HEX < 0x03090000  // vectorcall was provisional in 3.8
 #define PyObject_Vectorcall _PyObject_Vectorcall
@@ -228,6 +229,11 @@ struct CallObject {
   vectorcallfunc vectorcall;
 };
 
+struct CallObject;
+void Record(CallObject* c, PyObject* const* args, Py_ssize_t n, PyObject* kwnames,
+            PyObject* group, const std::string& group_name, const char* op, uint64_t thread,
+            int64_t enter, int64_t end, uint64_t before, bool returned);
+
 PyObject* CollectiveCall(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   auto* c = reinterpret_cast<CallObject*>(self);
   if (g.failed || g.sink == nullptr) return PyObject_Vectorcall(c->orig, args, nargsf, kwnames);
@@ -235,30 +241,54 @@ PyObject* CollectiveCall(PyObject* self, PyObject* const* args, size_t nargsf, P
   PyObject* group = Arg(args, n, kwnames, c->group_pos, c->group_kw);
   std::string group_name;
   uint64_t before = 0;
-  const bool known = SeqOf(group, &group_name, &before);
+  bool known = false;
   const char* op = PyUnicode_AsUTF8(c->op);
+  if (op == nullptr) PyErr_Clear();
   const uint64_t thread = ThreadId();
   const int64_t enter = RealtimeNs();
-  if (known) {
-    std::lock_guard<std::mutex> lock(progress_mu);
-    progress.current = Progress::Current{op != nullptr ? op : "", group_name, before + 1, enter,
-                                         thread};
+  // Our bookkeeping never throws into the call: on any failure the wrapper passes calls
+  // straight through from then on.
+  try {
+    known = SeqOf(group, &group_name, &before);
+    if (known) {
+      std::lock_guard<std::mutex> lock(progress_mu);
+      progress.current = Progress::Current{op != nullptr ? op : "", group_name, before + 1, enter,
+                                           thread};
+    }
+    if (known) g.in_flight[group_name].insert(before);
+  } catch (...) {
+    g.failed = true;
+    known = false;
   }
-  if (known) g.in_flight[group_name].insert(before);
   PyObject* out = PyObject_Vectorcall(c->orig, args, nargsf, kwnames);
   const int64_t end = RealtimeNs();
-  if (known) {
-    auto& mine = g.in_flight[group_name];
-    auto it = mine.find(before);
-    if (it != mine.end()) mine.erase(it);
-  }
   PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
   if (out == nullptr) PyErr_Fetch(&type, &value, &tb);  // our work must not see or lose it
-  {
-    std::lock_guard<std::mutex> lock(progress_mu);
-    if (progress.current && progress.current->thread == thread) progress.current.reset();
+  try {
+    if (known) {
+      auto& mine = g.in_flight[group_name];
+      auto it = mine.find(before);
+      if (it != mine.end()) mine.erase(it);
+    }
+    {
+      std::lock_guard<std::mutex> lock(progress_mu);
+      if (progress.current && progress.current->thread == thread) progress.current.reset();
+    }
+    if (known) Record(c, args, n, kwnames, group, group_name, op, thread, enter, end, before,
+                      out != nullptr);
+  } catch (...) {
+    g.failed = true;
   }
-  if (known) {
+  if (PyErr_Occurred()) PyErr_Clear();
+  if (out == nullptr) PyErr_Restore(type, value, tb);
+  return out;
+}
+
+// The row of one call (and rows for the numbers calls from C++ took before it).
+void Record(CallObject* c, PyObject* const* args, Py_ssize_t n, PyObject* kwnames,
+            PyObject* group, const std::string& group_name, const char* op, uint64_t thread,
+            int64_t enter, int64_t end, uint64_t before, bool returned) {
+  {
     CollectiveRow row;
     row.ts_ns = enter;
     row.thread = thread;
@@ -283,7 +313,7 @@ PyObject* CollectiveCall(PyObject* self, PyObject* const* args, size_t nargsf, P
     row.step = GetTorchState().step;
     std::vector<CollectiveRow> rows;
     // A failed call (it raised) took no sequence number worth a row of its own.
-    if (out != nullptr || after != before) {
+    if (returned || after != before) {
       Count(group_name, after, false, &rows, enter, row.step);
       auto it = g.accounted.find(group_name);
       if (it != g.accounted.end() && after > it->second) it->second = after;
@@ -292,8 +322,6 @@ PyObject* CollectiveCall(PyObject* self, PyObject* const* args, size_t nargsf, P
       g.sink->CollectiveRows(std::move(rows));
     }
   }
-  if (out == nullptr) PyErr_Restore(type, value, tb);
-  return out;
 }
 
 void CollectiveCallDealloc(PyObject* self) {
@@ -331,7 +359,7 @@ PyObject* NewCollectiveCall(PyObject*, PyObject* args) {
   c->group_pos = group_pos;
   c->peer_pos = peer_pos;
   c->async_pos = async_pos;
-  c->vectorcall = CollectiveCall;
+  c->vectorcall = CollectiveCall;  // catches everything of its own (never the call's result)
   return reinterpret_cast<PyObject*>(c);
 }
 
@@ -368,11 +396,11 @@ PyObject* CountFn(PyObject*, PyObject* group) {
 }
 
 PyMethodDef kMethods[] = {
-    {"collective_call", NewCollectiveCall, METH_VARARGS,
+    {"collective_call", PROBING_CATCH_ALL(NewCollectiveCall), METH_VARARGS,
      "a torch.distributed function timing and describing its calls"},
-    {"collectives_configure", Configure, METH_VARARGS,
+    {"collectives_configure", PROBING_CATCH_ALL(Configure), METH_VARARGS,
      "(seq_of(group) -> (name, sequence-number method), GroupMember)"},
-    {"collectives_count", CountFn, METH_O, "rows for the calls issued from C++ since the last look"},
+    {"collectives_count", PROBING_CATCH_ALL(CountFn), METH_O, "rows for the calls issued from C++ since the last look"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyObject* OrigAttr(PyObject* self, void* name) {
@@ -380,10 +408,10 @@ PyObject* OrigAttr(PyObject* self, void* name) {
                                 static_cast<const char*>(name));
 }
 PyGetSetDef kGetSet[] = {
-    {"__name__", OrigAttr, nullptr, nullptr, const_cast<char*>("__name__")},
-    {"__qualname__", OrigAttr, nullptr, nullptr, const_cast<char*>("__qualname__")},
-    {"__doc__", OrigAttr, nullptr, nullptr, const_cast<char*>("__doc__")},
-    {"__module__", OrigAttr, nullptr, nullptr, const_cast<char*>("__module__")},
+    {"__name__", PROBING_CATCH_ALL(OrigAttr), nullptr, nullptr, const_cast<char*>("__name__")},
+    {"__qualname__", PROBING_CATCH_ALL(OrigAttr), nullptr, nullptr, const_cast<char*>("__qualname__")},
+    {"__doc__", PROBING_CATCH_ALL(OrigAttr), nullptr, nullptr, const_cast<char*>("__doc__")},
+    {"__module__", PROBING_CATCH_ALL(OrigAttr), nullptr, nullptr, const_cast<char*>("__module__")},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 PyMemberDef kMembers[] = {
     {"__wrapped__", T_OBJECT, offsetof(CallObject, orig), READONLY, nullptr},

@@ -55,10 +55,17 @@ Config::Config() {
       {"probing.sample_rate", "1", "1", "fraction of training steps traced, 0.0 to 1.0",
        "PROBING_SAMPLE_RATE", false},
       {"probing.buffer_size", "10000", "10000",
-       "total size of the recorder's rings, in KiB (1024 to 4194304); takes effect at start", "",
-       false},
-      {"probing.server.port", "0", "0", "TCP port of the control server (0 = Unix socket only)",
-       "PROBING_PORT", false},
+       "total size of the recorder's rings, in KiB (1024 to 4194304); read-only at run time "
+       "(PROBING_BUFFER_SIZE at start)",
+       "PROBING_BUFFER_SIZE", true},
+      {"probing.server.port", "0", "0",
+       "TCP port of the control server (0 = Unix socket only); read-only at run time "
+       "(PROBING_PORT at start)",
+       "PROBING_PORT", true},
+      {"probing.server.gil_share", "0.05", "0.05",
+       "the most of the interpreter's time that control requests needing the GIL (eval, "
+       "locals, custom tables) may take, 0.001 to 1; more wait their turn",
+       "PROBING_SERVER_GIL_SHARE", false},
       {"probing.torch.enabled", "true", "true", "trace PyTorch modules (true/false)",
        "PROBING_TORCH_PROFILING", false},
       {"probing.torch.calls", "auto", "auto",
@@ -128,11 +135,7 @@ std::vector<std::string> Config::LoadEnvironment() {
     if (e.env.empty()) continue;
     const char* v = std::getenv(e.env.c_str());
     if (v == nullptr || *v == '\0') continue;
-    if (e.read_only) {
-      e.value = v;
-      continue;
-    }
-    std::string err = SetLocked(e.name, v);
+    std::string err = SetLocked(e.name, v, /*at_start=*/true);
     if (!err.empty()) errors.push_back(e.env + "=" + v + " ignored: " + err);
   }
   return errors;
@@ -140,15 +143,18 @@ std::vector<std::string> Config::LoadEnvironment() {
 
 std::string Config::Set(const std::string& key, const std::string& value) {
   std::lock_guard<std::mutex> lock(mu_);
-  return SetLocked(key, value);
+  return SetLocked(key, value, /*at_start=*/false);
 }
 
-std::string Config::SetLocked(const std::string& key, const std::string& value) {
+std::string Config::SetLocked(const std::string& key, const std::string& value, bool at_start) {
   ConfigEntry* entry = nullptr;
   for (ConfigEntry& e : entries_)
     if (e.name == key) entry = &e;
   if (entry == nullptr) return "unknown key " + key;
-  if (entry->read_only) return key + " is read-only at run time";
+  if (entry->read_only && !at_start)
+    return key + " is read-only at run time: it was fixed when the recorder started" +
+           (entry->env.empty() ? std::string()
+                               : " (set " + entry->env + " in the target's environment)");
   if (key == "probing.sample_rate") {
     double d;
     if (!ParseDouble(value, &d) || !(d >= 0.0 && d <= 1.0))
@@ -167,6 +173,15 @@ std::string Config::SetLocked(const std::string& key, const std::string& value) 
       return key + " must be a port from 0 to 65535, not '" + value + "'";
     server_port_ = static_cast<int>(n);
     entry->value = std::to_string(n);
+  } else if (key == "probing.server.gil_share") {
+    double d;
+    if (!ParseDouble(value, &d) || !(d >= 0.001 && d <= 1.0))
+      return key + " must be a number from 0.001 to 1, not '" + value + "'";
+    gil_share_ = d;
+    entry->value = FormatDouble(d);
+  } else if (key == "probing.data_dir") {
+    if (value.empty()) return key + " must be a directory";
+    entry->value = value;
   } else if (key == "probing.torch.enabled") {
     bool b;
     if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";

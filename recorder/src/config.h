@@ -23,6 +23,8 @@ struct ConfigEntry {
   std::string default_value;
   std::string description;
   std::string env;  // environment variable that sets it at start, or ""
+  // Fixed once the recorder started (the server's port, the rings' size and place): only its
+  // environment variable sets it, and setting it at run time is refused, never pretended.
   bool read_only = false;
 };
 
@@ -52,6 +54,8 @@ class Config {
   long buffer_kib() const { return buffer_kib_.load(std::memory_order_relaxed); }
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
+  // The most of the interpreter's time that control requests needing the GIL may take.
+  double gil_share() const { return gil_share_.load(std::memory_order_relaxed); }
   std::string data_dir() const;
   bool banner() const;  // say "probing: enabled for process N" at start
   std::string torch_exprs() const;
@@ -61,7 +65,7 @@ class Config {
 
  private:
   Config();
-  std::string SetLocked(const std::string& key, const std::string& value);
+  std::string SetLocked(const std::string& key, const std::string& value, bool at_start);
 
   mutable std::mutex mu_;
   std::vector<ConfigEntry> entries_;
@@ -75,6 +79,7 @@ class Config {
   std::atomic<int> hang_seconds_{60};
   std::atomic<int> server_port_{0};
   std::atomic<bool> torch_enabled_{true};
+  std::atomic<double> gil_share_{0.05};
   std::atomic<uint64_t> generation_{0};
 };
 

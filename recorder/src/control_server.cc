@@ -5,14 +5,12 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/random.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cerrno>
 #include <cinttypes>
@@ -28,19 +26,31 @@
 #include "log.h"
 #include "native_stack.h"
 #include "probing/base/clock.h"
+#include "probing/base/unique_fd.h"
+#include "probing/live/http_io.h"
 #include "py_helpers.h"
 #include "py_module.h"
+#include "py_ref.h"
 
 namespace probing::recorder {
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
+namespace http = boost::beast::http;
 using json = nlohmann::json;
 
-constexpr int kMaxConnections = 32;
-constexpr int kIoTimeoutSec = 10;  // a slow or abandoned client holds only its own thread
+// Connections come in two pools, so that no number of strangers can crowd out the owner:
+// trusted ones (the owner's user or root on the Unix socket, TCP clients once they showed the
+// token) and the others (TCP clients that have not yet, other users on the Unix socket, who
+// only ever get a 403).
+constexpr int kMaxTrusted = 64;
+constexpr int kMaxUntrusted = 16;
+// A whole request must arrive within this of the connection or of the previous answer
+// (idle keep-alive and half-sent requests alike); an answer must be taken within
+// kWriteTimeoutNs (plus a second per MiB).
+constexpr int64_t kRequestTimeoutNs = 10'000'000'000;
+// A stranger's whole first request (with its token) must arrive within this of connecting.
+constexpr int64_t kUntrustedTimeoutNs = 3'000'000'000;
+constexpr int64_t kWriteTimeoutNs = 10'000'000'000;
 constexpr size_t kMaxBody = 1 << 20;
 constexpr const char* kRecorderVersion = "0.1.0";
 
@@ -53,6 +63,28 @@ ControlServer::Reply Error(int status, const std::string& message) {
 template <typename T>
 ControlServer::Reply Ok(const T& answer) {
   return {200, Dump(protocol::ToJson(answer))};
+}
+
+// Sent on a connection refused before it is served (too many, no thread), without waiting.
+void Refuse(int fd, const char* why) {
+  std::string body = std::string("{\"error\": \"") + why + "\"}\n";
+  std::string msg = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    "Content-Length: " +
+                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  (void)!send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  close(fd);
+}
+
+// "Bearer <token>", the scheme in any case (RFC 7235: schemes are case-insensitive).
+std::string BearerToken(std::string_view auth) {
+  constexpr std::string_view kScheme = "bearer";
+  if (auth.size() <= kScheme.size() || auth[kScheme.size()] != ' ') return "";
+  for (size_t i = 0; i < kScheme.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(auth[i])) != kScheme[i]) return "";
+  auth.remove_prefix(kScheme.size());
+  while (!auth.empty() && auth.front() == ' ') auth.remove_prefix(1);
+  while (!auth.empty() && auth.back() == ' ') auth.remove_suffix(1);
+  return std::string(auth);
 }
 
 // Constant-time comparison for the token.
@@ -85,7 +117,8 @@ json ToJson(PyObject* o, int depth = 0) {
     long long v = PyLong_AsLongLong(o);
     if (PyErr_Occurred()) {
       PyErr_Clear();
-      return Utf8(PyObject_Str(o));
+      PyRef text(PyObject_Str(o));
+      return Utf8(text.get());
     }
     return v;
   }
@@ -103,15 +136,14 @@ json ToJson(PyObject* o, int depth = 0) {
     PyObject *k, *v;
     Py_ssize_t pos = 0;
     while (PyDict_Next(o, &pos, &k, &v)) {
-      PyObject* ks = PyObject_Str(k);
-      d[Utf8(ks)] = ToJson(v, depth + 1);
-      Py_XDECREF(ks);
+      PyRef ks(PyObject_Str(k));
+      d[Utf8(ks.get())] = ToJson(v, depth + 1);
     }
+    PyErr_Clear();
     return d;
   }
-  PyObject* s = PyObject_Str(o);
-  std::string out = Utf8(s);
-  Py_XDECREF(s);
+  PyRef text(PyObject_Str(o));
+  std::string out = Utf8(text.get());
   PyErr_Clear();
   return out;
 }
@@ -123,26 +155,78 @@ ControlServer::ControlServer(ServerContext ctx) : ctx_(std::move(ctx)) {
     sampler_ = std::make_unique<StackSampler>(*ProbingGetPyOffsets(), *ctx_.reader);
 }
 
-std::string ControlServer::socket_name() const { return "@probing-" + std::to_string(ctx_.pid); }
+std::string ControlServer::socket_name() const { return "@" + socket_name_; }
 
-bool ControlServer::Start(std::string* why) {
-  // Abstract Unix socket: the name is "\0probing-<pid>", exactly that long.
+namespace {
+
+// A listening abstract Unix socket named exactly `name` (no trailing NUL); -errno on failure.
+int ListenAbstract(const std::string& name) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    *why = std::string("control socket: ") + std::strerror(errno);
-    return false;
-  }
+  if (fd < 0) return -errno;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  std::string name = "probing-" + std::to_string(ctx_.pid);
   std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 64) != 0) {
-    *why = "cannot listen on " + socket_name() + ": " + std::strerror(errno);
+    const int err = errno;
     close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+std::string RandomHex() {
+  unsigned char bytes[8] = {};
+  if (getrandom(bytes, sizeof bytes, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof bytes)) {
+    const uint64_t t = static_cast<uint64_t>(MonotonicNs()) ^ static_cast<uint64_t>(getpid());
+    std::memcpy(bytes, &t, sizeof bytes);
+  }
+  char out[17];
+  for (size_t i = 0; i < sizeof bytes; ++i) std::snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+  return out;
+}
+
+// Starts `fn` on a thread of its own; false (with why) when the system has none to give.
+bool StartThread(std::function<void()> fn, std::string* why) {
+  try {
+    std::thread(std::move(fn)).detach();
+    return true;
+  } catch (const std::exception& e) {
+    *why = e.what();
     return false;
   }
-  std::thread([this, fd] { AcceptLoop(fd, false); }).detach();
+}
+
+}  // namespace
+
+bool ControlServer::Start(std::string* why) {
+  // Abstract Unix socket: "\0probing-<pid>", exactly that long. Abstract names have no
+  // permissions: another user may hold ours already (to impersonate this recorder). Then this
+  // server listens on a name nobody can guess, and clients, which trust a socket only when
+  // this process listens on it, find it there; the user is told, loudly.
+  socket_name_ = protocol::SocketName(ctx_.pid);
+  int fd = ListenAbstract(socket_name_);
+  if (fd == -EADDRINUSE) {
+    const std::string taken = socket_name_;
+    socket_name_ = taken + "." + RandomHex();
+    fd = ListenAbstract(socket_name_);
+    if (fd >= 0)
+      Log("WARNING: the control socket @" + taken +
+          " is held by another process (someone may be impersonating this recorder); "
+          "listening on " + socket_name() +
+          " instead. probing finds it there and refuses the other one; do not trust tools "
+          "that talk to @" + taken + ".");
+  }
+  if (fd < 0) {
+    *why = "cannot listen on " + socket_name() + ": " + std::strerror(-fd);
+    return false;
+  }
+  std::string thread_why;
+  if (!StartThread([this, fd] { AcceptLoop(fd, false); }, &thread_why)) {
+    close(fd);
+    *why = "no thread for the control server: " + thread_why;
+    return false;
+  }
 
   int port = probing::recorder::Config::Get().server_port();
   // Several ranks of a job on one host share PROBING_PORT: each listens on it plus its local
@@ -172,8 +256,13 @@ bool ControlServer::Start(std::string* why) {
       if (tfd >= 0) close(tfd);
       return true;
     }
+    std::string thread_why;
+    if (!StartThread([this, tfd] { AcceptLoop(tfd, true); }, &thread_why)) {
+      Log("TCP control server not started: no thread: " + thread_why);
+      close(tfd);
+      return true;
+    }
     tcp_port_ = port;
-    std::thread([this, tfd] { AcceptLoop(tfd, true); }).detach();
   }
   return true;
 }
@@ -243,91 +332,133 @@ void ControlServer::AcceptLoop(int fd, bool tcp) {
   for (;;) {
     int c = accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (c < 0) {
-      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) {
-        if (errno == EMFILE || errno == ENFILE) usleep(100000);
+      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE ||
+          errno == ENOBUFS || errno == ENOMEM) {
+        if (errno != EINTR && errno != ECONNABORTED) usleep(100000);
         continue;
       }
       Log(std::string("control server stopped accepting: ") + std::strerror(errno));
       return;
     }
-    timeval tv{kIoTimeoutSec, 0};
-    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connections_.fetch_add(1) >= kMaxConnections) {
-      connections_.fetch_sub(1);
-      static const char kBusy[] =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-          "Content-Length: 42\r\nConnection: close\r\n\r\n{\"error\": \"too many connections; "
-          "retry\"}\n";
-      (void)!write(c, kBusy, sizeof kBusy - 1);
-      close(c);
+    // Who is calling: on the Unix socket, the kernel's word (SO_PEERCRED) before reading
+    // anything. The owner's user and root are trusted; TCP clients become so with the token.
+    bool trusted = false;
+    if (!tcp) {
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      trusted = getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+                (cred.uid == geteuid() || cred.uid == 0);
+    }
+    std::atomic<int>& pool = trusted ? trusted_ : untrusted_;
+    // A stranger finding the strangers' pool full takes the place of the one waiting longest
+    // (closed under it), so that idle connections cannot keep a token holder from ever being
+    // read; the pool is over its size only until that one's thread has gone.
+    if (pool.fetch_add(1) >= (trusted ? kMaxTrusted : kMaxUntrusted) &&
+        (trusted || !EvictOldestStranger())) {
+      pool.fetch_sub(1);
+      Refuse(c, "too many connections; retry");
       continue;
     }
-    std::thread([this, c, tcp] {
-      Serve(c, tcp);
-      connections_.fetch_sub(1);
-    }).detach();
+    if (!trusted) {
+      std::lock_guard<std::mutex> lock(strangers_mu_);
+      strangers_[c] = MonotonicNs();
+    }
+    // A thread per connection (it may wait on the GIL for seconds); none to be had is a refused
+    // connection, never the end of the process.
+    std::string why;
+    if (!StartThread([this, c, tcp, trusted] { Serve(c, tcp, trusted); }, &why)) {
+      ForgetStranger(c);
+      pool.fetch_sub(1);
+      Refuse(c, "the recorder cannot start a thread now; retry");
+    }
   }
 }
 
-void ControlServer::Serve(int fd, bool tcp) {
-  // Who is calling: on the Unix socket, the kernel's word (SO_PEERCRED) before reading anything.
-  bool allowed = true;
-  std::string refusal;
-  if (!tcp) {
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-        (cred.uid != geteuid() && cred.uid != 0)) {
-      allowed = false;
-      refusal = "permission denied: process " + std::to_string(ctx_.pid) +
-                " answers only its own user and root";
+bool ControlServer::EvictOldestStranger() {
+  std::lock_guard<std::mutex> lock(strangers_mu_);
+  if (strangers_.empty()) return false;
+  auto oldest = strangers_.begin();
+  for (auto it = strangers_.begin(); it != strangers_.end(); ++it)
+    if (it->second < oldest->second) oldest = it;
+  // Its thread, waiting in poll, sees the end of the connection and leaves; the descriptor is
+  // still open (a thread forgets itself here before it closes its descriptor).
+  shutdown(oldest->first, SHUT_RDWR);
+  strangers_.erase(oldest);
+  return true;
+}
+
+void ControlServer::ForgetStranger(int fd) {
+  std::lock_guard<std::mutex> lock(strangers_mu_);
+  strangers_.erase(fd);
+}
+
+void ControlServer::Serve(int fd, bool tcp, bool trusted) {
+  UniqueFd owned(fd);
+  live::HttpConnection conn(fd);
+  // Leaves the pool it is counted in, whichever that is by then; destroyed before `owned`
+  // closes the descriptor.
+  struct Leave {
+    ControlServer* server;
+    bool* trusted;
+    int fd;
+    ~Leave() {
+      if (!*trusted) server->ForgetStranger(fd);
+      (*trusted ? server->trusted_ : server->untrusted_).fetch_sub(1);
     }
-  }
-  asio::io_context ioc;
-  beast::flat_buffer buffer;
-  auto serve = [&](auto& stream) {
-    for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.body_limit(kMaxBody);
-      beast::error_code ec;
-      http::read(stream, buffer, parser, ec);
-      if (ec) return;
-      const auto& req = parser.get();
-      Reply reply;
-      if (!allowed) {
-        reply = Error(403, refusal);
-      } else if (tcp) {
-        std::string auth(req[http::field::authorization]);
-        const std::string prefix = "Bearer ";
-        if (auth.rfind(prefix, 0) != 0 || !SameToken(auth.substr(prefix.size()), token_))
-          reply = Error(
-              401, "a valid token is required: send Authorization: Bearer <PROBING_AUTH_TOKEN>");
-      }
-      if (reply.body.empty())
-        reply = Handle(std::string(req.method_string()), std::string(req.target()), req.body());
-      http::response<http::string_body> res{static_cast<http::status>(reply.status), req.version()};
-      res.set(http::field::content_type, reply.content_type);
-      res.set(http::field::server, "probing-recorder");
-      res.keep_alive(req.keep_alive() && allowed);
-      res.body() = std::move(reply.body);
-      if (reply.content_type == "application/json") res.body() += "\n";
+  } leave{this, &trusted, fd};
+  const std::string refusal = "permission denied: process " + std::to_string(ctx_.pid) +
+                              " answers only its own user and root";
+  int64_t deadline = MonotonicNs() + (trusted ? kRequestTimeoutNs : kUntrustedTimeoutNs);
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(kMaxBody);
+    const live::IoOutcome got = conn.Read(parser, deadline);
+    if (got == live::IoOutcome::kBadInput) {
+      Reply bad = Error(400, "not an HTTP/1.1 request this server takes (bodies up to 1 MiB)");
+      http::response<http::string_body> res{http::status::bad_request, 11};
+      res.set(http::field::content_type, bad.content_type);
+      res.keep_alive(false);
+      res.body() = bad.body + "\n";
       res.prepare_payload();
-      http::write(stream, res, ec);
-      if (ec || !res.keep_alive()) return;
+      conn.Write(live::Serialize(res), MonotonicNs() + kUntrustedTimeoutNs);
+      return;
     }
-  };
-  beast::error_code ec;
-  if (tcp) {
-    asio::ip::tcp::socket s(ioc);
-    s.assign(asio::ip::tcp::v6(), fd, ec);
-    if (!ec) serve(s);
-    s.close(ec);
-  } else {
-    asio::local::stream_protocol::socket s(ioc);
-    s.assign(asio::local::stream_protocol(), fd, ec);
-    if (!ec) serve(s);
-    s.close(ec);
+    if (got != live::IoOutcome::kOk) return;  // closed, or too slow: the thread is freed
+    const auto& req = parser.get();
+    Reply reply;
+    bool keep = req.keep_alive();
+    if (!tcp && !trusted) {
+      reply = Error(403, refusal);
+      keep = false;
+    } else if (tcp && !SameToken(BearerToken(std::string(req[http::field::authorization])),
+                                 token_)) {
+      reply = Error(401, "a valid token is required: send Authorization: Bearer <PROBING_AUTH_TOKEN>");
+      keep = false;
+    } else if (tcp && !trusted) {
+      // Shown the token: counted with the trusted from now on, if there is room.
+      if (trusted_.fetch_add(1) >= kMaxTrusted) {
+        trusted_.fetch_sub(1);
+        reply = Error(503, "too many connections; retry");
+        keep = false;
+      } else {
+        ForgetStranger(fd);
+        untrusted_.fetch_sub(1);
+        trusted = true;
+      }
+    }
+    if (reply.body.empty())
+      reply = Handle(std::string(req.method_string()), std::string(req.target()), req.body());
+    http::response<http::string_body> res{static_cast<http::status>(reply.status), req.version()};
+    res.set(http::field::content_type, reply.content_type);
+    res.set(http::field::server, "probing-recorder");
+    res.keep_alive(keep);
+    res.body() = std::move(reply.body);
+    if (reply.content_type == "application/json") res.body() += "\n";
+    res.prepare_payload();
+    const std::string bytes = live::Serialize(res);
+    const int64_t write_ns = kWriteTimeoutNs + static_cast<int64_t>(bytes.size() >> 20) * 1'000'000'000;
+    if (conn.Write(bytes, MonotonicNs() + write_ns) != live::IoOutcome::kOk || !keep) return;
+    deadline = MonotonicNs() + kRequestTimeoutNs;  // the next request, whole, by then
   }
 }
 
@@ -426,6 +557,22 @@ ControlServer::Reply ControlServer::GilTimeout() const {
                         std::to_string(GilTimeoutMs() / 1000) + " s; ring data is still available");
 }
 
+namespace {
+
+std::string GilBusyText() {
+  char share[32];
+  std::snprintf(share, sizeof share, "%g", Config::Get().gil_share() * 100);
+  return std::string("busy: requests that need the GIL may take ") + share +
+         "% of the interpreter's time (probing.server.gil_share), and others are using it; "
+         "retry";
+}
+
+}  // namespace
+
+ControlServer::Reply ControlServer::GilBusy() const {
+  return Error(503, GilBusyText() + " (ring data is still available)");
+}
+
 ControlServer::Reply ControlServer::Info() {
   const auto& config = probing::recorder::Config::Get();
   protocol::InfoReply r;
@@ -492,14 +639,17 @@ ControlServer::Reply ControlServer::Eval(const std::string& body) {
           return;
         }
         PyObject* fn = PyDict_GetItemString(static_cast<PyObject*>(helpers_), "_probing_eval");
-        PyObject* r = PyObject_CallFunction(fn, "sd", code.c_str(), timeout);
-        if (r == nullptr) {
+        PyRef r(PyObject_CallFunction(fn, "sd", code.c_str(), timeout));
+        if (!r) {
           PyErr_Clear();
           out->error = "eval failed inside the recorder";
           return;
         }
-        json res = ToJson(r);
-        Py_DECREF(r);
+        json res = ToJson(r.get());
+        if (!res.is_array() || res.size() != 5) {
+          out->error = "eval failed inside the recorder (an answer of the wrong shape)";
+          return;
+        }
         // _probing_eval returns (stdout, stderr, value repr or None, (type, message,
         // traceback) or None, duration).
         protocol::EvalReply& e = out->reply;
@@ -516,6 +666,7 @@ ControlServer::Reply ControlServer::Eval(const std::string& body) {
       GilTimeoutMs(), static_cast<int>(timeout * 1000), 3000);
   switch (outcome) {
     case GilExecutor::Outcome::kGilTimeout: return GilTimeout();
+    case GilExecutor::Outcome::kBusy: return GilBusy();
     case GilExecutor::Outcome::kRunTimeout:
       return Error(504, "eval is still running after its " +
                             std::to_string(static_cast<int>(timeout)) +
@@ -678,17 +829,16 @@ ControlServer::Reply ControlServer::Backtrace(const protocol::BacktraceRequest& 
     if (ctx_.gil->Run(
             [this, fresh] {
               if (!EnsureHelpers()) return;
-              PyObject* r = PyObject_CallFunction(
+              PyRef r(PyObject_CallFunction(
                   PyDict_GetItemString(static_cast<PyObject*>(helpers_), "_probing_thread_names"),
-                  nullptr);
-              if (r == nullptr) {
+                  nullptr));
+              if (!r) {
                 PyErr_Clear();
                 return;
               }
-              *fresh = ToJson(r);
-              Py_DECREF(r);
+              *fresh = ToJson(r.get());
             },
-            250, 2000) == GilExecutor::Outcome::kDone &&
+            250 + ctx_.gil->TurnInMs(), 2000) == GilExecutor::Outcome::kDone &&
         fresh->is_object()) {
       for (auto& [k, v] : fresh->items())
         if (v.is_string()) names[std::stoull(k)] = v.get<std::string>();
@@ -704,18 +854,18 @@ ControlServer::Reply ControlServer::Backtrace(const protocol::BacktraceRequest& 
         [this, out] {
           if (!EnsureHelpers()) return;
           PyObject* fn = PyDict_GetItemString(static_cast<PyObject*>(helpers_), "_probing_locals");
-          PyObject* r =
-              PyObject_CallFunction(fn, "ll", probing::recorder::Config::Get().locals_value_size(),
-                                    probing::recorder::Config::Get().locals_frame_size());
-          if (r == nullptr) {
+          PyRef r(PyObject_CallFunction(fn, "ll", probing::recorder::Config::Get().locals_value_size(),
+                                        probing::recorder::Config::Get().locals_frame_size()));
+          if (!r) {
             PyErr_Clear();
             return;
           }
-          *out = ToJson(r);
-          Py_DECREF(r);
+          *out = ToJson(r.get());
         },
         GilTimeoutMs(), 10000);
-    if (outcome != GilExecutor::Outcome::kDone) {
+    if (outcome == GilExecutor::Outcome::kBusy) {
+      result.locals_error = GilBusyText() + "; frames above were read without the GIL";
+    } else if (outcome != GilExecutor::Outcome::kDone) {
       result.locals_error = "the interpreter has not released the GIL for " +
                             std::to_string(GilTimeoutMs() / 1000) +
                             " s; frames above were read without it";
@@ -772,34 +922,30 @@ ControlServer::Reply ControlServer::Tables(const std::string& name) {
       [this, out, status, name] {
         if (!EnsureHelpers()) return;
         auto* h = static_cast<PyObject*>(helpers_);
-        PyObject* r =
-            name.empty()
-                ? PyObject_CallFunction(PyDict_GetItemString(h, "_probing_tables"), nullptr)
-                : PyObject_CallFunction(PyDict_GetItemString(h, "_probing_table_rows"), "s",
-                                        name.c_str());
-        if (r == nullptr) {
-          PyObject *type, *value, *tb;
-          PyErr_Fetch(&type, &value, &tb);
-          bool missing = type != nullptr && PyErr_GivenExceptionMatches(type, PyExc_KeyError);
-          PyObject* s = value != nullptr ? PyObject_Str(value) : nullptr;
-          std::string msg = s != nullptr ? Utf8(s) : "";
-          Py_XDECREF(s);
+        PyRef r(name.empty()
+                    ? PyObject_CallFunction(PyDict_GetItemString(h, "_probing_tables"), nullptr)
+                    : PyObject_CallFunction(PyDict_GetItemString(h, "_probing_table_rows"), "s",
+                                            name.c_str()));
+        if (!r) {
+          PyObject *raw_type, *raw_value, *raw_tb;
+          PyErr_Fetch(&raw_type, &raw_value, &raw_tb);
+          PyRef type(raw_type), value(raw_value), tb(raw_tb);
+          bool missing = type && PyErr_GivenExceptionMatches(type.get(), PyExc_KeyError);
+          PyRef text(value ? PyObject_Str(value.get()) : nullptr);
+          std::string msg = Utf8(text.get());
           std::string tname =
-              type != nullptr ? reinterpret_cast<PyTypeObject*>(type)->tp_name : "error";
-          Py_XDECREF(type);
-          Py_XDECREF(value);
-          Py_XDECREF(tb);
+              type ? reinterpret_cast<PyTypeObject*>(type.get())->tp_name : "error";
           PyErr_Clear();
           *status = missing ? 404 : 500;
           (*out)["error"] = missing ? "no table " + name + " registered in this process"
                                     : "table " + name + " raised " + tname + ": " + msg;
           return;
         }
-        *out = name.empty() ? json{{"tables", ToJson(r)}} : ToJson(r);
-        Py_DECREF(r);
+        *out = name.empty() ? json{{"tables", ToJson(r.get())}} : ToJson(r.get());
       },
       GilTimeoutMs(), 30000);
   if (outcome == GilExecutor::Outcome::kGilTimeout) return GilTimeout();
+  if (outcome == GilExecutor::Outcome::kBusy) return GilBusy();
   if (outcome != GilExecutor::Outcome::kDone)
     return Error(504, "table " + name + " did not finish in 30 s");
   if (*status != 200) return {*status, Dump(*out)};

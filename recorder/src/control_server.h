@@ -75,7 +75,11 @@ class ControlServer {
   // One request, already authenticated.
   Reply Handle(const std::string& method, const std::string& target, const std::string& body);
   void AcceptLoop(int fd, bool tcp);
-  void Serve(int fd, bool tcp);
+  // One connection (owns `fd`), in the pool `trusted` says until it shows a token.
+  void Serve(int fd, bool tcp, bool trusted);
+  // Closes (shutdown) the stranger's connection accepted first; false when there is none.
+  bool EvictOldestStranger();
+  void ForgetStranger(int fd);
   Reply Info();
   Reply Eval(const std::string& body);
   Reply Backtrace(const protocol::BacktraceRequest& request);
@@ -87,6 +91,7 @@ class ControlServer {
   Reply ProgressNow();
   Reply Segments(const protocol::SegmentsRequest& request);
   Reply GilTimeout() const;
+  Reply GilBusy() const;
   bool EnsureHelpers();  // GIL held
 
   ServerContext ctx_;
@@ -94,7 +99,11 @@ class ControlServer {
   std::atomic<int> tcp_port_{0};
   mutable std::mutex identity_mu_;  // guards ctx_.process after start, and members_
   std::string members_;
-  std::atomic<int> connections_{0};
+  std::string socket_name_;  // set before the accept loop starts; constant after
+  std::atomic<int> trusted_{0};
+  std::atomic<int> untrusted_{0};
+  std::mutex strangers_mu_;
+  std::map<int, int64_t> strangers_;  // untrusted connections being served: fd -> accepted at
   std::mutex sampler_mu_;
   std::mutex rings_mu_;  // guards rings_: readers of this process's own ring files, by name
   std::map<std::string, std::unique_ptr<format::RingReader>> rings_;

@@ -5,16 +5,45 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
-namespace probing::recorder {
+#include "config.h"
+#include "py_ref.h"
+#include "probing/base/clock.h"
 
-void GilExecutor::Start() {
+namespace probing::recorder {
+namespace {
+
+// What one taking of the GIL costs the interpreter beyond the jobs' own time: its thread
+// drops the GIL at its next switch interval, waits for ours to run and give it back, then to
+// be woken. Counted against the share.
+constexpr int64_t kHandoffNs = 200'000;
+// Jobs waiting when the GIL is taken run together, up to this long, so that many requests at
+// once cost one handoff rather than one each.
+constexpr int64_t kBatchNs = 5'000'000;
+// The pacing is a token bucket of GIL time, refilled at `share` of the wall clock: a burst of
+// up to this much (a person's few requests, a tool's short series) runs at once; only a
+// sustained stream waits its turn.
+constexpr double kBurstNs = 100'000'000;
+// The longest pause after one taking: a single long request (an eval of a few seconds, which
+// its user asked for) delays the next by at most this, instead of 1/share times its length.
+constexpr int64_t kMaxRestNs = 1'000'000'000;
+
+}  // namespace
+
+bool GilExecutor::Start(std::string* why) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (started_) return;
+  if (started_) return true;
+  try {
+    std::thread([this] { Loop(); }).detach();
+  } catch (const std::exception& e) {
+    *why = std::string("no thread for requests that need the GIL: ") + e.what();
+    return false;
+  }
   started_ = true;
-  std::thread([this] { Loop(); }).detach();
+  return true;
 }
 
 void GilExecutor::Stop() {
@@ -29,41 +58,63 @@ void GilExecutor::Loop() {
   native_id_ = static_cast<uint64_t>(syscall(SYS_gettid));
   python_ident_ = static_cast<unsigned long>(pthread_self());  // what threading.get_ident() says
   for (;;) {
-    std::shared_ptr<Job> job;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      // Paced: requests that need the GIL take at most their share of the interpreter's time
+      // (probing.server.gil_share); the waiting ones count as busy, not as a hung interpreter.
+      cv_.wait_until(lock, std::chrono::steady_clock::time_point(std::chrono::nanoseconds(next_ns_)),
+                     [&] { return stop_; });
       if (stop_) return;
-      job = queue_.front();
-      queue_.pop_front();
-      if (job->state == Job::kCancelled) continue;
+      if (queue_.empty()) continue;  // every waiting job was given up meanwhile
+      acquiring_ = true;
     }
     if (!Py_IsInitialized()) {
       std::lock_guard<std::mutex> lock(mu_);
-      job->state = Job::kCancelled;
+      acquiring_ = false;
+      for (auto& job : queue_) job->state = Job::kCancelled;
+      queue_.clear();
       done_cv_.notify_all();
       continue;
     }
-    PyGILState_STATE g = PyGILState_Ensure();  // may wait as long as the interpreter wants
-    bool run = false;
+    int64_t held_from = 0;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (job->state == Job::kQueued && !stop_) {
-        job->state = Job::kRunning;
-        run = true;
+      GilGuard gil;  // may wait as long as the interpreter wants
+      held_from = MonotonicNs();
+      for (;;) {
+        std::shared_ptr<Job> job;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          acquiring_ = false;
+          while (!queue_.empty() && !job) {
+            if (queue_.front()->state == Job::kQueued && !stop_) job = queue_.front();
+            queue_.pop_front();
+          }
+          if (!job) break;
+          job->state = Job::kRunning;
+          done_cv_.notify_all();
+        }
+        job->fn();
+        // An interruption that arrived after the job ended must not hit the next one.
+        PyThreadState_SetAsyncExc(python_ident_, nullptr);
+        PyErr_Clear();
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          job->state = Job::kDone;
+          done_cv_.notify_all();
+        }
+        if (MonotonicNs() - held_from > kBatchNs) break;
       }
-      done_cv_.notify_all();
     }
-    if (run) job->fn();
-    // An interruption that arrived after the job ended must not hit the next one.
-    PyThreadState_SetAsyncExc(python_ident_, nullptr);
-    PyErr_Clear();
-    PyGILState_Release(g);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (run) job->state = Job::kDone;
-      done_cv_.notify_all();
-    }
+    const int64_t now = MonotonicNs();
+    const double share = Config::Get().gil_share();
+    // Refill for the time since the last taking, pay for this one, and wait while in debt.
+    tokens_ns_ = std::min(kBurstNs, tokens_ns_ + static_cast<double>(now - refilled_ns_) * share);
+    refilled_ns_ = now;
+    tokens_ns_ -= static_cast<double>(now - held_from + kHandoffNs);
+    tokens_ns_ = std::max(tokens_ns_, -share * static_cast<double>(kMaxRestNs));
+    std::lock_guard<std::mutex> lock(mu_);
+    next_ns_ = tokens_ns_ >= 0 ? now : now + static_cast<int64_t>(-tokens_ns_ / share);
   }
 }
 
@@ -83,6 +134,11 @@ GilExecutor::Outcome GilExecutor::Run(std::function<void()> fn, int gil_timeout_
   return Wait(job, lock, gil_timeout_ms, run_timeout_ms);
 }
 
+int GilExecutor::TurnInMs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(std::max<int64_t>(0, next_ns_ - MonotonicNs()) / 1'000'000);
+}
+
 GilExecutor::Outcome GilExecutor::RunInterruptible(std::function<void()> fn, int gil_timeout_ms,
                                                    int run_timeout_ms, int grace_ms) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -91,13 +147,16 @@ GilExecutor::Outcome GilExecutor::RunInterruptible(std::function<void()> fn, int
   Outcome o = Wait(job, lock, gil_timeout_ms, run_timeout_ms);
   if (o != Outcome::kRunTimeout) return o;
   unsigned long ident = python_ident_;
-  std::thread([job, ident] {
-    // Waits for the GIL like any thread; the running Python code gives it up regularly.
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyObject* exc = job->state == Job::kRunning ? PyExc_TimeoutError : nullptr;
-    if (exc != nullptr) PyThreadState_SetAsyncExc(ident, exc);
-    PyGILState_Release(g);
-  }).detach();
+  try {
+    std::thread([job, ident] {
+      // Waits for the GIL like any thread; the running Python code gives it up regularly.
+      GilGuard gil;
+      PyObject* exc = job->state == Job::kRunning ? PyExc_TimeoutError : nullptr;
+      if (exc != nullptr) PyThreadState_SetAsyncExc(ident, exc);
+    }).detach();
+  } catch (const std::exception&) {
+    return Outcome::kRunTimeout;  // no thread to interrupt it with: it runs on, as a C call would
+  }
   bool finished = done_cv_.wait_for(lock, std::chrono::milliseconds(grace_ms),
                                     [&] { return job->state == Job::kDone || stop_; });
   return finished && job->state == Job::kDone ? Outcome::kDone : Outcome::kRunTimeout;
@@ -110,7 +169,10 @@ GilExecutor::Outcome GilExecutor::Wait(const std::shared_ptr<Job>& job,
                                    [&] { return job->state != Job::kQueued || stop_; });
   if (!started || stop_) {
     if (job->state == Job::kQueued) job->state = Job::kCancelled;
-    return stop_ ? Outcome::kStopped : Outcome::kGilTimeout;
+    if (stop_) return Outcome::kStopped;
+    // Still queued: either the interpreter has not given up the GIL, or other requests used
+    // up the share meanwhile.
+    return acquiring_ ? Outcome::kGilTimeout : Outcome::kBusy;
   }
   if (job->state == Job::kCancelled) return Outcome::kStopped;
   bool finished = done_cv_.wait_for(lock, std::chrono::milliseconds(run_timeout_ms),

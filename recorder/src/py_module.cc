@@ -3,10 +3,13 @@
 #include <Python.h>
 
 #include <atomic>
+#include <exception>
+#include <new>
 
 #include "config.h"
 #include "log.h"
 #include "collectives.h"
+#include "py_ref.h"
 #include "torch_hooks.h"
 #include "torch_tracer_py.h"  // kTorchTracerSource, generated from torch_tracer.py
 
@@ -98,7 +101,10 @@ PyObject* VariableRowsFn(PyObject*, PyObject* args) {
   }
   if (g_sink != nullptr && !out.empty()) {
     Py_BEGIN_ALLOW_THREADS;
-    g_sink->VariableRows(thread, step, out);
+    try {  // nothing may leave without the GIL taken back
+      g_sink->VariableRows(thread, step, out);
+    } catch (...) {
+    }
     Py_END_ALLOW_THREADS;
   }
   Py_RETURN_NONE;
@@ -111,9 +117,16 @@ PyObject* JobFn(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "LL", &rank, &world)) return nullptr;
   if (g_sink == nullptr) Py_RETURN_NONE;
   PythonSink::Place p;
-  Py_BEGIN_ALLOW_THREADS  // takes the recorder's lock, which its sampler may hold a while
-      p = g_sink->JobIdentity(rank, world);
-  Py_END_ALLOW_THREADS return Py_BuildValue(
+  bool failed = false;
+  Py_BEGIN_ALLOW_THREADS;  // takes the recorder's lock, which its sampler may hold a while
+  try {                    // nothing may leave without the GIL taken back
+    p = g_sink->JobIdentity(rank, world);
+  } catch (...) {
+    failed = true;
+  }
+  Py_END_ALLOW_THREADS;
+  if (failed) return PyErr_NoMemory();
+  return Py_BuildValue(
       "(sLssLL)", p.run_id.c_str(), static_cast<long long>(p.local_rank), p.node.c_str(),
       p.host.c_str(), static_cast<long long>(p.pid), static_cast<long long>(p.tcp_port));
 }
@@ -130,14 +143,15 @@ PyObject* MembersFn(PyObject*, PyObject* arg) {
 }
 
 PyMethodDef kMethods[] = {
-    {"job", JobFn, METH_VARARGS,
+    {"job", PROBING_CATCH_ALL(JobFn), METH_VARARGS,
      "(rank, world_size) -> (run_id, local_rank, node, host, pid, port)"},
-    {"members", MembersFn, METH_O, "the job's members (JSON) as read from its store"},
-    {"settings", Settings, METH_O,
+    {"members", PROBING_CATCH_ALL(MembersFn), METH_O, "the job's members (JSON) as read from its store"},
+    {"settings", PROBING_CATCH_ALL(Settings), METH_O,
      "(torch enabled, sample rate, exprs, calls, generation), None if at this generation"},
-    {"log", LogMessage, METH_O, "one line on stderr, prefixed probing:"},
-    {"state", StateFn, METH_VARARGS, "the tracer's (step, traced, hooks on)"},
-    {"variable_rows", VariableRowsFn, METH_VARARGS, "rows of python.variables for one step"},
+    {"log", PROBING_CATCH_ALL(LogMessage), METH_O, "one line on stderr, prefixed probing:"},
+    {"state", PROBING_CATCH_ALL(StateFn), METH_VARARGS, "the tracer's (step, traced, hooks on)"},
+    {"variable_rows", PROBING_CATCH_ALL(VariableRowsFn), METH_VARARGS,
+     "rows of python.variables for one step"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT,
@@ -163,33 +177,28 @@ PyObject* CallTracer(const char* fn) {
 
 void* RunPythonSource(const char* source, std::initializer_list<PyGlobal> globals,
                       std::string* why) {
-  PyObject* ns = PyDict_New();
-  if (ns == nullptr) {
+  PyRef ns(PyDict_New());
+  if (!ns) {
     PyErr_Clear();
     *why = "out of memory";
     return nullptr;
   }
-  PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins());
+  PyDict_SetItemString(ns.get(), "__builtins__", PyEval_GetBuiltins());
   for (const PyGlobal& g : globals)
-    PyDict_SetItemString(ns, g.name, static_cast<PyObject*>(g.value));
-  PyObject* r = PyRun_String(source, Py_file_input, ns, ns);
-  if (r == nullptr) {
-    PyObject *type, *value, *trace;
-    PyErr_Fetch(&type, &value, &trace);
-    PyObject* text = value != nullptr ? PyObject_Str(value) : nullptr;
-    const char* msg = text != nullptr ? PyUnicode_AsUTF8(text) : nullptr;
-    *why = std::string(type != nullptr ? reinterpret_cast<PyTypeObject*>(type)->tp_name : "error") +
+    PyDict_SetItemString(ns.get(), g.name, static_cast<PyObject*>(g.value));
+  PyRef r(PyRun_String(source, Py_file_input, ns.get(), ns.get()));
+  if (!r) {
+    PyObject *raw_type, *raw_value, *raw_trace;
+    PyErr_Fetch(&raw_type, &raw_value, &raw_trace);
+    PyRef type(raw_type), value(raw_value), trace(raw_trace);
+    PyRef text(value ? PyObject_Str(value.get()) : nullptr);
+    const char* msg = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+    *why = std::string(type ? reinterpret_cast<PyTypeObject*>(type.get())->tp_name : "error") +
            ": " + (msg != nullptr ? msg : "");
-    Py_XDECREF(text);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(trace);
     PyErr_Clear();
-    Py_DECREF(ns);
     return nullptr;
   }
-  Py_DECREF(r);
-  return ns;
+  return ns.release();
 }
 
 bool InstallPython(PythonSink* sink, std::string* why) {
@@ -199,21 +208,19 @@ bool InstallPython(PythonSink* sink, std::string* why) {
   if (g_namespace != nullptr || g_installing) return true;
   g_installing = true;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
-  PyObject* m = PyDict_GetItemString(modules, "_probing_recorder");
-  if (m == nullptr) {
-    m = PyModule_Create(&kModule);
-    if (m == nullptr || !AddTorchHooks(m) || !AddCollectiveHooks(m) ||
-        PyDict_SetItemString(modules, "_probing_recorder", m) != 0) {
+  if (PyDict_GetItemString(modules, "_probing_recorder") == nullptr) {
+    PyRef m(PyModule_Create(&kModule));
+    if (!m || !AddTorchHooks(m.get()) || !AddCollectiveHooks(m.get()) ||
+        PyDict_SetItemString(modules, "_probing_recorder", m.get()) != 0) {
       PyErr_Clear();
       *why = "could not create _probing_recorder";
       g_installing = false;
       return false;
     }
-    Py_DECREF(m);
   }
-  PyObject* name = PyUnicode_FromString("_probing_torch_tracer");
-  void* ns = RunPythonSource(kTorchTracerSource, {{"__name__", name}}, why);
-  Py_XDECREF(name);
+  PyRef name(PyUnicode_FromString("_probing_torch_tracer"));
+  void* ns = name ? RunPythonSource(kTorchTracerSource, {{"__name__", name.get()}}, why) : nullptr;
+  if (!name) PyErr_Clear();
   if (ns == nullptr) {
     *why = "the PyTorch tracer did not load: " + *why;
     g_installing = false;

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "probing/base/clock.h"
+#include "py_ref.h"
 
 namespace probing::recorder {
 namespace {
@@ -84,8 +85,14 @@ uint64_t AsU64(PyObject* o) {
 
 }  // namespace
 
-void PythonWorker::Start() {
-  std::thread([this] { Run(); }).detach();
+bool PythonWorker::Start(std::string* why) {
+  try {
+    std::thread([this] { Run(); }).detach();
+    return true;
+  } catch (const std::exception& e) {
+    *why = std::string("no thread for the recorder's Python work: ") + e.what();
+    return false;
+  }
 }
 
 void PythonWorker::RequestSoon() {
@@ -123,10 +130,11 @@ void PythonWorker::Run() {
       wake_requested_ = false;  // this round answers the requests made so far
     }
     const bool full = MonotonicNs() >= next_full;
-    PyGILState_STATE g = PyGILState_Ensure();
-    if (!ready) ready = Setup();
-    if (ready) full ? Collect() : CollectNames();
-    PyGILState_Release(g);
+    {
+      GilGuard gil;
+      if (!ready) ready = Setup();
+      if (ready) full ? Collect() : CollectNames();
+    }
     busy_ = false;
     if (!ready) break;  // Setup logged why
     if (full) next_full = MonotonicNs() + 1'000'000'000;
@@ -138,22 +146,21 @@ void PythonWorker::Run() {
 
 bool PythonWorker::Setup() {
   std::string why;
-  PyObject* path = PyUnicode_FromString(library_path_.c_str());
-  auto* ns = static_cast<PyObject*>(
-      path != nullptr ? RunPythonSource(kSetupSource, {{"_probing_lib_path", path}}, &why)
-                      : nullptr);
-  Py_XDECREF(path);
-  if (ns == nullptr) {
+  PyRef path(PyUnicode_FromString(library_path_.c_str()));
+  PyRef ns(path ? static_cast<PyObject*>(
+                      RunPythonSource(kSetupSource, {{"_probing_lib_path", path.get()}}, &why))
+                : nullptr);
+  if (!ns) {
+    PyErr_Clear();
     Log("Python-side set-up failed (" + why + "); thread names and Python memory figures are off");
     return false;
   }
-  PyObject* fn = PyDict_GetItemString(ns, "_probing_collect");  // borrowed
-  Py_XINCREF(fn);
+  PyObject* fn = PyDict_GetItemString(ns.get(), "_probing_collect");  // borrowed
+  Py_XINCREF(fn);  // kept for the life of the process
   collect_fn_ = fn;
-  PyObject* names = PyDict_GetItemString(ns, "_probing_names");  // borrowed
-  Py_XINCREF(names);
+  PyObject* names = PyDict_GetItemString(ns.get(), "_probing_names");  // borrowed
+  Py_XINCREF(names);  // kept for the life of the process
   names_fn_ = names;
-  Py_DECREF(ns);
   if (!InstallPython(sink_, &why)) Log(why + "; PyTorch tracing is off");
   return fn != nullptr;
 }
@@ -199,10 +206,10 @@ bool PythonWorker::Collect() {
   PollPython();
   const int64_t started = MonotonicNs();  // the names below are as of this moment or later
   auto* fn = static_cast<PyObject*>(collect_fn_);
-  PyObject* r = PyObject_CallObject(fn, nullptr);
+  PyRef result(PyObject_CallObject(fn, nullptr));
+  PyObject* r = result.get();
   if (r == nullptr || !PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 6) {
     PyErr_Clear();
-    Py_XDECREF(r);
     return false;
   }
   PythonStats s;
@@ -234,7 +241,6 @@ bool PythonWorker::Collect() {
     }
     s.metrics.push_back({name, value, static_cast<int64_t>(ts)});
   }
-  Py_DECREF(r);
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_ = std::move(s);

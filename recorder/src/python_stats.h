@@ -43,7 +43,8 @@ class PythonWorker {
   // `sink` receives the PyTorch tracer's rows (py_module.h).
   PythonWorker(std::string library_path, PythonSink* sink)
       : library_path_(std::move(library_path)), sink_(sink) {}
-  void Start();
+  // Starts its thread; false (with why) when there is none to be had.
+  bool Start(std::string* why);
   // Stops Python-side work; waits (at most `timeout_ms`) for a job under way to finish.
   void Stop(int timeout_ms);
 

@@ -24,6 +24,7 @@
 #include <sstream>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "config.h"
 #include "control_server.h"
@@ -396,7 +397,7 @@ void Recorder::WriteMetadata() {
   j["python_version"] = process_.python_version;
   j["start_time"] = static_cast<double>(process_.start_ts) / 1e9;
   j["recorder_started"] = static_cast<double>(RealtimeNs()) / 1e9;
-  j["socket"] = "@probing-" + std::to_string(pid_);
+  j["socket"] = server_ ? server_->socket_name() : "@" + protocol::SocketName(pid_);
   j["host"] = process_.host;
   j["rank"] = process_.rank;
   j["run_id"] = process_.run_id;
@@ -467,10 +468,14 @@ int Recorder::Start() {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
+  // A thread the system cannot give turns that part off, with a line on stderr; the process
+  // goes on either way.
   worker_ = std::make_unique<PythonWorker>(LibraryPath(), this);
-  worker_->Start();
+  std::string thread_why;
+  if (!worker_->Start(&thread_why))
+    Log(thread_why + "; thread names, Python memory figures and PyTorch tracing are off");
   gil_ = std::make_unique<GilExecutor>();
-  gil_->Start();
+  if (!gil_->Start(&thread_why)) Log(thread_why + "; eval, locals and custom tables are off");
   ServerContext ctx;
   ctx.pid = pid_;
   ctx.process = process_;
@@ -491,7 +496,12 @@ int Recorder::Start() {
     std::lock_guard<std::mutex> lock(mu_);
     WriteMetadata();  // again, with the TCP port it listens on
   }
-  std::thread([this] { SamplerLoop(); }).detach();
+  try {
+    std::thread([this] { SamplerLoop(); }).detach();
+  } catch (const std::exception& e) {
+    Log(std::string("no thread for the sampler (") + e.what() +
+        "): nothing is recorded; the control server still answers");
+  }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (Config::Get().banner())
     Log("enabled for process " + std::to_string(pid_) + " (probing -t " + std::to_string(pid_) +
@@ -961,8 +971,33 @@ std::mutex& StartMutex() {
 using probing::recorder::Log;
 using probing::recorder::Recorder;
 
-extern "C" __attribute__((visibility("default"))) int probing_start(void) {
-  std::lock_guard<std::mutex> lock(probing::recorder::StartMutex());
+// The entry points the host (the start-up hook, the injector, ctypes, atexit, fork hooks)
+// calls: nothing thrown inside ever leaves them (it would end the host process); a failure is
+// a line on stderr and an error code.
+
+namespace probing::recorder {
+namespace {
+
+template <typename F>
+auto Guard(const char* what, decltype(std::declval<F>()()) failed, F&& fn) noexcept {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    try {
+      Log(std::string(what) + " failed: " + e.what());
+    } catch (...) {
+    }
+  } catch (...) {
+    try {
+      Log(std::string(what) + " failed");
+    } catch (...) {
+    }
+  }
+  return failed;
+}
+
+int Start() {
+  std::lock_guard<std::mutex> lock(StartMutex());
   Recorder*& r = Recorder::Instance();
   if (r != nullptr) {
     Log("recorder already running in process " + std::to_string(getpid()));
@@ -970,17 +1005,27 @@ extern "C" __attribute__((visibility("default"))) int probing_start(void) {
   }
   static bool atfork_registered = false;
   if (!atfork_registered) {
-    pthread_atfork(nullptr, nullptr, probing::recorder::AtForkChild);
+    pthread_atfork(nullptr, nullptr, AtForkChild);
     atfork_registered = true;
   }
+  // Should Start throw (Guard catches it), its threads may already use it: it is then never
+  // freed, and never used again.
   auto* rec = new Recorder();
-  int rc = rec->Start();
-  if (rc != 0) {
+  const int rc = rec->Start();
+  if (rc != 0) {  // nothing started yet (its rings could not be made)
     delete rec;
     return rc;
   }
   r = rec;
   return 0;
+}
+
+}  // namespace
+}  // namespace probing::recorder
+
+extern "C" __attribute__((visibility("default"))) int probing_start(void) {
+  return probing::recorder::Guard("starting the recorder", -1,
+                                  [] { return probing::recorder::Start(); });
 }
 
 // For the injector: the thread it stopped returns at once, and the recorder starts in a thread
@@ -1018,35 +1063,45 @@ extern "C" __attribute__((visibility("default"))) int probing_config_set(const c
                                                                          char* error,
                                                                          size_t error_size) {
   if (key == nullptr || value == nullptr) return -1;
-  std::string err = probing::recorder::Config::Get().Set(key, value);
-  if (err.empty()) return 0;
-  if (error != nullptr && error_size > 0) snprintf(error, error_size, "%s", err.c_str());
-  return -1;
+  return probing::recorder::Guard("a setting", -1, [&] {
+    std::string err = probing::recorder::Config::Get().Set(key, value);
+    if (err.empty()) return 0;
+    if (error != nullptr && error_size > 0) snprintf(error, error_size, "%s", err.c_str());
+    return -1;
+  });
 }
 
 // With the GIL held (ctypes.PyDLL): the Python side at once, so that `import torch` in the
 // program's first lines is traced. The recorder's own Python thread does it otherwise.
 extern "C" __attribute__((visibility("default"))) int probing_python_setup(void) {
-  Recorder* r = Recorder::Instance();
-  if (r == nullptr || !Py_IsInitialized()) return -1;
-  std::string why;
-  if (!probing::recorder::InstallPython(r, &why)) {
-    Log(why);
-    return -1;
-  }
-  return 0;
+  return probing::recorder::Guard("setting up the Python side", -1, [] {
+    Recorder* r = Recorder::Instance();
+    if (r == nullptr || !Py_IsInitialized()) return -1;
+    std::string why;
+    if (!probing::recorder::InstallPython(r, &why)) {
+      Log(why);
+      return -1;
+    }
+    return 0;
+  });
 }
 
 extern "C" __attribute__((visibility("default"))) void probing_shutdown(void) {
-  if (Recorder* r = Recorder::Instance()) r->Shutdown();
+  probing::recorder::Guard("sealing the rings at exit", 0, [] {
+    if (Recorder* r = Recorder::Instance()) r->Shutdown();
+    return 0;
+  });
 }
 
 extern "C" __attribute__((visibility("default"))) void probing_after_fork_child(void) {
-  Recorder*& r = Recorder::Instance();
-  if (r == nullptr || r->pid() == getpid()) return;  // no recorder, or already this process's
-  int mode = r->mode();
-  // The parent's recorder object stays behind, unused: its threads did not survive the fork.
-  r = nullptr;
-  probing::recorder::StartedInForkChild() = true;
-  if (mode == 2) probing_start();
+  probing::recorder::Guard("starting the forked child's recorder", 0, [] {
+    Recorder*& r = Recorder::Instance();
+    if (r == nullptr || r->pid() == getpid()) return 0;  // no recorder, or this process's
+    int mode = r->mode();
+    // The parent's recorder object stays behind, unused: its threads did not survive the fork.
+    r = nullptr;
+    probing::recorder::StartedInForkChild() = true;
+    if (mode == 2) probing_start();
+    return 0;
+  });
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "compat.h"
+#include "py_ref.h"
 
 #if PY_VERSION_HEX < 0x03090000  // vectorcall was provisional in 3.8
 #define PyObject_Vectorcall _PyObject_Vectorcall
@@ -432,7 +433,7 @@ PyObject* NewModuleCall(PyObject*, PyObject* orig) {
   if (c == nullptr) return nullptr;
   Py_INCREF(orig);
   c->orig = orig;
-  c->vectorcall = ModuleCall;
+  c->vectorcall = PROBING_CATCH_ALL(ModuleCall);
   return reinterpret_cast<PyObject*>(c);
 }
 
@@ -524,19 +525,21 @@ PyObject* EndStep(PyObject*, PyObject* args) {
 }
 
 PyMethodDef kHookMethods[] = {
-    {"pre", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Pre)), METH_FASTCALL,
+    {"pre", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(PROBING_CATCH_ALL(Pre))),
+     METH_FASTCALL,
      "global module forward pre-hook"},
-    {"post", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(Post)), METH_FASTCALL,
+    {"post", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(PROBING_CATCH_ALL(Post))),
+     METH_FASTCALL,
      "global module forward hook"},
-    {"_backward_done", BackwardDone, METH_NOARGS, "end of a backward pass"},
-    {"module_call", NewModuleCall, METH_O, "nn.Module.__call__ timing calls around the original"},
-    {"configure", Configure, METH_VARARGS, "the tracer's callables, once"},
-    {"begin", Begin, METH_VARARGS, "(traced, training, cuda, hooked) for the coming step"},
-    {"end_step", EndStep, METH_VARARGS, "writes the step's rows; starts the next"},
+    {"_backward_done", PROBING_CATCH_ALL(BackwardDone), METH_NOARGS, "end of a backward pass"},
+    {"module_call", PROBING_CATCH_ALL(NewModuleCall), METH_O, "nn.Module.__call__ timing calls around the original"},
+    {"configure", PROBING_CATCH_ALL(Configure), METH_VARARGS, "the tracer's callables, once"},
+    {"begin", PROBING_CATCH_ALL(Begin), METH_VARARGS, "(traced, training, cuda, hooked) for the coming step"},
+    {"end_step", PROBING_CATCH_ALL(EndStep), METH_VARARGS, "writes the step's rows; starts the next"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyType_Slot kSlotSlots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(SlotDealloc)},
-                            {Py_tp_call, reinterpret_cast<void*>(SlotCall)},
+                            {Py_tp_call, reinterpret_cast<void*>(PROBING_CATCH_ALL(SlotCall))},
                             {0, nullptr}};
 PyType_Spec kSlotSpec = {"_probing_recorder.GradSlot", sizeof(SlotObject), 0, Py_TPFLAGS_DEFAULT,
                          kSlotSlots};
@@ -550,9 +553,9 @@ PyObject* OrigAttr(PyObject* self, void* name) {
                                 static_cast<const char*>(name));
 }
 PyGetSetDef kCallGetSet[] = {
-    {"__name__", OrigAttr, nullptr, nullptr, const_cast<char*>("__name__")},
-    {"__qualname__", OrigAttr, nullptr, nullptr, const_cast<char*>("__qualname__")},
-    {"__doc__", OrigAttr, nullptr, nullptr, const_cast<char*>("__doc__")},
+    {"__name__", PROBING_CATCH_ALL(OrigAttr), nullptr, nullptr, const_cast<char*>("__name__")},
+    {"__qualname__", PROBING_CATCH_ALL(OrigAttr), nullptr, nullptr, const_cast<char*>("__qualname__")},
+    {"__doc__", PROBING_CATCH_ALL(OrigAttr), nullptr, nullptr, const_cast<char*>("__doc__")},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 PyMemberDef kCallMembers[] = {
     {"__wrapped__", T_OBJECT, offsetof(CallObject, orig), READONLY, nullptr},
@@ -562,7 +565,7 @@ PyMemberDef kCallMembers[] = {
     {nullptr, 0, 0, 0, nullptr}};
 PyType_Slot kCallSlots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(ModuleCallDealloc)},
                             {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
-                            {Py_tp_descr_get, reinterpret_cast<void*>(ModuleCallGet)},
+                            {Py_tp_descr_get, reinterpret_cast<void*>(PROBING_CATCH_ALL(ModuleCallGet))},
                             {Py_tp_members, kCallMembers},
                             {Py_tp_getset, kCallGetSet},
                             {0, nullptr}};

@@ -36,11 +36,22 @@ TEST(Config, BadValuesNameTheKeyAndRangeAndKeepTheOldValue) {
   EXPECT_NE(c.Set("probing.sampler.hz", "100000"), "");
   EXPECT_EQ(c.Set("probing.sampler.hz", "250"), "");
   EXPECT_EQ(c.sampler_hz(), 250);
-  EXPECT_NE(c.Set("probing.server.port", "70000"), "");
+  // Fixed at start: refused at run time, and said so (a port nothing listens on would lie).
+  EXPECT_EQ(c.Set("probing.server.port", "9922"),
+            "probing.server.port is read-only at run time: it was fixed when the recorder "
+            "started (set PROBING_PORT in the target's environment)");
+  EXPECT_EQ(c.server_port(), 0);
+  EXPECT_NE(c.Set("probing.buffer_size", "20000"), "");
+  EXPECT_EQ(c.buffer_kib(), 10000);
+  EXPECT_NE(c.Set("probing.server.gil_share", "0"), "");
+  EXPECT_EQ(c.Set("probing.server.gil_share", "0.5"), "");
+  EXPECT_DOUBLE_EQ(c.gil_share(), 0.5);
+  EXPECT_EQ(c.Set("probing.server.gil_share", "0.05"), "");
   EXPECT_EQ(c.Set("probing.torch.enabled", "off"), "");
   EXPECT_FALSE(c.torch_enabled());
   EXPECT_EQ(c.Set("probing.nope", "1"), "unknown key probing.nope");
-  EXPECT_EQ(c.Set("probing.data_dir", "/tmp"), "probing.data_dir is read-only at run time");
+  EXPECT_EQ(c.Set("probing.data_dir", "/tmp").rfind("probing.data_dir is read-only at run time", 0),
+            0u);
   EXPECT_EQ(c.Set("probing.sample_rate", "1"), "");
   EXPECT_EQ(c.Set("probing.sampler.hz", "100"), "");
   EXPECT_EQ(c.Set("probing.torch.enabled", "true"), "");
@@ -72,11 +83,18 @@ TEST(Config, EnvironmentSetsKeysAndRejectsBadValues) {
   setenv("PROBING_PORT", "not-a-port", 1);
   setenv("PROBING_TORCH_PROFILING", "off", 1);
   setenv("PROBING_DATA_DIR", "/tmp/probing-config-test", 1);
+  setenv("PROBING_BUFFER_SIZE", "2048", 1);
   auto errors = Config::Get().LoadEnvironment();
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0],
             "PROBING_PORT=not-a-port ignored: probing.server.port must be a port from 0 to "
             "65535, not 'not-a-port'");
+  EXPECT_EQ(Config::Get().buffer_kib(), 2048);  // read-only at run time, set at start
+  setenv("PROBING_PORT", "9922", 1);
+  EXPECT_TRUE(Config::Get().LoadEnvironment().empty());
+  EXPECT_EQ(Config::Get().server_port(), 9922);
+  setenv("PROBING_PORT", "0", 1);
+  Config::Get().LoadEnvironment();
   EXPECT_DOUBLE_EQ(Config::Get().sample_rate(), 0.5);
   EXPECT_FALSE(Config::Get().torch_enabled());
   EXPECT_EQ(Config::Get().data_dir(), "/tmp/probing-config-test");

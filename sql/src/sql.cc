@@ -1,7 +1,9 @@
 #include "probing/sql/sql.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -159,9 +161,29 @@ std::string ColumnList(const TableSchema& t) {
   return out + ")";
 }
 
+// An identifier as SQL reads it, whatever it holds: "a""b" for a"b.
+std::string QuoteId(const std::string& name) {
+  std::string out = "\"";
+  for (char c : name) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
 std::string Quoted(const std::string& table) {  // python.stacks -> "python"."stacks"
   size_t dot = table.find('.');
-  return "\"" + table.substr(0, dot) + "\".\"" + table.substr(dot + 1) + "\"";
+  if (dot == std::string::npos) return QuoteId(table);
+  return QuoteId(table.substr(0, dot)) + "." + QuoteId(table.substr(dot + 1));
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The declared types a custom table's column may have (they are written into CREATE TABLE).
+bool KnownType(const std::string& type) {
+  const std::string t = Lower(type);
+  return t.empty() || t == "text" || t == "integer" || t == "real" || t == "blob" ||
+         t == "numeric";
 }
 
 // ---- Ring tables as virtual tables over decoded segments (AttachSegments) ----
@@ -316,6 +338,9 @@ int SegConnect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite
     columns.insert(columns.size() - 1, ", \"" + name + "\" " + type);
   int rc = sqlite3_declare_vtab(db, ("CREATE TABLE x" + columns).c_str());
   if (rc != SQLITE_OK) return rc;
+  // Reading recorded rows has no side effects: usable in views (the seeds' views) while the
+  // schema is not trusted (SQLITE_DBCONFIG_TRUSTED_SCHEMA off).
+  sqlite3_vtab_config(db, SQLITE_VTAB_INNOCUOUS);
   auto* tab = new SegmentsTable{};
   tab->source = source;
   tab->id = id;
@@ -465,6 +490,14 @@ Result<std::unique_ptr<Database>> Database::Create() {
     return Internal("cannot open an in-memory SQLite database");
   }
   std::unique_ptr<Database> d(new Database(db));
+  // Defensive: no writable schema, no shadow-table writes, no extensions, no two-argument
+  // fts3_tokenizer, whoever's the statement; what a statement someone else typed may do is
+  // QueryLimits::read_only's (ReadOnlyAuthorizer).
+  sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, nullptr);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 256 << 20);  // one value; our rows hold far less
   sqlite3_create_function(db, "now", 0, SQLITE_UTF8, nullptr, NowFunction, nullptr, nullptr);
   sqlite3_create_function(db, "hour", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
                           HourFunction, nullptr, nullptr);
@@ -604,14 +637,24 @@ Status Database::LoadSegments(const std::vector<format::Segment>& segments,
 Status Database::LoadRows(const std::string& table, const std::vector<std::string>& columns,
                           const std::vector<std::string>& types,
                           const std::vector<std::vector<Cell>>& rows) {
+  // Names and types come from the target (a custom table's columns): quoted, and the types
+  // checked, so that nothing in them is read as SQL.
   if (format::FindTable(table) == nullptr) {  // a custom table: create it as described
     std::string sql = "CREATE TABLE IF NOT EXISTS " + Quoted(table) + " (";
-    for (size_t i = 0; i < columns.size(); ++i)
-      sql += (i ? ", \"" : "\"") + columns[i] + "\" " + (i < types.size() ? types[i] : "TEXT");
-    PROBING_RETURN_IF_ERROR(Exec(sql + ")"));
+    for (size_t i = 0; i < columns.size(); ++i) {
+      const std::string type = i < types.size() ? types[i] : "TEXT";
+      if (!KnownType(type))
+        return InvalidArgument("table " + table + ": column " + columns[i] + " has the type '" +
+                               type + "'; a column is TEXT, INTEGER, REAL, NUMERIC or BLOB");
+      sql += (i ? ", " : "") + QuoteId(columns[i]) + " " + type;
+    }
+    Stmt create;
+    if (sqlite3_prepare_v2(Db(db_), (sql + ")").c_str(), -1, &create.s, nullptr) != SQLITE_OK ||
+        sqlite3_step(create.s) != SQLITE_DONE)
+      return InvalidArgument("table " + table + ": " + sqlite3_errmsg(Db(db_)));
   }
   std::string sql = "INSERT INTO " + Quoted(table) + " (";
-  for (size_t i = 0; i < columns.size(); ++i) sql += (i ? ", \"" : "\"") + columns[i] + "\"";
+  for (size_t i = 0; i < columns.size(); ++i) sql += (i ? ", " : "") + QuoteId(columns[i]);
   sql += ") VALUES (";
   for (size_t i = 0; i < columns.size(); ++i) sql += i ? ",?" : "?";
   Stmt st;
@@ -629,15 +672,37 @@ Status Database::LoadRows(const std::string& table, const std::vector<std::strin
 }
 
 Status Database::SaveTo(const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  std::remove(tmp.c_str());
+  // A new file beside the destination (so that the rename cannot cross file systems), named
+  // so that it clobbers nothing; removed, with any journal, on every failure.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  std::string tmp = (slash == std::string::npos ? "./" : dir) + "." + base + ".XXXXXX";
+  const int fd = mkstemp(tmp.data());
+  if (fd < 0)
+    return InvalidArgument("cannot write " + path + ": " + std::strerror(errno) +
+                           " (creating a temporary file beside it)");
+  fchmod(fd, 0644);
+  close(fd);
+  auto discard = [&tmp] {
+    std::remove(tmp.c_str());
+    std::remove((tmp + "-journal").c_str());
+  };
   Stmt attach;
   if (sqlite3_prepare_v2(Db(db_), "ATTACH DATABASE ? AS saved", -1, &attach.s, nullptr) !=
-      SQLITE_OK)
+      SQLITE_OK) {
+    discard();
     return Internal(sqlite3_errmsg(Db(db_)));
+  }
   sqlite3_bind_text(attach.s, 1, tmp.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(attach.s) != SQLITE_DONE)
-    return InvalidArgument("cannot create " + tmp + ": " + sqlite3_errmsg(Db(db_)));
+  if (sqlite3_step(attach.s) != SQLITE_DONE) {
+    const std::string why = sqlite3_errmsg(Db(db_));
+    discard();
+    return InvalidArgument("cannot create " + tmp + ": " + why);
+  }
+  // No journal file (defensive mode refuses journal_mode=OFF): a failed save is thrown away
+  // whole, never rolled back into.
+  (void)Exec("PRAGMA saved.journal_mode=MEMORY");
   Status st = Exec("BEGIN");
   for (const char* schema : {"python", "system", "information_schema"}) {
     if (!st.ok()) break;
@@ -649,12 +714,16 @@ Status Database::SaveTo(const std::string& path) {
       std::string name = reinterpret_cast<const char*>(sqlite3_column_text(list.s, 0));
       std::string create = reinterpret_cast<const char*>(sqlite3_column_text(list.s, 1));
       // The same columns and types, under the full name in the main schema of the file.
-      size_t paren = create.find('(');
-      std::string full = std::string(schema) + "." + name;
-      st = Exec("CREATE TABLE saved.\"" + full + "\" " + create.substr(paren));
+      // (the column list follows the name, which may itself hold a parenthesis)
+      const size_t named = create.find(QuoteId(name));
+      const size_t paren =
+          create.find('(', named == std::string::npos ? 0 : named + QuoteId(name).size());
+      if (paren == std::string::npos) continue;
+      const std::string full = std::string(schema) + "." + name;
+      st = Exec("CREATE TABLE saved." + QuoteId(full) + " " + create.substr(paren));
       if (st.ok())
-        st = Exec("INSERT INTO saved.\"" + full + "\" SELECT * FROM " + schema + ".\"" + name +
-                  "\"");
+        st = Exec("INSERT INTO saved." + QuoteId(full) + " SELECT * FROM " + schema + "." +
+                  QuoteId(name));
     }
   }
   if (st.ok()) {
@@ -664,12 +733,13 @@ Status Database::SaveTo(const std::string& path) {
   }
   Status detached = Exec("DETACH DATABASE saved");
   if (!st.ok() || !detached.ok()) {
-    std::remove(tmp.c_str());
+    discard();
     return InvalidArgument("writing " + path + ": " + (st.ok() ? detached : st).message());
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return InvalidArgument("cannot write " + path + ": " + std::strerror(errno));
+    const int err = errno;
+    discard();
+    return InvalidArgument("cannot write " + path + ": " + std::strerror(err));
   }
   return Status::Ok();
 }

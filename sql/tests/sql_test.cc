@@ -1,6 +1,12 @@
 #include "probing/sql/sql.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include <filesystem>
 
 #include <filesystem>
 
@@ -296,6 +302,77 @@ TEST(Sql, PartsReadAsOneTableWithTheirOwnExtraColumns) {
       (*db)
           ->AttachParts("cluster.bad", format::TableId::kStacks, {{"x", "TEXT"}}, {{&segments, {}}})
           .ok());  // a value for every extra column
+}
+
+}  // namespace
+}  // namespace probing::sql
+
+namespace probing::sql {
+namespace {
+
+bool Exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+std::string TempPath(const std::string& name) {
+  return ::testing::TempDir() + "probing_sql_test_" + std::to_string(getpid()) + "_" + name;
+}
+
+// Whoever typed it, no statement loads code or hands out memory (SQLite's defensive mode);
+// read-only ones also keep a ';' inside a string or a comment for what it is.
+TEST(SqlDefence, NoExtensionsAndNoTokenizerPointersEvenWithoutLimits) {
+  auto db = Loaded();
+  EXPECT_FALSE(db->Query("SELECT load_extension('/tmp/x.so')").ok());
+  EXPECT_FALSE(db->Query("SELECT fts3_tokenizer('simple', x'0000000000000000')").ok());
+  QueryLimits ro;
+  ro.read_only = true;
+  for (const char* fine : {"SELECT 1;", "SELECT 1 ; -- a comment", "SELECT 1 /* c */ ;\n  ",
+                           "SELECT ';' || '--'"})
+    EXPECT_TRUE(db->Query(fine, ro).ok()) << fine;
+  const std::string file = TempPath("second.db");
+  std::remove(file.c_str());
+  EXPECT_FALSE(db->Query("SELECT 1; ATTACH DATABASE '" + file + "' AS y", ro).ok());
+  EXPECT_FALSE(Exists(file));
+}
+
+// A custom table's names and types come from the target: nothing in them runs as SQL.
+TEST(SqlDefence, CustomTableNamesAreNeverSql) {
+  auto db = Database::Create();
+  ASSERT_TRUE(db.ok());
+  const std::string file = TempPath("injected.db");
+  const std::string evil = "a\" TEXT); ATTACH DATABASE '" + file + "' AS z; --";
+  ASSERT_TRUE((*db)->LoadRows("python.odd", {evil, "b"}, {"TEXT", "INTEGER"},
+                              {{std::string("v"), int64_t{2}}})
+                  .ok());
+  EXPECT_FALSE(Exists(file));
+  auto r = (*db)->Query("SELECT b FROM python.odd");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(std::get<int64_t>(r->rows[0][0]), 2);
+  auto bad = (*db)->LoadRows("python.odd2", {"a"}, {"TEXT); ATTACH DATABASE 'x' AS q; --"},
+                             {{std::string("v")}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("a column is TEXT, INTEGER"), std::string::npos);
+  const std::string saved = TempPath("odd.db");
+  ASSERT_TRUE((*db)->SaveTo(saved).ok());
+  EXPECT_FALSE(Exists(file));
+  std::remove(saved.c_str());
+}
+
+// A save that fails leaves nothing behind: no half file, no journal, the old file untouched.
+TEST(SqlDefence, AFailedSaveLeavesNothing) {
+  auto db = Loaded();
+  EXPECT_FALSE(db->SaveTo(TempPath("no/such/dir/out.db")).ok());
+  // The last step fails (the destination is a directory that holds something): the temporary
+  // file written beside it is gone again.
+  namespace fs = std::filesystem;
+  const fs::path dir = TempPath("savedir");
+  fs::remove_all(dir);
+  fs::create_directories(dir / "out.db" / "inside");
+  auto st = db->SaveTo((dir / "out.db").string());
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("cannot write"), std::string::npos) << st.message();
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"out.db"});
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // The transport to a recorder's control server: HTTP/1.1 on its abstract Unix socket
-// @probing-<pid>, or on host:port with a token (docs/protocol.md). Every request has a deadline;
-// a local process that is stopped, a zombie or gone is named as such before anything waits on
-// it. Errors are one line for the user, e.g.
+// @probing-<pid>, or on host:port with a token (docs/protocol.md). A local server is trusted
+// only when the kernel says that the target itself listens on the socket (SO_PEERCRED), so a
+// process of another user holding the name is refused, loudly, and sent nothing. Every request
+// has a deadline on every read and write; a local process that is stopped, a zombie or gone is
+// named as such, before anything waits on it and while it waits. Errors are one line for the user, e.g.
 // "no recorder in process 4242: run `probing -t 4242 inject` first".
 // Front ends do not use this directly: they open a live::Session, which owns one.
 //
@@ -11,10 +13,12 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "probing/base/status.h"
+#include "probing/base/unique_fd.h"
 #include "probing/live/protocol.h"
 
 namespace probing::live {
@@ -79,10 +83,14 @@ class ControlClient {
     return protocol::Parse<T>(r.body, what);
   }
   Status Unreachable(int err) const;
+  // The target's own control socket, verified (see the .cc); remembered once found.
+  Result<UniqueFd> ConnectLocal(int64_t deadline_ns);
 
   Endpoint endpoint_;
   std::string token_;
   double timeout_s_;
+  std::string socket_name_;  // the abstract name it answered on, without the leading NUL
+  int64_t last_scan_ns_ = 0;  // when /proc/net/unix was last read for a moved recorder
 };
 
 // The data directory recorders of this user write to: $PROBING_DATA_DIR or

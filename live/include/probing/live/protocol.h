@@ -32,6 +32,15 @@ namespace probing::protocol {
 
 using Json = nlohmann::json;
 
+// The control socket's abstract name, without its leading NUL: "probing-<pid>". A recorder
+// that finds that name held by another process listens on "probing-<pid>.<16 hex digits>"
+// instead; clients find it in /proc/net/unix and trust it, like the usual one, only when the
+// target itself listens on it.
+inline constexpr std::string_view kSocketPrefix = "probing-";
+inline std::string SocketName(int64_t pid) {
+  return std::string(kSocketPrefix) + std::to_string(pid);
+}
+
 // Paths (GET unless noted).
 inline constexpr std::string_view kInfoPath = "/info";
 inline constexpr std::string_view kEvalPath = "/eval";  // POST

@@ -154,6 +154,10 @@ Result<std::optional<std::unique_ptr<SegmentSource>>> OpenBundle(const std::stri
 // Fails only when a path cannot be read at all or is not a trace; damage inside is counted.
 Result<std::unique_ptr<SegmentSource>> OpenFiles(const std::vector<std::string>& paths);
 
+// Why `path` cannot be opened, in words for the user: "...: permission denied (run probing as
+// its owner, or as root)", "...: no such file or directory", else the system's message.
+Status CannotOpen(const std::string& path, int err);
+
 // The ring a stream's segments live in ("stacks" for Stream::kStacks).
 std::string RingOf(format::Stream stream);
 

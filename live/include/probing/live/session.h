@@ -46,7 +46,7 @@ const char* TargetKindName(TargetKind kind);  // "process", "ring directory", ..
 
 struct SessionOptions {
   std::string token;      // for host:port targets (and for nothing else)
-  double timeout_s = 30;  // every request to a control server
+  double timeout_s = 30;  // every request to a control server, and every SQL query
   std::string data_dir;   // where local recorders write; empty: DefaultDataDir()
 };
 
@@ -82,11 +82,16 @@ class Session {
 
   // ---- recorded data (every kind) ----
   Result<SegmentSource*> Segments();
+  // The files and directories on this host it reads: its ring directory (once Segments() found
+  // it) or its recordings. An output is checked against them (CheckNotAnInput).
+  std::vector<std::string> Inputs() const;
   // One SQL statement over the ring tables (read from segments(), the newest second sealed
   // first where the target is live) and, for a live target, the tables only it can answer
   // (python.backtrace, information_schema.df_settings, its @probing.table tables).
-  // `more` may add tables of its own before the statement runs (cluster.<table>). `limits`
-  // bound SQL that someone else typed (read-only, a deadline, a row cap: `probing web`).
+  // `more` may add tables of its own before the statement runs (cluster.<table>). The
+  // statement reads only (QueryLimits::read_only, always) and is stopped after
+  // `limits.timeout_s`, or SessionOptions::timeout_s where that is 0; `limits.max_rows` caps
+  // the rows of a server's answer (`probing web`).
   using MoreTables = std::function<Status(sql::Database& db)>;
   Result<sql::QueryResult> Query(const std::string& sql, const MoreTables& more = {},
                                  const sql::QueryLimits& limits = {});

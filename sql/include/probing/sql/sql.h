@@ -79,8 +79,9 @@ class Database {
   // `alias` (a bare name) reads as `table`: a temporary view, e.g. my_data for python.my_data.
   Status AddAlias(const std::string& alias, const std::string& table);
 
-  // Writes every table into a new SQLite file at `path` (replacing it once complete), each
-  // named as here, "python.stacks" (other clients quote it: SELECT * FROM "python.stacks").
+  // Writes every table into a new SQLite file at `path` (written under a temporary name in the
+  // same directory and renamed once complete; nothing is left behind on failure), each named
+  // as here, "python.stacks" (other clients quote it: SELECT * FROM "python.stacks").
   Status SaveTo(const std::string& path);
 
   // Runs one statement. Bad SQL gives SQLite's message; an unknown table lists the known ones.
