@@ -97,7 +97,7 @@ def test_a_dead_process_is_gone_but_readable_and_gc(served, run, probing_bin, an
 
 def test_errors(run, probing_bin, tmp_path):
     r = run(probing_bin, "-t", "999999", "backtrace")
-    assert (r.returncode, r.stderr) == (1, "probing: no process 999999\n")
+    assert (r.returncode, r.stderr) == (1, "probing: no such process 999999\n")
     plain = subprocess.Popen([PY, "-c", "import time; time.sleep(30)"])
     try:
         r = run(probing_bin, "-t", plain.pid, "eval", "1")

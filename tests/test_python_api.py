@@ -119,7 +119,7 @@ def test_errors_say_what_the_command_line_says(tmp_path, probing_bin):
     assert out[0] == "no recorder in process %d: run `probing -t %d inject` first" % (plain.pid,
                                                                                        plain.pid)
     r = subprocess.run([str(probing_bin), "-t", "4194304", "info"], capture_output=True, text=True)
-    assert out[1] == r.stderr.strip()[len("probing: "):] == "no process 4194304"
+    assert out[1] == r.stderr.strip()[len("probing: "):] == "no such process 4194304"
     assert "not both" in out[2]
 
 

@@ -194,7 +194,7 @@ def test_record_errors(tmp_path, probing_bin):
     r = record(probing_bin, tmp_path, "-t", "1", "-o", tmp_path / "x.ptrace", "--", PY)
     assert r.returncode == 2 and "not both" in r.stderr
     r = record(probing_bin, tmp_path, "-t", "4194304", "-o", tmp_path / "x.ptrace")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no process 4194304" in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no such process 4194304" in r.stderr
     r = record(probing_bin, tmp_path, "-o", tmp_path / "x.ptrace", "--", "/bin/true")
     assert r.returncode == 1 and "exited (code 0) before its recorder started" in r.stderr
     r = record(probing_bin, tmp_path, "-o", tmp_path / "x.ptrace", "--", tmp_path / "missing")

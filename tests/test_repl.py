@@ -127,4 +127,4 @@ def test_repl_errors(probing_bin, run, tmp_path):
     r = run(probing_bin, "repl")
     assert r.returncode == 2 and "repl needs -t" in r.stderr
     r = run(probing_bin, "-t", "4194304", "repl")
-    assert r.returncode == 1 and "no process 4194304" in r.stderr
+    assert r.returncode == 1 and "no such process 4194304" in r.stderr

@@ -300,7 +300,7 @@ def test_api_a_target_that_dies(probing_bin, tmp_path, procs):
     assert call(api + "flame")[1]["samples"] > 0
     assert call(url + "api/targets")[0] == 200  # the server is still up
     status, r = call(url + "api/p/999999/overview")
-    assert status == 404 and r["error"] == "no process 999999"
+    assert status == 404 and r["error"] == "no such process 999999"
 
 
 def test_api_token(probing_bin, tmp_path, procs):

@@ -176,7 +176,7 @@ Status ControlClient::Unreachable(int err) const {
     if (std::filesystem::exists(dir + "/process.json"))
       return NotFound("process " + p + " is gone; what it recorded is still readable: probing -t " +
                       dir + " query ..., or probing-analyze " + dir);
-    return NotFound("no process " + p);
+    return NotFound("no such process " + p);
   }
   if (std::string problem = StateProblem(pid); !problem.empty()) return Unavailable(problem);
   if (err == ECONNREFUSED || err == ENOENT)

@@ -107,7 +107,7 @@ Result<std::unique_ptr<Session>> Session::Open(const std::string& target,
     std::string dir = s->options_.data_dir + "/" + target;
     std::error_code ec;
     if (fs::exists(dir + "/process.json", ec)) s->ring_dir_ = dir;
-    if (!Alive(*s->pid_) && s->ring_dir_.empty()) return NotFound("no process " + target);
+    if (!Alive(*s->pid_) && s->ring_dir_.empty()) return NotFound("no such process " + target);
     s->control_ = std::make_unique<ControlClient>(Endpoint::Local(*s->pid_), "", timeout);
     return s;
   }
