@@ -663,7 +663,7 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
   if (out.empty())
     out = "flamegraph-" +
           (session->pid() ? std::to_string(*session->pid()) : std::string("target")) + ".svg";
-  auto summary = probing::analyzer::Summarize(set.segments, 1);
+  auto summary = probing::analyzer::Summarize(set.segments);
   probing::analyzer::FlameGraphOptions fo;
   fo.title = summary.processes.size() == 1 ? "Flame graph: " + summary.processes[0] : "Flame graph";
   fo.subtitle = std::to_string(stacks.samples) + " samples" +
