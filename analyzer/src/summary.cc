@@ -91,26 +91,32 @@ std::vector<NamedCount> ModulesOf(std::vector<Call> calls) {
     if (a.ts != b.ts) return a.ts < b.ts;
     return a.end > b.end;  // the longer (outer) first
   });
-  std::unordered_map<std::string, NamedCount> by_name;
-  std::vector<std::pair<const Call*, NamedCount*>> stack;
+  // Integer nanoseconds: a parent less its children is exact, never -1e-17.
+  struct Times {
+    uint64_t count = 0;
+    int64_t total_ns = 0, self_ns = 0;
+  };
+  std::unordered_map<std::string, Times> by_name;
+  std::vector<std::pair<const Call*, Times*>> stack;
   for (size_t i = 0; i < calls.size(); ++i) {
     const Call& c = calls[i];
     if (i > 0 && (calls[i - 1].tid != c.tid || calls[i - 1].stage != c.stage)) stack.clear();
     while (!stack.empty() && stack.back().first->end <= c.ts) stack.pop_back();
-    const double secs = static_cast<double>(c.end - c.ts) / 1e9;
-    NamedCount& m = by_name[c.name];
-    m.name = c.name;
+    const int64_t ns = c.end - c.ts;
+    Times& m = by_name[c.name];
     ++m.count;
-    m.seconds += secs;
-    m.self_seconds += secs;
-    if (!stack.empty()) stack.back().second->self_seconds -= secs;
+    m.total_ns += ns;
+    m.self_ns += ns;
+    // The same call seen twice (a segment read from two sources) is not its own child.
+    const bool same = !stack.empty() && stack.back().first->ts == c.ts &&
+                      stack.back().first->end == c.end && stack.back().first->name == c.name;
+    if (!stack.empty() && !same) stack.back().second->self_ns -= ns;
     stack.push_back({&c, &m});
   }
   std::vector<NamedCount> out;
-  for (auto& [name, m] : by_name) {
-    m.self_seconds = std::max(0.0, m.self_seconds);
-    out.push_back(std::move(m));
-  }
+  for (const auto& [name, m] : by_name)
+    out.push_back({name, m.count, static_cast<double>(m.total_ns) / 1e9,
+                   static_cast<double>(std::max<int64_t>(0, m.self_ns)) / 1e9});
   return out;
 }
 
