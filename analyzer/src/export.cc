@@ -60,15 +60,24 @@ struct IdleCall {
 // Innermost frames of blocking waits written in Python; each ends in a C call that releases
 // the GIL (a lock's acquire, select, poll, waitpid).
 constexpr IdleCall kIdleCalls[] = {
-    {"wait", "threading.py"},       {"wait_for", "threading.py"},
-    {"_wait_for_tstate_lock", "threading.py"}, {"join", "threading.py"},
-    {"get", "queue.py"},            {"put", "queue.py"},
-    {"select", "selectors.py"},     {"wait", "multiprocessing/connection.py"},
-    {"_poll", "multiprocessing/connection.py"}, {"poll", "multiprocessing/connection.py"},
-    {"_recv", "multiprocessing/connection.py"}, {"get", "multiprocessing/queues.py"},
-    {"wait", "subprocess.py"},      {"_wait", "subprocess.py"},
-    {"_try_wait", "subprocess.py"}, {"communicate", "subprocess.py"},
-    {"_worker", "concurrent/futures/thread.py"}, {"accept", "socket.py"},
+    {"wait", "threading.py"},
+    {"wait_for", "threading.py"},
+    {"_wait_for_tstate_lock", "threading.py"},
+    {"join", "threading.py"},
+    {"get", "queue.py"},
+    {"put", "queue.py"},
+    {"select", "selectors.py"},
+    {"wait", "multiprocessing/connection.py"},
+    {"_poll", "multiprocessing/connection.py"},
+    {"poll", "multiprocessing/connection.py"},
+    {"_recv", "multiprocessing/connection.py"},
+    {"get", "multiprocessing/queues.py"},
+    {"wait", "subprocess.py"},
+    {"_wait", "subprocess.py"},
+    {"_try_wait", "subprocess.py"},
+    {"communicate", "subprocess.py"},
+    {"_worker", "concurrent/futures/thread.py"},
+    {"accept", "socket.py"},
 };
 
 bool PathEndsWith(std::string_view path, std::string_view suffix) {
@@ -266,20 +275,19 @@ uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilt
       if (!processes.insert(p.pid).second) continue;
       std::string label = std::string(seg.String(p.cmdline));
       if (p.rank >= 0) label += " (rank " + std::to_string(p.rank) + ")";
-      events.push_back({{"name", "process_name"},
-                        {"ph", "M"},
-                        {"pid", p.pid},
-                        {"args", {{"name", label}}}});
+      events.push_back(
+          {{"name", "process_name"}, {"ph", "M"}, {"pid", p.pid}, {"args", {{"name", label}}}});
     }
     for (const auto& e : seg.torch) {
       const uint64_t tid = seg.threads[e.thread].tid;
       if (!filter.Takes(tid, e.ts)) continue;
       if (threads.insert({pid, tid}).second)
-        events.push_back({{"name", "thread_name"},
-                          {"ph", "M"},
-                          {"pid", pid},
-                          {"tid", tid},
-                          {"args", {{"name", std::string(seg.String(seg.threads[e.thread].name))}}}});
+        events.push_back(
+            {{"name", "thread_name"},
+             {"ph", "M"},
+             {"pid", pid},
+             {"tid", tid},
+             {"args", {{"name", std::string(seg.String(seg.threads[e.thread].name))}}}});
       const int64_t end = e.ts + static_cast<int64_t>(e.duration_ns);
       json args = {{"step", e.step}, {"seq", e.seq}};
       if (e.allocated) args["allocated_mb"] = static_cast<double>(*e.allocated) / (1 << 20);
@@ -299,8 +307,10 @@ uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilt
     for (const auto& m : seg.memory) {
       if (!filter.TakesTime(m.ts)) continue;  // process-wide: the thread filter does not apply
       json args = {{"rss_mb", static_cast<double>(m.rss) / (1 << 20)}};
-      if (m.cuda_allocated) args["cuda_allocated_mb"] = static_cast<double>(*m.cuda_allocated) / (1 << 20);
-      if (m.cuda_reserved) args["cuda_reserved_mb"] = static_cast<double>(*m.cuda_reserved) / (1 << 20);
+      if (m.cuda_allocated)
+        args["cuda_allocated_mb"] = static_cast<double>(*m.cuda_allocated) / (1 << 20);
+      if (m.cuda_reserved)
+        args["cuda_reserved_mb"] = static_cast<double>(*m.cuda_reserved) / (1 << 20);
       events.push_back({{"name", "memory"},
                         {"ph", "C"},
                         {"ts", at(m.ts)},
@@ -319,10 +329,10 @@ uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilt
                       {"tid", tid},
                       {"args", {{"step", step}}}});
   }
-  json doc = {{"traceEvents", std::move(events)},
-              {"displayTimeUnit", "ms"},
-              {"otherData",
-               {{"exporter", "probing-analyze 0.1.0"}, {"unix_time_ns_at_zero", base}}}};
+  json doc = {
+      {"traceEvents", std::move(events)},
+      {"displayTimeUnit", "ms"},
+      {"otherData", {{"exporter", "probing-analyze 0.1.0"}, {"unix_time_ns_at_zero", base}}}};
   out << doc.dump() << '\n';
   return calls;
 }

@@ -77,8 +77,7 @@ MemorySummary MemoryOf(std::vector<format::MemoryEvent> m) {
   out.python_blocks = GaugeOf(m, out.minutes, [](const auto& e) {
     return e.has_python_stats ? std::optional<uint64_t>(e.py_blocks) : std::nullopt;
   });
-  out.cuda_allocated =
-      GaugeOf(m, out.minutes, [](const auto& e) { return e.cuda_allocated; });
+  out.cuda_allocated = GaugeOf(m, out.minutes, [](const auto& e) { return e.cuda_allocated; });
   return out;
 }
 

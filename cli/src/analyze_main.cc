@@ -171,9 +171,9 @@ std::vector<std::vector<Cell>> SummaryRows(const probing::analyzer::Summary& s) 
       add("memory", "readings", "count", u(m.readings));
       add("memory", "minutes", "minutes", m.minutes);
     }
-    for (const auto& [name, g] : {std::pair{"rss_bytes", &m.rss},
-                                  std::pair{"python_blocks", &m.python_blocks},
-                                  std::pair{"cuda_allocated_bytes", &m.cuda_allocated}}) {
+    for (const auto& [name, g] :
+         {std::pair{"rss_bytes", &m.rss}, std::pair{"python_blocks", &m.python_blocks},
+          std::pair{"cuda_allocated_bytes", &m.cuda_allocated}}) {
       if (!g->present) continue;
       add("memory", name, "start", u(g->start));
       add("memory", name, "end", u(g->end));

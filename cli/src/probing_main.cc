@@ -651,10 +651,9 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
   auto stacks = probing::analyzer::FoldStacks(set.segments, filter);
   if (stacks.samples == 0)
     throw Failure("no stack samples with Python frames in " + session->Describe() +
-                  (duration > 0
-                       ? " from the last " + SecondsText(duration) +
-                             " s (--duration 0 takes all the rings hold)"
-                       : std::string()) +
+                  (duration > 0 ? " from the last " + SecondsText(duration) +
+                                      " s (--duration 0 takes all the rings hold)"
+                                : std::string()) +
                   (thread > 0 ? " for thread " + std::to_string(thread) : std::string()) +
                   (stacks.idle > 0 ? "; " + std::to_string(stacks.idle) +
                                          " samples of idle threads left out (--idle takes them)"
@@ -1021,8 +1020,9 @@ int Run(int argc, char** argv) {
     if (*query) return CmdQuery(o, sql);
     if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);
     if (*record) return CmdRecord(o, ro);
-    if (*flame) return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread,
-                                     flame_idle, flame_lines);
+    if (*flame)
+      return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread, flame_idle,
+                           flame_lines);
     if (*c_attach) return CmdClusterAttach(o, c_attach_timeout);
     if (*c_list) return CmdClusterList(o);
     if (*c_bt) return CmdClusterBacktrace(o);

@@ -5,10 +5,9 @@
 //   SampleFilter f;
 //   f.thread = 4242;
 //   FoldedStacks folded = FoldStacks(set.segments, f);
-//   WriteFolded(folded, std::cout);                      // "MainThread (4242);main (t.py:1);... 17"
-//   WriteFlameGraphSvg(folded, FlameGraphOptions{}, svg_file);
-//   WriteSpeedscope(set.segments, f, "train.py", json_file);
-//   WriteChromeTrace(set.segments, f, json_file);
+//   WriteFolded(folded, std::cout);                      // "MainThread (4242);main (t.py:1);...
+//   17" WriteFlameGraphSvg(folded, FlameGraphOptions{}, svg_file); WriteSpeedscope(set.segments, f,
+//   "train.py", json_file); WriteChromeTrace(set.segments, f, json_file);
 #pragma once
 
 #include <cstdint>
@@ -26,9 +25,9 @@ namespace probing::analyzer {
 
 // Which events an export takes. Unset fields take everything.
 struct SampleFilter {
-  std::optional<uint64_t> thread;    // OS thread id
-  std::optional<int64_t> since_ns;   // Unix time, inclusive
-  std::optional<int64_t> until_ns;   // Unix time, inclusive
+  std::optional<uint64_t> thread;   // OS thread id
+  std::optional<int64_t> since_ns;  // Unix time, inclusive
+  std::optional<int64_t> until_ns;  // Unix time, inclusive
   // Stack samples only: the (pid, sample_id) pairs to keep, as python.stacks numbers them
   // (a --where clause evaluated by SQL). Unset: every sample.
   std::optional<std::set<std::pair<int64_t, int64_t>>> samples;
@@ -94,7 +93,7 @@ void WriteSpeedscope(const std::vector<format::Segment>& segments, const SampleF
 // Chrome's trace event format (JSON object form): every python.torch_trace row as a complete
 // event ("X") on its thread, a "step N" event around each step's calls, process and thread
 // names, and memory (RSS, CUDA) as counters. Returns the number of torch calls written.
-uint64_t WriteChromeTrace(const std::vector<format::Segment>& segments,
-                          const SampleFilter& filter, std::ostream& out);
+uint64_t WriteChromeTrace(const std::vector<format::Segment>& segments, const SampleFilter& filter,
+                          std::ostream& out);
 
 }  // namespace probing::analyzer

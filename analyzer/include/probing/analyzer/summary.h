@@ -38,10 +38,10 @@ struct Gauge {
 
 struct MemorySummary {
   uint64_t readings = 0;
-  double minutes = 0;     // first reading to last
-  Gauge rss;              // bytes
-  Gauge python_blocks;    // blocks Python's allocator holds (sys.getallocatedblocks())
-  Gauge cuda_allocated;   // bytes
+  double minutes = 0;    // first reading to last
+  Gauge rss;             // bytes
+  Gauge python_blocks;   // blocks Python's allocator holds (sys.getallocatedblocks())
+  Gauge cuda_allocated;  // bytes
 };
 
 // One recorded process (a rank, in a job's bundle). Step time runs from the start of a step's
@@ -71,17 +71,17 @@ struct Summary {
   int64_t first_ts = 0;
   int64_t last_ts = 0;
   uint64_t segments = 0;
-  std::map<std::string, uint64_t> events;  // kind -> count
-  std::vector<std::string> processes;      // "pid 4242: python train.py (Python 3.11.2, host h)"
-  std::vector<std::string> threads;        // "4242 MainThread"
-  uint64_t steps = 0;                      // distinct (pid, torch step)
+  std::map<std::string, uint64_t> events;   // kind -> count
+  std::vector<std::string> processes;       // "pid 4242: python train.py (Python 3.11.2, host h)"
+  std::vector<std::string> threads;         // "4242 MainThread"
+  uint64_t steps = 0;                       // distinct (pid, torch step)
   std::vector<ProcessSummary> per_process;  // by rank, then pid: never summed across processes
 };
 
 struct SummaryOptions {
-  size_t top = 10;         // rows of each top list
-  size_t slowest = 5;      // slowest steps listed
-  bool idle = false;       // count idle samples among the top functions
+  size_t top = 10;     // rows of each top list
+  size_t slowest = 5;  // slowest steps listed
+  bool idle = false;   // count idle samples among the top functions
 };
 
 Summary Summarize(const std::vector<format::Segment>& segments, const SummaryOptions& options = {});
