@@ -96,3 +96,25 @@ def test_sql_on_a_recording(run, analyze_bin):
                                     {"module": "layer1.0.conv1", "stage": "forward", "n": 3}]
     r = run(analyze_bin, FIXTURE, "SELECT pid, rank FROM system.process")
     assert r.returncode == 0 and "4242" in r.stdout
+
+
+def test_summary_rows_at_full_precision(run, analyze_bin):
+    r = run(analyze_bin, FIXTURE, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    fig = {(x["section"], x["name"], x["metric"]): x["value"] for x in json.loads(r.stdout)}
+    assert fig[("functions", "forward (model.py)", "samples")] == 6
+    assert abs(fig[("modules_by_total", "layer1.0.conv1 forward", "seconds")] - 0.0045) < 1e-12
+    assert fig[("memory", "rss_bytes", "peak")] == 123456789  # bytes, not MB
+    r = run(analyze_bin, FIXTURE)
+    assert "RSS            123 MB" in r.stdout
+
+
+def test_lines_split_frames_and_empty_exports_fail(run, analyze_bin):
+    r = run(analyze_bin, FIXTURE, "--folded", "-", "--lines")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "MainThread (4242);<module> (train.py:40);train_step (train.py:14);forward (model.py:25) 3",
+        "MainThread (4242);<module> (train.py:40);train_step (train.py:14);forward (model.py:26) 3"]
+    r = run(analyze_bin, FIXTURE, "--flamegraph", "-", "--thread", "1")
+    assert r.returncode == 1 and r.stdout == ""
+    assert "no stack samples with Python frames to export" in r.stderr

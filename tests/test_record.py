@@ -312,9 +312,11 @@ def test_folded_follows_flamegraph_pl_rules(busy_recordings, analyze_bin):
                for frames, _ in folded_lines(r.stdout))
     assert sum(n for _, n in folded_lines(r.stdout)) == sum(
         n for frames, n in lines if any(f.startswith("inner_work (") for f in frames))
+    # An export that would be empty is an error, with the reason, and writes nothing.
     r = analyze(analyze_bin, path, "--folded", "-", "--thread", "1")
-    assert r.returncode == 0 and r.stdout == ""
-    assert "no stack samples with Python frames matched" in r.stderr
+    assert r.returncode == 1 and r.stdout == ""
+    assert "no stack samples with Python frames to export" in r.stderr
+    assert "matched none" in r.stderr
     r = analyze(analyze_bin, path, "--folded", "-", "--since", "1", "--until", "2")
     part = sum(n for _, n in folded_lines(r.stdout))
     assert 0.15 * total < part < 0.6 * total  # about a third of a 3 s run
@@ -459,3 +461,107 @@ def test_live_flamegraph(procs, tmp_path, probing_bin):
     assert r.returncode == 1 and "no stack samples with Python frames" in r.stderr
     r = subprocess.run([str(probing_bin), "flamegraph"], capture_output=True, text=True)
     assert r.returncode == 2 and "needs -t" in r.stderr
+    # -o for every format; '-' is standard output for the SVG too.
+    r = probing("--folded", "-o", tmp_path / "f.folded")
+    assert r.returncode == 0 and "folded stacks" in r.stdout, r.stderr
+    assert folded_lines((tmp_path / "f.folded").read_text())
+    r = probing("-o", "-")
+    assert r.returncode == 0 and r.stdout.startswith("<?xml"), r.stderr
+    # The default window is the last 60 s; --duration 0 takes all the rings hold.
+    r = probing("--folded", "--duration", "0")
+    assert r.returncode == 0 and folded_lines(r.stdout), r.stderr
+    # --lines: inner_work's frame split by the line it was executing, the busy line foremost.
+    r = probing("--folded", "--lines")
+    assert r.returncode == 0, r.stderr
+    busy_line = [i for i, l in enumerate((TARGETS / "busy.py").read_text().splitlines(), 1)
+                 if "BUSY-LINE" in l][0]
+    by_line = {}
+    for frames, n in folded_lines(r.stdout):
+        if frames[-1].startswith("inner_work ("):
+            by_line[frames[-1]] = by_line.get(frames[-1], 0) + n
+    top = max(by_line, key=by_line.get)
+    assert top.endswith(":%d)" % busy_line), by_line
+
+
+def test_idle_threads_left_out_by_default(procs, tmp_path, probing_bin, analyze_bin):
+    w = start(procs, tmp_path, PY, TARGETS / "waiters.py", "60")
+    wait_rings(tmp_path, w.pid)
+    time.sleep(2.5)
+    env = env_for(tmp_path)
+
+    def flame(*args):
+        return subprocess.run([str(probing_bin), "-t", str(w.pid), "flamegraph", "--folded",
+                               *map(str, args)], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    r = flame()
+    assert r.returncode == 0, r.stderr
+    roots = {f[0].split(" (")[0] for f, _ in folded_lines(r.stdout)}
+    assert "MainThread" in roots and not roots & {"event-waiter", "queue-waiter"}, roots
+    assert "samples of idle threads (--idle takes them)" in r.stderr
+    r = flame("--idle")
+    assert r.returncode == 0, r.stderr
+    leaves = {f[0].split(" (")[0]: f[-1] for f, _ in folded_lines(r.stdout)}
+    waiter_tid = [f[0] for f, _ in folded_lines(r.stdout) if f[0].startswith("event-waiter")][0]
+    waiter_tid = waiter_tid.split("(")[1].rstrip(")")
+    assert leaves["event-waiter"].startswith("wait (") and "threading.py" in leaves["event-waiter"]
+    assert "queue-waiter" in leaves
+    # Only an idle thread chosen: an error that says why. (Its few samples from before it
+    # blocked, running threading's Python code with the GIL, are not idle and may remain.)
+    r = flame("--thread", waiter_tid)
+    if r.returncode == 0:
+        assert sum(n for _, n in folded_lines(r.stdout)) <= 5 and "left out" in r.stderr, r.stdout
+    else:
+        assert r.returncode == 1 and "idle threads left out (--idle takes them)" in r.stderr, r.stderr
+    # The same in a recording's summary and exports.
+    rec = tmp_path / "w.ptrace"
+    r = record(probing_bin, tmp_path, "-t", w.pid, "-o", rec, "--duration", "2")
+    assert r.returncode == 0, r.stderr
+    r = analyze(analyze_bin, rec)
+    assert r.returncode == 0, r.stderr
+    top = r.stdout.split("Top functions")[1]
+    assert "idle of" in top and "--idle includes them" in top
+    rows = [l.split(None, 1) for l in top.split("\n\n")[0].splitlines()[3:] if l[:1].isdigit()]
+    idle = int(re.search(r"leaving out (\d+) idle", top).group(1))
+    assert "threading.py" not in rows[0][1], top
+    assert sum(int(n) for n, f in rows if "threading.py" in f) < idle / 10, top
+    r = analyze(analyze_bin, rec, "--idle")
+    assert "wait (" in r.stdout.split("Top functions")[1] and "including" in r.stdout
+    r = analyze(analyze_bin, rec, "--folded", "-")
+    assert r.returncode == 0 and "left out" in r.stderr
+    assert "event-waiter" not in r.stdout
+    r = analyze(analyze_bin, rec, "--folded", "-", "--idle")
+    assert "event-waiter" in r.stdout
+
+
+def test_summary_answers_for_a_training_run(tmp_path, probing_bin, analyze_bin):
+    rec = tmp_path / "mlp.ptrace"
+    r = record(probing_bin, tmp_path, "-o", rec, "--", PY, ROOT / "samples" / "train_mlp.py",
+               "--steps", "30")
+    assert r.returncode == 0, r.stderr
+    r = analyze(analyze_bin, rec)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert re.search(r"Steps: 30 traced; step time p50 [0-9.]+ ms, p90 [0-9.]+ ms, max [0-9.]+ ms",
+                     out), out
+    assert re.search(r"Slowest steps: \d+ \([0-9.]+ ms\)", out), out
+    assert re.search(r"Per step \(mean\): forward [0-9.]+ ms, backward [0-9.]+ ms, optimizer "
+                     r"[0-9.e-]+ ms, the rest \(data loading, untraced\) [0-9.e-]+ ms", out), out
+    assert "Top modules by self time" in out and "Top modules by total time" in out
+    assert re.search(r"RSS\s+[0-9.]+ MB\s+[0-9.]+ MB\s+[0-9.]+ MB", out), out
+    # Three significant digits in the figures (the header's times of day aside).
+    for number in re.findall(r"(?<![\d.:])\d+\.\d+", out.split("Steps:")[1]):
+        assert len(number.replace(".", "").lstrip("0")) <= 3, (number, out)
+    # Full precision, one row per figure, in json and csv.
+    r = analyze(analyze_bin, rec, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    fig = {(x["section"], x["name"], x["metric"]): x["value"] for x in rows}
+    assert fig[("steps", "steps", "count")] == 30
+    assert fig[("steps", "p50", "ms")] <= fig[("steps", "p90", "ms")] <= fig[("steps", "max", "ms")]
+    parts = sum(fig[("step_parts", k, "mean_ms")] for k in ("forward", "backward", "optimizer", "rest"))
+    assert parts >= fig[("steps", "p50", "ms")] * 0.5
+    assert fig[("memory", "rss_bytes", "peak")] >= fig[("memory", "rss_bytes", "start")] > 0
+    assert any(x["section"] == "modules_by_self" for x in rows)
+    r = analyze(analyze_bin, rec, "--format", "csv")
+    assert r.returncode == 0 and r.stdout.startswith("pid,rank,section,name,metric,value")

@@ -42,10 +42,48 @@ int64_t SampleId(const Segment& seg, size_t i) {
   return static_cast<int64_t>((seg.info.seq << 24) + i);
 }
 
-bool TakesSample(const SampleFilter& f, const Segment& seg, size_t i) {
+// Everything but idleness: callers count the idle samples they leave out.
+bool TakesSampleAnyState(const SampleFilter& f, const Segment& seg, size_t i) {
   const auto& s = seg.samples[i];
   if (!f.Takes(seg.threads[s.thread].tid, s.ts)) return false;
   return !f.samples || f.samples->count({int64_t{seg.info.pid}, SampleId(seg, i)}) > 0;
+}
+
+bool TakesSample(const SampleFilter& f, const Segment& seg, size_t i) {
+  return TakesSampleAnyState(f, seg, i) && (f.idle || !IsIdleSample(seg, seg.samples[i]));
+}
+
+struct IdleCall {
+  std::string_view func;
+  std::string_view file;  // the path ends with it, after a '/' or as the whole path
+};
+// Innermost frames of blocking waits written in Python; each ends in a C call that releases
+// the GIL (a lock's acquire, select, poll, waitpid).
+constexpr IdleCall kIdleCalls[] = {
+    {"wait", "threading.py"},
+    {"wait_for", "threading.py"},
+    {"_wait_for_tstate_lock", "threading.py"},
+    {"join", "threading.py"},
+    {"get", "queue.py"},
+    {"put", "queue.py"},
+    {"select", "selectors.py"},
+    {"wait", "multiprocessing/connection.py"},
+    {"_poll", "multiprocessing/connection.py"},
+    {"poll", "multiprocessing/connection.py"},
+    {"_recv", "multiprocessing/connection.py"},
+    {"get", "multiprocessing/queues.py"},
+    {"wait", "subprocess.py"},
+    {"_wait", "subprocess.py"},
+    {"_try_wait", "subprocess.py"},
+    {"communicate", "subprocess.py"},
+    {"_worker", "concurrent/futures/thread.py"},
+    {"accept", "socket.py"},
+};
+
+bool PathEndsWith(std::string_view path, std::string_view suffix) {
+  if (path.size() < suffix.size() || path.substr(path.size() - suffix.size()) != suffix)
+    return false;
+  return path.size() == suffix.size() || path[path.size() - suffix.size() - 1] == '/';
 }
 
 // Frames of one call site, root first.
@@ -69,6 +107,26 @@ bool SampleFilter::Takes(uint64_t tid, int64_t ts) const {
   return (!thread || *thread == tid) && TakesTime(ts);
 }
 
+bool IsIdleSample(const Segment& seg, const format::StackSample& sample) {
+  if ((sample.flags & format::kSampleHoldsGil) != 0 || sample.callsite == 0 ||
+      sample.callsite >= seg.callsites.size())
+    return false;
+  uint32_t frame = seg.callsites[sample.callsite].frame;
+  if (frame >= seg.frames.size()) return false;
+  const auto& f = seg.frames[frame];
+  std::string_view func = seg.String(f.func), file = seg.String(f.file);
+  for (const auto& c : kIdleCalls)
+    if (c.func == func && PathEndsWith(file, c.file)) return true;
+  return false;
+}
+
+std::string IdleCalls() {
+  std::string out;
+  for (const auto& c : kIdleCalls)
+    out += (out.empty() ? "" : ", ") + std::string(c.func) + " (" + std::string(c.file) + ")";
+  return out;
+}
+
 std::string FrameName(std::string_view func, std::string_view file, uint32_t first_line) {
   return Clean(func) + " (" + Clean(file) + ":" + std::to_string(first_line) + ")";
 }
@@ -89,23 +147,30 @@ FoldedStacks FoldStacks(const std::vector<const Segment*>& segments, const Sampl
     // holds the same few stacks many times over.
     std::map<std::pair<uint32_t, uint32_t>, uint64_t> counts;
     for (size_t i = 0; i < seg.samples.size(); ++i) {
-      if (!TakesSample(filter, seg, i)) continue;
+      if (!TakesSampleAnyState(filter, seg, i)) continue;
       const auto& s = seg.samples[i];
+      if (!filter.idle && IsIdleSample(seg, s)) {
+        ++out.idle;
+        continue;
+      }
       if (s.callsite == 0) {
         ++out.without_frames;
         continue;
       }
       ++counts[{s.thread, s.callsite}];
     }
-    std::unordered_map<uint32_t, std::string> frame_names;
+    // Keyed by frame, or by (frame, line) with filter.lines.
+    std::unordered_map<uint64_t, std::string> frame_names;
     for (const auto& [key, n] : counts) {
       std::string line = many ? "process " + std::to_string(seg.info.pid) + ";" : "";
       line += ThreadName(seg, key.first);
       WalkRootFirst(seg, key.second, [&](const format::CallSite& c) {
-        auto [it, fresh] = frame_names.try_emplace(c.frame);
+        const uint64_t name_key = filter.lines ? (uint64_t{c.frame} << 32) | c.line : c.frame;
+        auto [it, fresh] = frame_names.try_emplace(name_key);
         if (fresh) {
           const auto& f = seg.frames[c.frame];
-          it->second = FrameName(seg.String(f.func), seg.String(f.file), f.first_line);
+          it->second = FrameName(seg.String(f.func), seg.String(f.file),
+                                 filter.lines ? c.line : f.first_line);
         }
         line += ';';
         line += it->second;
@@ -210,20 +275,19 @@ uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilt
       if (!processes.insert(p.pid).second) continue;
       std::string label = std::string(seg.String(p.cmdline));
       if (p.rank >= 0) label += " (rank " + std::to_string(p.rank) + ")";
-      events.push_back({{"name", "process_name"},
-                        {"ph", "M"},
-                        {"pid", p.pid},
-                        {"args", {{"name", label}}}});
+      events.push_back(
+          {{"name", "process_name"}, {"ph", "M"}, {"pid", p.pid}, {"args", {{"name", label}}}});
     }
     for (const auto& e : seg.torch) {
       const uint64_t tid = seg.threads[e.thread].tid;
       if (!filter.Takes(tid, e.ts)) continue;
       if (threads.insert({pid, tid}).second)
-        events.push_back({{"name", "thread_name"},
-                          {"ph", "M"},
-                          {"pid", pid},
-                          {"tid", tid},
-                          {"args", {{"name", std::string(seg.String(seg.threads[e.thread].name))}}}});
+        events.push_back(
+            {{"name", "thread_name"},
+             {"ph", "M"},
+             {"pid", pid},
+             {"tid", tid},
+             {"args", {{"name", std::string(seg.String(seg.threads[e.thread].name))}}}});
       const int64_t end = e.ts + static_cast<int64_t>(e.duration_ns);
       json args = {{"step", e.step}, {"seq", e.seq}};
       if (e.allocated) args["allocated_mb"] = static_cast<double>(*e.allocated) / (1 << 20);
@@ -243,8 +307,10 @@ uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilt
     for (const auto& m : seg.memory) {
       if (!filter.TakesTime(m.ts)) continue;  // process-wide: the thread filter does not apply
       json args = {{"rss_mb", static_cast<double>(m.rss) / (1 << 20)}};
-      if (m.cuda_allocated) args["cuda_allocated_mb"] = static_cast<double>(*m.cuda_allocated) / (1 << 20);
-      if (m.cuda_reserved) args["cuda_reserved_mb"] = static_cast<double>(*m.cuda_reserved) / (1 << 20);
+      if (m.cuda_allocated)
+        args["cuda_allocated_mb"] = static_cast<double>(*m.cuda_allocated) / (1 << 20);
+      if (m.cuda_reserved)
+        args["cuda_reserved_mb"] = static_cast<double>(*m.cuda_reserved) / (1 << 20);
       events.push_back({{"name", "memory"},
                         {"ph", "C"},
                         {"ts", at(m.ts)},
@@ -263,10 +329,10 @@ uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilt
                       {"tid", tid},
                       {"args", {{"step", step}}}});
   }
-  json doc = {{"traceEvents", std::move(events)},
-              {"displayTimeUnit", "ms"},
-              {"otherData",
-               {{"exporter", "probing-analyze 0.1.0"}, {"unix_time_ns_at_zero", base}}}};
+  json doc = {
+      {"traceEvents", std::move(events)},
+      {"displayTimeUnit", "ms"},
+      {"otherData", {{"exporter", "probing-analyze 0.1.0"}, {"unix_time_ns_at_zero", base}}}};
   out << doc.dump() << '\n';
   return calls;
 }

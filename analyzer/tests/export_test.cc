@@ -66,6 +66,41 @@ TEST(FoldStacks, Filters) {
   EXPECT_EQ(f.stacks.begin()->first, "MainThread (100);train (t.py:1);load (t.py:9)");
 }
 
+TEST(FoldStacks, LinesSplitFramesByTheLineExecuted) {
+  SampleFilter by_line;
+  by_line.lines = true;
+  std::ostringstream out;
+  WriteFolded(FoldStacks({TwoThreads()}, by_line), out);
+  EXPECT_EQ(out.str(),
+            "MainThread (100);train (t.py:3);forward (m.py:6) 3\n"
+            "MainThread (100);train (t.py:4);load (t.py:10) 1\n"
+            "loader:0 (101);fetch (d.py:2) 2\n");
+}
+
+TEST(FoldStacks, IdleSamplesLeftOutAndCounted) {
+  SegmentBuilder b(Stream::kStacks, 5);
+  b.SetProcess(ProcessInfo::Of(5, kBaseTs, -1, "3.11.2", "python t.py", "h"));
+  uint32_t t = b.InternThread(5, b.InternString("MainThread"));
+  FrameLine wait[] = {{"wait", "/usr/lib/python3.11/threading.py", 300, 320},
+                      {"run", "t.py", 9, 10}};
+  FrameLine sel[] = {{"select", "/usr/lib/python3.11/selectors.py", 400, 415}};
+  b.AddStackSample(kBaseTs, t, b.InternStack(wait), 0);
+  b.AddStackSample(kBaseTs + 1, t, b.InternStack(sel), 0);
+  b.AddStackSample(kBaseTs + 2, t, b.InternStack(wait), kSampleHoldsGil);  // running: kept
+  std::string bytes;
+  ASSERT_TRUE(b.Seal(Codec::kZstd, 0, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok());
+  SampleFilter busy;
+  busy.idle = false;
+  FoldedStacks f = FoldStacks({*seg}, busy);
+  EXPECT_EQ(f.samples, 1u);
+  EXPECT_EQ(f.idle, 2u);
+  FoldedStacks all = FoldStacks({*seg}, {});
+  EXPECT_EQ(all.samples, 3u);
+  EXPECT_EQ(all.idle, 0u);
+}
+
 TEST(FoldStacks, SeveralProcessesGetAProcessRoot) {
   FoldedStacks f = FoldStacks({TwoThreads(100), TwoThreads(200)}, {});
   EXPECT_EQ(f.samples, 12u);

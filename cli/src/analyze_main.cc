@@ -50,11 +50,151 @@ std::string FormatTime(int64_t ns) {
   return std::string(buf) + ms;
 }
 
-void PrintSummary(const probing::analyzer::Summary& s) {
+// A number as a person reads it: 3 significant digits, whole numbers from 100 up.
+std::string Human(double v) {
+  char buf[64];
+  if (std::fabs(v) >= 100)
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+std::string Ms(double v) { return Human(v) + " ms"; }
+std::string Mb(double bytes) { return Human(bytes / 1e6) + " MB"; }
+
+std::string ProcessName(const probing::analyzer::ProcessSummary& p) {
+  return p.rank >= 0 ? "rank " + std::to_string(p.rank) + " (pid " + std::to_string(p.pid) + ")"
+                     : "pid " + std::to_string(p.pid);
+}
+
+void PrintProcess(const probing::analyzer::ProcessSummary& p) {
+  using probing::cli::OutputFormat;
+  using probing::cli::PrintRows;
+  if (p.steps > 0) {
+    std::cout << "\nSteps: " << p.steps << " traced";
+    if (p.timed_steps > 0)
+      std::cout << "; step time p50 " << Ms(p.p50_ms) << ", p90 " << Ms(p.p90_ms) << ", max "
+                << Ms(p.max_ms) << " (" << p.timed_steps << " steps)";
+    std::cout << "\n";
+    if (!p.slowest_steps.empty()) {
+      std::cout << "Slowest steps:";
+      for (const auto& t : p.slowest_steps) std::cout << " " << t.step << " (" << Ms(t.ms) << ")";
+      std::cout << "\n";
+      std::cout << "Per step (mean): forward " << Ms(p.forward_ms) << ", backward "
+                << Ms(p.backward_ms) << ", optimizer " << Ms(p.optimizer_ms)
+                << ", the rest (data loading, untraced) " << Ms(p.other_ms) << "\n";
+    }
+  }
+  if (p.samples > 0) {
+    std::cout << "\nTop functions (samples where innermost";
+    if (p.idle_samples > 0)
+      std::cout << (p.idle_included ? "; including " : "; leaving out ") << p.idle_samples
+                << " idle of " << p.samples
+                << (p.idle_included ? " samples" : " samples, --idle includes them");
+    std::cout << "):\n";
+    std::vector<std::vector<Cell>> rows;
+    for (const auto& f : p.top_functions) rows.push_back({static_cast<int64_t>(f.count), f.name});
+    PrintRows(OutputFormat::kTable, {"samples", "function"}, rows, std::cout);
+  }
+  if (!p.top_modules.empty()) {
+    auto table = [](const std::vector<probing::analyzer::NamedCount>& ms) {
+      std::vector<std::vector<Cell>> rows;
+      for (const auto& m : ms)
+        rows.push_back({Human(m.self_seconds * 1e3), Human(m.seconds * 1e3),
+                        static_cast<int64_t>(m.count), m.name});
+      PrintRows(OutputFormat::kTable, {"self_ms", "total_ms", "calls", "module"}, rows, std::cout);
+    };
+    std::cout << "\nTop modules by self time (less the modules called inside):\n";
+    table(p.top_modules_self);
+    std::cout << "\nTop modules by total time:\n";
+    table(p.top_modules);
+  }
+  const auto& m = p.memory;
+  if (m.readings > 0) {
+    std::cout << "\nMemory (" << m.readings << " readings over " << Human(m.minutes) << " min):\n";
+    std::vector<std::vector<Cell>> rows;
+    auto row = [&](const char* what, const probing::analyzer::Gauge& g, bool bytes) {
+      if (!g.present) return;
+      auto f = [&](double v) { return bytes ? Mb(v) : Human(v); };
+      rows.push_back({std::string(what), f(static_cast<double>(g.start)),
+                      f(static_cast<double>(g.end)), f(static_cast<double>(g.peak)),
+                      m.minutes > 0 ? Cell((g.per_minute >= 0 ? "+" : "") + f(g.per_minute))
+                                    : Cell(std::monostate{})});
+    };
+    row("RSS", m.rss, true);
+    row("Python blocks", m.python_blocks, false);
+    row("CUDA allocated", m.cuda_allocated, true);
+    PrintRows(OutputFormat::kTable, {"memory", "start", "end", "peak", "per_minute"}, rows,
+              std::cout);
+  }
+}
+
+// Every figure of the summary as (pid, rank, section, name, metric, value) rows, at full
+// precision: what --format csv/json/jsonl print instead of the tables.
+std::vector<std::vector<Cell>> SummaryRows(const probing::analyzer::Summary& s) {
+  std::vector<std::vector<Cell>> rows;
+  for (const auto& p : s.per_process) {
+    auto add = [&](const char* section, Cell name, const char* metric, Cell value) {
+      rows.push_back({int64_t{p.pid}, p.rank >= 0 ? Cell(int64_t{p.rank}) : Cell(std::monostate{}),
+                      std::string(section), std::move(name), std::string(metric),
+                      std::move(value)});
+    };
+    auto u = [](uint64_t v) { return Cell(static_cast<int64_t>(v)); };
+    add("steps", "steps", "count", u(p.steps));
+    add("steps", "timed_steps", "count", u(p.timed_steps));
+    if (p.timed_steps > 0) {
+      add("steps", "p50", "ms", p.p50_ms);
+      add("steps", "p90", "ms", p.p90_ms);
+      add("steps", "max", "ms", p.max_ms);
+      add("step_parts", "forward", "mean_ms", p.forward_ms);
+      add("step_parts", "backward", "mean_ms", p.backward_ms);
+      add("step_parts", "optimizer", "mean_ms", p.optimizer_ms);
+      add("step_parts", "rest", "mean_ms", p.other_ms);
+    }
+    for (const auto& t : p.slowest_steps)
+      add("slowest_steps", static_cast<int64_t>(t.step), "ms", t.ms);
+    add("samples", "samples", "count", u(p.samples));
+    add("samples", "idle", "count", u(p.idle_samples));
+    add("samples", "idle_included", "bool", int64_t{p.idle_included ? 1 : 0});
+    for (const auto& f : p.top_functions) add("functions", f.name, "samples", u(f.count));
+    for (const auto& mo : p.top_modules_self) {
+      add("modules_by_self", mo.name, "self_seconds", mo.self_seconds);
+      add("modules_by_self", mo.name, "seconds", mo.seconds);
+      add("modules_by_self", mo.name, "calls", u(mo.count));
+    }
+    for (const auto& mo : p.top_modules) {
+      add("modules_by_total", mo.name, "seconds", mo.seconds);
+      add("modules_by_total", mo.name, "self_seconds", mo.self_seconds);
+      add("modules_by_total", mo.name, "calls", u(mo.count));
+    }
+    const auto& m = p.memory;
+    if (m.readings > 0) {
+      add("memory", "readings", "count", u(m.readings));
+      add("memory", "minutes", "minutes", m.minutes);
+    }
+    for (const auto& [name, g] :
+         {std::pair{"rss_bytes", &m.rss}, std::pair{"python_blocks", &m.python_blocks},
+          std::pair{"cuda_allocated_bytes", &m.cuda_allocated}}) {
+      if (!g->present) continue;
+      add("memory", name, "start", u(g->start));
+      add("memory", name, "end", u(g->end));
+      add("memory", name, "peak", u(g->peak));
+      add("memory", name, "per_minute", g->per_minute);
+    }
+  }
+  return rows;
+}
+
+void PrintSummary(const probing::analyzer::Summary& s, probing::cli::OutputFormat format) {
+  if (format != probing::cli::OutputFormat::kTable) {
+    probing::cli::PrintRows(format, {"pid", "rank", "section", "name", "metric", "value"},
+                            SummaryRows(s), std::cout);
+    return;
+  }
   std::cout << "Recording: " << s.segments << " segments";
   if (s.last_ts > s.first_ts || s.first_ts != 0)
     std::cout << ", " << FormatTime(s.first_ts) << " to " << FormatTime(s.last_ts) << " ("
-              << static_cast<double>(s.last_ts - s.first_ts) / 1e9 << " s)";
+              << Human(static_cast<double>(s.last_ts - s.first_ts) / 1e9) << " s)";
   std::cout << "\n";
   for (const auto& p : s.processes) std::cout << "Process: " << p << "\n";
   std::cout << "\nEvents:\n";
@@ -62,48 +202,33 @@ void PrintSummary(const probing::analyzer::Summary& s) {
     if (n > 0) std::cout << "  " << kind << ": " << n << "\n";
   std::cout << "\nThreads (" << s.threads.size() << "):\n";
   for (const auto& t : s.threads) std::cout << "  " << t << "\n";
-  if (s.steps > 0) std::cout << "\nTraining steps traced: " << s.steps << "\n";
   if (s.per_process.size() > 1) {
     // Several processes (the ranks of a job): each on its own line, never summed.
     std::cout << "\nRanks:\n";
     std::vector<std::vector<Cell>> rows;
-    const probing::analyzer::ProcessSteps* slowest = nullptr;
-    const probing::analyzer::ProcessSteps* fastest = nullptr;
+    const probing::analyzer::ProcessSummary* slowest = nullptr;
+    const probing::analyzer::ProcessSummary* fastest = nullptr;
     for (const auto& p : s.per_process) {
-      auto ms = [](double v) {
-        return v > 0 ? Cell(std::round(v * 100) / 100) : Cell(std::monostate{});
-      };
+      auto ms = [](double v) { return v > 0 ? Cell(Human(v)) : Cell(std::monostate{}); };
       rows.push_back({p.rank >= 0 ? Cell(int64_t{p.rank}) : Cell(std::monostate{}), int64_t{p.pid},
-                      static_cast<int64_t>(p.steps), ms(p.p50_ms), ms(p.p90_ms), ms(p.max_ms)});
+                      static_cast<int64_t>(p.steps), ms(p.p50_ms), ms(p.p90_ms), ms(p.max_ms),
+                      p.memory.rss.present ? Cell(Mb(static_cast<double>(p.memory.rss.peak)))
+                                           : Cell(std::monostate{})});
       if (p.p50_ms > 0 && (slowest == nullptr || p.p50_ms > slowest->p50_ms)) slowest = &p;
       if (p.p50_ms > 0 && (fastest == nullptr || p.p50_ms < fastest->p50_ms)) fastest = &p;
     }
     probing::cli::PrintRows(probing::cli::OutputFormat::kTable,
-                            {"rank", "pid", "steps", "p50_ms", "p90_ms", "max_ms"}, rows,
-                            std::cout);
-    if (slowest != nullptr && fastest != nullptr) {
-      char line[200];
-      std::snprintf(line, sizeof line, "slowest: %s (step p50 %.1f ms, %.2fx the fastest's)\n",
-                    slowest->rank >= 0 ? ("rank " + std::to_string(slowest->rank)).c_str()
-                                       : ("pid " + std::to_string(slowest->pid)).c_str(),
-                    slowest->p50_ms, slowest->p50_ms / fastest->p50_ms);
-      std::cout << line;
-    }
-  }
-  if (!s.top_functions.empty()) {
-    std::cout << "\nTop functions (samples where innermost):\n";
-    std::vector<std::vector<Cell>> rows;
-    for (const auto& f : s.top_functions) rows.push_back({static_cast<int64_t>(f.count), f.name});
-    probing::cli::PrintRows(probing::cli::OutputFormat::kTable, {"samples", "function"}, rows,
-                            std::cout);
-  }
-  if (!s.top_modules.empty()) {
-    std::cout << "\nTop modules (total traced time):\n";
-    std::vector<std::vector<Cell>> rows;
-    for (const auto& m : s.top_modules)
-      rows.push_back({m.seconds, static_cast<int64_t>(m.count), m.name});
-    probing::cli::PrintRows(probing::cli::OutputFormat::kTable, {"seconds", "calls", "module"},
+                            {"rank", "pid", "steps", "p50_ms", "p90_ms", "max_ms", "peak_rss"},
                             rows, std::cout);
+    if (slowest != nullptr && fastest != nullptr)
+      std::cout << "slowest: " << ProcessName(*slowest) << " (step p50 " << Ms(slowest->p50_ms)
+                << ", " << Human(slowest->p50_ms / fastest->p50_ms) << "x the fastest's)\n";
+  }
+  for (const auto& p : s.per_process) {
+    if (s.per_process.size() > 1)
+      std::cout << "\n== " << ProcessName(p)
+                << (p.description.empty() ? std::string() : ": " + p.description) << " ==\n";
+    PrintProcess(p);
   }
 }
 
@@ -248,6 +373,14 @@ int Run(int argc, char** argv) {
   app.add_option("--where", where,
                  "exports: only stack samples with a frame matching this SQL condition on "
                  "python.stacks, e.g. \"func = 'forward'\"");
+  bool idle = false, lines = false;
+  app.add_flag("--idle", idle,
+               "count idle threads' samples too (the summary's top functions, --flamegraph, "
+               "--folded, --speedscope); by default they are left out and counted. Idle: not "
+               "holding the GIL with a known waiting call innermost (docs/record.md)");
+  app.add_flag("--lines", lines,
+               "--flamegraph, --folded: a frame per line executed (func (file:line)) rather than "
+               "per function");
   bool stragglers = false, hang = false;
   int64_t straggler_steps = 20;
   app.add_flag("--stragglers", stragglers,
@@ -320,7 +453,9 @@ int Run(int argc, char** argv) {
     int rc = PrintTable(set, table, format);
     if (rc != 0) return rc;
   } else if (!exports && db_path.empty()) {
-    PrintSummary(probing::analyzer::Summarize(set.segments));
+    probing::analyzer::SummaryOptions so;
+    so.idle = idle;
+    PrintSummary(probing::analyzer::Summarize(set.segments, so), format);
   }
   if (!db_path.empty()) {
     OrFail(db->SaveTo(db_path));
@@ -328,14 +463,28 @@ int Run(int argc, char** argv) {
   }
 
   if (exports) {
-    const auto summary = probing::analyzer::Summarize(set.segments, 1);
+    const auto summary = probing::analyzer::Summarize(set.segments);
     probing::analyzer::SampleFilter filter;
     filter.thread = thread;
+    filter.idle = idle;
+    filter.lines = lines;
     if (!since.empty()) filter.since_ns = OrFail(ParseWhen(since, summary));
     if (!until.empty()) filter.until_ns = OrFail(ParseWhen(until, summary));
     if (!where.empty()) filter.samples = OrFail(SamplesWhere(*db, where, timeout));
     if (!svg_path.empty() || !folded_path.empty()) {
       auto folded = probing::analyzer::FoldStacks(set.segments, filter);
+      if (folded.samples == 0) {
+        // Nothing to draw: say why, and write no empty file.
+        std::cerr << "probing-analyze: no stack samples with Python frames to export"
+                  << (folded.idle > 0 ? " (" + std::to_string(folded.idle) +
+                                            " idle samples left out: --idle takes them)"
+                                      : std::string())
+                  << (thread || !since.empty() || !until.empty() || !where.empty()
+                          ? "; --thread, --since, --until or --where matched none"
+                          : std::string())
+                  << "\n";
+        return 1;
+      }
       if (!folded_path.empty()) {
         auto out = OrFail(probing::OutputFile::Open(folded_path));
         probing::analyzer::WriteFolded(folded, out->stream());
@@ -362,8 +511,9 @@ int Run(int argc, char** argv) {
         std::cerr << "probing-analyze: wrote a flame graph of " << folded.samples << " samples to "
                   << out->where() << "\n";
       }
-      if (folded.samples == 0)
-        std::cerr << "probing-analyze: no stack samples with Python frames matched\n";
+      if (folded.idle > 0)
+        std::cerr << "probing-analyze: left out " << folded.idle
+                  << " samples of idle threads (--idle takes them)\n";
     }
     if (!speedscope_path.empty()) {
       auto out = OrFail(probing::OutputFile::Open(speedscope_path));

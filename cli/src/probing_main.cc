@@ -635,8 +635,15 @@ int CmdRecord(const Options& o, live::RecordOptions ro) {
   return 0;
 }
 
+std::string SecondsText(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+
 // A flame graph of the stack samples a target holds (the latest `duration` seconds of them).
-int CmdFlamegraph(const Options& o, std::string out, bool folded, double duration, long thread) {
+int CmdFlamegraph(const Options& o, std::string out, bool folded, double duration, long thread,
+                  bool idle, bool lines) {
   auto session = Open(o, "flamegraph");
   auto* source = OrFail(session->Segments());
   if (!out.empty()) OrFail(probing::CheckNotAnInput(out, session->Inputs()));
@@ -645,41 +652,56 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
   probing::analyzer::SampleFilter filter;
   if (thread > 0) filter.thread = static_cast<uint64_t>(thread);
   if (duration > 0) filter.since_ns = probing::RealtimeNs() - static_cast<int64_t>(duration * 1e9);
+  filter.idle = idle;
+  filter.lines = lines;
   auto stacks = probing::analyzer::FoldStacks(set.segments, filter);
   if (stacks.samples == 0)
     throw Failure("no stack samples with Python frames in " + session->Describe() +
-                  (duration > 0
-                       ? " from the last " + std::to_string(static_cast<int>(duration)) + " s"
-                       : std::string()) +
-                  (thread > 0 ? " for thread " + std::to_string(thread) : std::string()));
-  if (folded) {
-    if (out.empty() || out == "-") {
-      probing::analyzer::WriteFolded(stacks, std::cout);
-      return 0;
-    }
-    auto file = OrFail(probing::OutputFile::Open(out));
-    probing::analyzer::WriteFolded(stacks, file->stream());
-    OrFail(file->Commit());
-    std::cout << "Wrote " << stacks.stacks.size() << " folded stacks (" << stacks.samples
-              << " samples) to " << out << "\n";
-    return 0;
-  }
+                  (duration > 0 ? " from the last " + SecondsText(duration) +
+                                      " s (--duration 0 takes all the rings hold)"
+                                : std::string()) +
+                  (thread > 0 ? " for thread " + std::to_string(thread) : std::string()) +
+                  (stacks.idle > 0 ? "; " + std::to_string(stacks.idle) +
+                                         " samples of idle threads left out (--idle takes them)"
+                                   : std::string()));
+  if (stacks.idle > 0)
+    std::cerr << "probing: left out " << stacks.idle
+              << " samples of idle threads (--idle takes them)\n";
+  if (folded && out.empty()) out = "-";
   if (out.empty())
     out = "flamegraph-" +
           (session->pid() ? std::to_string(*session->pid()) : std::string("target")) + ".svg";
-  auto summary = probing::analyzer::Summarize(set.segments, 1);
-  probing::analyzer::FlameGraphOptions fo;
-  fo.title = summary.processes.size() == 1 ? "Flame graph: " + summary.processes[0] : "Flame graph";
-  fo.subtitle = std::to_string(stacks.samples) + " samples" +
-                (duration > 0 ? ", the last " + std::to_string(static_cast<int>(duration)) + " s"
-                              : std::string(", all the rings hold")) +
-                (thread > 0 ? ", thread " + std::to_string(thread) : std::string());
+  auto write = [&](std::ostream& stream) {
+    if (folded) {
+      probing::analyzer::WriteFolded(stacks, stream);
+      return;
+    }
+    auto summary = probing::analyzer::Summarize(set.segments);
+    probing::analyzer::FlameGraphOptions fo;
+    fo.title =
+        summary.processes.size() == 1 ? "Flame graph: " + summary.processes[0] : "Flame graph";
+    fo.subtitle = std::to_string(stacks.samples) + " samples" +
+                  (duration > 0 ? ", the last " + SecondsText(duration) + " s"
+                                : std::string(", all the rings hold")) +
+                  (thread > 0 ? ", thread " + std::to_string(thread) : std::string()) +
+                  (stacks.idle > 0 ? ", idle threads left out" : std::string()) +
+                  (lines ? ", by line" : std::string());
+    probing::analyzer::WriteFlameGraphSvg(stacks, fo, stream);
+  };
+  if (out == "-") {
+    write(std::cout);
+    return 0;
+  }
   OrFail(probing::CheckNotAnInput(out, session->Inputs()));
   auto file = OrFail(probing::OutputFile::Open(out));
-  probing::analyzer::WriteFlameGraphSvg(stacks, fo, file->stream());
+  write(file->stream());
   OrFail(file->Commit());
-  std::cout << "Wrote a flame graph of " << stacks.samples << " samples to " << out
-            << " (open it in a browser: click to zoom, Ctrl-F to search)\n";
+  if (folded)
+    std::cout << "Wrote " << stacks.stacks.size() << " folded stacks (" << stacks.samples
+              << " samples) to " << out << "\n";
+  else
+    std::cout << "Wrote a flame graph of " << stacks.samples << " samples to " << out
+              << " (open it in a browser: click to zoom, Ctrl-F to search)\n";
   return 0;
 }
 
@@ -874,18 +896,26 @@ int Run(int argc, char** argv) {
       "flamegraph", "a flame graph (interactive SVG) of the stack samples in the target's rings");
   std::string flame_out;
   bool flame_folded = false;
-  double flame_duration = 0;
+  double flame_duration = 60;
   long flame_thread = 0;
+  bool flame_idle = false, flame_lines = false;
   flame->add_option("-o,--output", flame_out,
-                    "the file to write (default flamegraph-PID.svg; with --folded, standard "
-                    "output)");
+                    "the file to write, for either format ('-': standard output; default "
+                    "flamegraph-PID.svg, with --folded standard output)");
   flame->add_flag("--folded", flame_folded,
                   "folded stacks (flamegraph.pl's input) instead of an SVG");
   flame
       ->add_option("--duration", flame_duration,
-                   "only the latest S seconds of samples (default: all the rings hold)")
+                   "only the latest S seconds of samples (default 60; 0: all the rings hold, "
+                   "start-up included)")
       ->check(CLI::Range(0.0, 1e9));
   flame->add_option("--thread", flame_thread, "only this thread (OS thread id)");
+  flame->add_flag("--idle", flame_idle,
+                  "keep idle threads' samples (not holding the GIL, a known waiting call such as "
+                  "threading's wait or selectors' select innermost: docs/record.md); by default "
+                  "they are left out and counted");
+  flame->add_flag("--lines", flame_lines,
+                  "a frame per line executed (func (file:line)) rather than per function");
 
   auto* cluster = app.add_subcommand(
       "cluster",
@@ -997,7 +1027,9 @@ int Run(int argc, char** argv) {
     if (*query) return CmdQuery(o, sql);
     if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);
     if (*record) return CmdRecord(o, ro);
-    if (*flame) return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread);
+    if (*flame)
+      return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread, flame_idle,
+                           flame_lines);
     if (*c_attach) return CmdClusterAttach(o, c_attach_timeout);
     if (*c_list) return CmdClusterList(o);
     if (*c_bt) return CmdClusterBacktrace(o);

@@ -5,10 +5,9 @@
 //   SampleFilter f;
 //   f.thread = 4242;
 //   FoldedStacks folded = FoldStacks(set.segments, f);
-//   WriteFolded(folded, std::cout);                      // "MainThread (4242);main (t.py:1);... 17"
-//   WriteFlameGraphSvg(folded, FlameGraphOptions{}, svg_file);
-//   WriteSpeedscope(set.segments, f, "train.py", json_file);
-//   WriteChromeTrace(set.segments, f, json_file);
+//   WriteFolded(folded, std::cout);                      // "MainThread (4242);main (t.py:1);...
+//   17" WriteFlameGraphSvg(folded, FlameGraphOptions{}, svg_file); WriteSpeedscope(set.segments, f,
+//   "train.py", json_file); WriteChromeTrace(set.segments, f, json_file);
 #pragma once
 
 #include <cstdint>
@@ -26,16 +25,31 @@ namespace probing::analyzer {
 
 // Which events an export takes. Unset fields take everything.
 struct SampleFilter {
-  std::optional<uint64_t> thread;    // OS thread id
-  std::optional<int64_t> since_ns;   // Unix time, inclusive
-  std::optional<int64_t> until_ns;   // Unix time, inclusive
+  std::optional<uint64_t> thread;   // OS thread id
+  std::optional<int64_t> since_ns;  // Unix time, inclusive
+  std::optional<int64_t> until_ns;  // Unix time, inclusive
   // Stack samples only: the (pid, sample_id) pairs to keep, as python.stacks numbers them
   // (a --where clause evaluated by SQL). Unset: every sample.
   std::optional<std::set<std::pair<int64_t, int64_t>>> samples;
+  // Stack samples only: false leaves out the samples of idle threads (IsIdleSample).
+  bool idle = true;
+  // Folded stacks: each frame split by the line it was executing ("func (file:line)").
+  bool lines = false;
 
   bool TakesTime(int64_t ts) const;
   bool Takes(uint64_t tid, int64_t ts) const;
 };
+
+// Idle: a thread sample that does not hold the GIL and whose innermost Python frame is a known
+// waiting call of the standard library (IdleCalls: threading's Condition/Event/Thread waits,
+// queue.Queue.get/put, selectors' select, multiprocessing's connection waits and queue get,
+// subprocess waits, an idle concurrent.futures worker, socket accept). A blocking call written
+// in C (time.sleep, lock.acquire, a plain socket.recv) leaves no frame of its own, so the thread
+// shows its caller and is not counted idle: the samples cannot tell it from C code doing work
+// with the GIL released (a matrix multiply, I/O a program waits on).
+bool IsIdleSample(const format::Segment& seg, const format::StackSample& sample);
+// The waiting calls, as "func (file suffix)", for documentation and --help.
+std::string IdleCalls();
 
 // The name a frame has in every export: "func (file:first_line)". ';' and line breaks, which
 // the folded format cannot carry, become ':' and ' '.
@@ -48,6 +62,7 @@ struct FoldedStacks {
   std::map<std::string, uint64_t> stacks;  // sorted: output is the same for the same input
   uint64_t samples = 0;                    // samples taken (the sum of the counts)
   uint64_t without_frames = 0;             // samples that matched but had no Python frame
+  uint64_t idle = 0;                       // samples left out as idle (filter.idle false)
 };
 
 FoldedStacks FoldStacks(const std::vector<format::Segment>& segments, const SampleFilter& filter);
@@ -78,7 +93,7 @@ void WriteSpeedscope(const std::vector<format::Segment>& segments, const SampleF
 // Chrome's trace event format (JSON object form): every python.torch_trace row as a complete
 // event ("X") on its thread, a "step N" event around each step's calls, process and thread
 // names, and memory (RSS, CUDA) as counters. Returns the number of torch calls written.
-uint64_t WriteChromeTrace(const std::vector<format::Segment>& segments,
-                          const SampleFilter& filter, std::ostream& out);
+uint64_t WriteChromeTrace(const std::vector<format::Segment>& segments, const SampleFilter& filter,
+                          std::ostream& out);
 
 }  // namespace probing::analyzer
