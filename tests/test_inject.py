@@ -260,6 +260,7 @@ def test_a_hundred_fresh_malloc_heavy_processes(tmp_path, probing_bin, env):
     helper_dir.mkdir()
     e = dict(env, PROBING="0", PYTHONUNBUFFERED="1")
     failures = []
+    injected = 0
     for trial in range(100):
         p = subprocess.Popen([python, str(TARGETS / "inject_target.py"), str(helper_dir), "malloc",
                               "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -269,10 +270,15 @@ def test_a_hundred_fresh_malloc_heavy_processes(tmp_path, probing_bin, env):
             time.sleep(0.05)
             r = inject(probing_bin, env, p.pid, timeout=30)
             out, err = p.communicate(timeout=30)
-            if r.returncode != 0 or p.returncode != 7:
+            # The target lives 0.3 s: on a loaded machine it may end before its recorder
+            # answers, which the command must say (and the target end as it would).
+            raced = "exited while its recorder was starting" in r.stderr
+            injected += r.returncode == 0
+            if p.returncode != 7 or (r.returncode != 0 and not raced):
                 failures.append((trial, r.stderr.strip(), p.returncode, err[-300:]))
         finally:
             if p.poll() is None:
                 p.kill()
                 p.wait()
     assert not failures, failures
+    assert injected >= 50, "only %d of 100 injections answered before the target ended" % injected

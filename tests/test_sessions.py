@@ -86,7 +86,7 @@ def test_the_same_answers_through_every_kind_of_session(target, tmp_path, monkey
         for i, q in enumerate(SUITE + ERRORS):
             assert got[i] == live[i], "%s differs on %s" % (name, q)
     # By pid, the dead process's rings answer as its directory does.
-    assert suite(probing_bin, pid, t0) == by_pid
+    assert suite(probing_bin, pid, t0) == live
 
 
 def test_errors_name_what_a_target_cannot_do(served_tcp, tmp_path, probing_bin):

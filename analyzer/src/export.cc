@@ -115,6 +115,8 @@ bool IsIdleSample(const Segment& seg, const format::StackSample& sample) {
   if (frame >= seg.frames.size()) return false;
   const auto& f = seg.frames[frame];
   std::string_view func = seg.String(f.func), file = seg.String(f.file);
+  // 3.11+ record qualified names (Condition.wait, Queue.get): the method's own name decides.
+  if (size_t dot = func.rfind('.'); dot != std::string_view::npos) func = func.substr(dot + 1);
   for (const auto& c : kIdleCalls)
     if (c.func == func && PathEndsWith(file, c.file)) return true;
   return false;
