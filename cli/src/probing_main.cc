@@ -452,7 +452,8 @@ int CmdClusterStragglers(const Options& o, int64_t steps) {
   int rc = probing::cli::PrintStragglers(probing::cluster::Stragglers(ranks, steps), o.fmt(),
                                          std::cout, std::cerr);
   std::cerr << "probing: " << coverage << "\n";
-  return rc;
+  // A rank that did not answer is not in the table, and may be the one the others wait for.
+  return rc == 0 && coverage.find(';') != std::string::npos ? 1 : rc;
 }
 
 int CmdClusterHang(const Options& o) {
