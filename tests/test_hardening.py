@@ -297,7 +297,7 @@ def test_leaked_rings_without_process_json_are_listed_and_collected(probing_bin,
     assert r.returncode == 0, r.stderr
     rows = [row for row in json.loads(r.stdout) if row["pid"] == gone.pid]
     assert rows and "start interrupted" in rows[0]["state"], r.stdout
-    r = run_probing(probing_bin, "list", "--gc")
+    r = run_probing(probing_bin, "list", "--gc", "--all")
     assert r.returncode == 0, r.stderr
     assert not leaked.exists()
 

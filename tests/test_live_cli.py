@@ -90,7 +90,7 @@ def test_a_dead_process_is_gone_but_readable_and_gc(served, run, probing_bin, an
     assert r.returncode == 0 and "MainThread" in r.stdout
     r = run(probing_bin, "--format", "json", "list")
     assert json.loads(r.stdout)[0]["state"] == "dead (rings readable)"
-    r = run(probing_bin, "list", "--gc")
+    r = run(probing_bin, "list", "--gc", "--all")
     assert r.returncode == 0 and "removed the data of 1 dead process(es)" in r.stderr
     assert not os.path.exists(data)
 

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "diagnose_print.h"
@@ -742,13 +743,21 @@ int CmdRdma(const Options& o, const std::string& root, double interval) {
   return 0;
 }
 
-int CmdList(const Options& o, bool gc) {
+int CmdList(const Options& o, bool gc, bool gc_all) {
   const std::string dir = live::DefaultDataDir();
+  if (gc_all && !gc) throw Usage("--all goes with --gc: probing list --gc --all");
   if (gc) {
-    auto c = live::CollectDead(dir);
+    std::vector<std::string> problems;
+    const live::Retention keep = live::RetentionFromEnvironment(&problems);
+    for (const auto& p : problems) std::cerr << "probing: " << p << "\n";
+    auto c = gc_all ? live::CollectDead(dir) : live::ApplyRetention(dir, keep, probing::RealtimeNs());
     for (const auto& f : c.failed) std::cerr << "probing: could not remove " << f << "\n";
+    std::ostringstream bounds;
+    if (!gc_all)
+      bounds << " (kept: the newest, up to " << keep.days << " days old and " << keep.max_mb
+             << " MB together; --all removes every dead process's data)";
     std::cerr << "probing: removed the data of " << c.dirs << " dead process(es), "
-              << c.bytes / 1024 << " KiB\n";
+              << c.bytes / 1024 << " KiB" << bounds.str() << "\n";
   }
   std::vector<std::vector<Cell>> rows;
   for (const auto& r : live::ListRecorders(dir)) {
@@ -869,8 +878,12 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   auto* list =
       app.add_subcommand("list", "processes with the recorder on (from the data directory)");
-  bool gc = false;
-  list->add_flag("--gc", gc, "remove the data of dead processes, and say how much");
+  bool gc = false, gc_all = false;
+  list->add_flag("--gc", gc,
+                 "remove dead processes' data beyond the retention bounds (older than "
+                 "PROBING_RETENTION_DAYS, default 7; beyond PROBING_RETENTION_MAX_MB together, "
+                 "default 1024, oldest first), and say how much");
+  list->add_flag("--all", gc_all, "with --gc: remove the data of every dead process");
 
   auto* record = app.add_subcommand(
       "record",
@@ -1023,7 +1036,7 @@ int Run(int argc, char** argv) {
       return probing::cli::RunRepl(*session, repl_options);
     }
     if (*cfg) return CmdConfig(o, cfg_arg);
-    if (*list) return CmdList(o, gc);
+    if (*list) return CmdList(o, gc, gc_all);
     if (*mem) return CmdMemory(o, last);
     if (*query) return CmdQuery(o, sql);
     if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);

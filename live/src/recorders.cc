@@ -8,10 +8,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
+#include <utility>
 
 #include "probing/base/files.h"
 #include "probing/procfs/proc_stat.h"
@@ -22,12 +25,23 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-uint64_t DirSize(const fs::path& p) {
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+// Its files' total size, and the newest modification time of it and them (Unix ns).
+std::pair<uint64_t, int64_t> DirSizeAndTime(const fs::path& p) {
   uint64_t n = 0;
+  int64_t newest = 0;
+  struct stat st;
+  if (lstat(p.c_str(), &st) == 0) newest = MtimeNs(st);
   std::error_code ec;
-  for (const auto& e : fs::recursive_directory_iterator(p, ec))
-    if (e.is_regular_file(ec) && !e.is_symlink(ec)) n += e.file_size(ec);
-  return n;
+  for (const auto& e : fs::recursive_directory_iterator(p, ec)) {
+    if (lstat(e.path().c_str(), &st) != 0) continue;
+    newest = std::max(newest, MtimeNs(st));
+    if (S_ISREG(st.st_mode)) n += static_cast<uint64_t>(st.st_size);
+  }
+  return {n, newest};
 }
 
 bool IsPid(const std::string& name) {
@@ -85,36 +99,107 @@ std::vector<RecorderEntry> ListRecorders(const std::string& data_dir) {
           r.alive = false;
       }
     }
-    r.bytes = DirSize(e.path());
+    std::tie(r.bytes, r.last_written_ns) = DirSizeAndTime(e.path());
     out.push_back(std::move(r));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.pid < b.pid; });
   return out;
 }
 
-Collected CollectDead(const std::string& data_dir) {
-  Collected c;
+namespace {
+
+// "" when data_dir is a directory of ours that we may remove from, else why not.
+std::string NotOurs(const std::string& data_dir) {
   // Only in a directory of our own: in another user's, they could swap a directory for a
   // symlink while we remove it, and have us delete files of ours elsewhere.
   struct stat st;
-  if (lstat(data_dir.c_str(), &st) != 0) return c;  // nothing recorded yet
-  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
-    c.failed.push_back(data_dir + ": " +
-                       (S_ISDIR(st.st_mode) ? "belongs to user " + std::to_string(st.st_uid) +
-                                                  ", not to you; nothing removed"
-                                            : FileKind(st.st_mode) + ", not a directory"));
+  if (lstat(data_dir.c_str(), &st) != 0) return "";  // nothing recorded yet
+  if (!S_ISDIR(st.st_mode)) return data_dir + ": " + FileKind(st.st_mode) + ", not a directory";
+  if (st.st_uid != geteuid())
+    return data_dir + ": belongs to user " + std::to_string(st.st_uid) +
+           ", not to you; nothing removed";
+  return "";
+}
+
+void Remove(const RecorderEntry& r, Collected* c) {
+  std::error_code ec;
+  fs::remove_all(r.dir, ec);
+  if (ec) {
+    c->failed.push_back(r.dir + ": " + ec.message());
+    return;
+  }
+  ++c->dirs;
+  c->bytes += r.bytes;
+}
+
+}  // namespace
+
+Collected CollectDead(const std::string& data_dir) {
+  Collected c;
+  if (std::string why = NotOurs(data_dir); !why.empty()) {
+    c.failed.push_back(why);
     return c;
   }
-  for (const RecorderEntry& r : ListRecorders(data_dir)) {
-    if (r.alive) continue;
-    std::error_code ec;
-    fs::remove_all(r.dir, ec);
-    if (ec) {
-      c.failed.push_back(r.dir + ": " + ec.message());
-      continue;
-    }
-    ++c.dirs;
-    c.bytes += r.bytes;
+  for (const RecorderEntry& r : ListRecorders(data_dir))
+    if (!r.alive) Remove(r, &c);
+  return c;
+}
+
+std::string ParseRetentionDays(const std::string& text, double* out) {
+  char* end = nullptr;
+  errno = 0;
+  const double d = std::strtod(text.c_str(), &end);
+  if (text.empty() || errno != 0 || *end != '\0' || !(d >= 0 && d <= 36500))
+    return "must be a number of days from 0 (no age bound) to 36500, not '" + text + "'";
+  *out = d;
+  return "";
+}
+
+std::string ParseRetentionMaxMb(const std::string& text, uint64_t* out) {
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || errno != 0 || *end != '\0' || n < 0 || n > 100'000'000)
+    return "must be a whole number of MB from 0 (no size bound) to 100000000, not '" + text + "'";
+  *out = static_cast<uint64_t>(n);
+  return "";
+}
+
+Retention RetentionFromEnvironment(std::vector<std::string>* problems) {
+  Retention r;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only use
+  if (const char* v = std::getenv(kRetentionDaysEnv); v != nullptr && *v != '\0')
+    if (std::string why = ParseRetentionDays(v, &r.days); !why.empty())
+      problems->push_back(std::string(kRetentionDaysEnv) + "=" + v + " ignored: " + why);
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only use
+  if (const char* v = std::getenv(kRetentionMaxMbEnv); v != nullptr && *v != '\0')
+    if (std::string why = ParseRetentionMaxMb(v, &r.max_mb); !why.empty())
+      problems->push_back(std::string(kRetentionMaxMbEnv) + "=" + v + " ignored: " + why);
+  return r;
+}
+
+Collected ApplyRetention(const std::string& data_dir, const Retention& r, int64_t now_real_ns) {
+  Collected c;
+  if (std::string why = NotOurs(data_dir); !why.empty()) {
+    c.failed.push_back(why);
+    return c;
+  }
+  std::vector<RecorderEntry> dead;
+  for (RecorderEntry& e : ListRecorders(data_dir))
+    if (!e.alive) dead.push_back(std::move(e));
+  // Newest first: what is kept under the size bound is the most recent.
+  std::sort(dead.begin(), dead.end(),
+            [](const auto& a, const auto& b) { return a.last_written_ns > b.last_written_ns; });
+  const auto max_age_ns = static_cast<int64_t>(r.days * 86400e9);
+  const uint64_t max_bytes = r.max_mb << 20;
+  uint64_t kept = 0;
+  for (const RecorderEntry& e : dead) {
+    const bool too_old = r.days > 0 && now_real_ns - e.last_written_ns > max_age_ns;
+    const bool too_much = r.max_mb > 0 && kept + e.bytes > max_bytes;
+    if (too_old || too_much)
+      Remove(e, &c);
+    else
+      kept += e.bytes;
   }
   return c;
 }

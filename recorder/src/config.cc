@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "probing/live/recorders.h"
+
 namespace probing::recorder {
 namespace {
 
@@ -99,6 +101,15 @@ Config::Config() {
        "characters of locals shown per frame (64 to 10000000); the locals after are left out "
        "and a ... entry says so",
        "", false},
+      {"probing.retention.days", "7", "7",
+       "days the data of a dead process is kept (0 to 36500; 0: no age bound), applied as a "
+       "recorder starts and by probing list --gc; read-only at run time",
+       live::kRetentionDaysEnv, true},
+      {"probing.retention.max_mb", "1024", "1024",
+       "MB the data of dead processes may take together, the oldest removed first (0 to "
+       "100000000; 0: no size bound), applied as a recorder starts and by probing list --gc; "
+       "read-only at run time",
+       live::kRetentionMaxMbEnv, true},
       {"probing.data_dir", DefaultDataDir(), DefaultDataDir(),
        "where the rings live: <data_dir>/<pid>/ (set with PROBING_DATA_DIR at start)",
        "PROBING_DATA_DIR", true},
@@ -120,6 +131,11 @@ std::string Config::torch_calls() const {
 bool Config::banner() const {
   std::string v;
   return Lookup("probing.banner", &v) && v == "true";
+}
+
+live::Retention Config::retention() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return retention_;
 }
 
 std::string Config::data_dir() const {
@@ -221,6 +237,17 @@ std::string Config::SetLocked(const std::string& key, const std::string& value, 
     if (!ParseLong(value, &n) || n < 1 || n > 86400)
       return key + " must be a whole number of seconds from 1 to 86400, not '" + value + "'";
     hang_seconds_ = static_cast<int>(n);
+    entry->value = std::to_string(n);
+  } else if (key == "probing.retention.days") {
+    double d;
+    if (std::string why = live::ParseRetentionDays(value, &d); !why.empty()) return key + " " + why;
+    retention_.days = d;
+    entry->value = FormatDouble(d);
+  } else if (key == "probing.retention.max_mb") {
+    uint64_t n;
+    if (std::string why = live::ParseRetentionMaxMb(value, &n); !why.empty())
+      return key + " " + why;
+    retention_.max_mb = n;
     entry->value = std::to_string(n);
   } else if (key == "probing.torch.calls") {
     if (value != "auto" && value != "wrap" && value != "hooks")

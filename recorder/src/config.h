@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "probing/live/recorders.h"
+
 namespace probing::recorder {
 
 struct ConfigEntry {
@@ -57,6 +59,8 @@ class Config {
   // The most of the interpreter's time that control requests needing the GIL may take.
   double gil_share() const { return gil_share_.load(std::memory_order_relaxed); }
   std::string data_dir() const;
+  // How long and how much dead processes' data is kept (applied once as the recorder starts).
+  live::Retention retention() const;
   bool banner() const;  // say "probing: enabled for process N" at start
   std::string torch_exprs() const;
   std::string torch_calls() const;
@@ -77,6 +81,7 @@ class Config {
   std::atomic<long> locals_frame_size_{4000};
   std::atomic<long> buffer_kib_{10000};
   std::atomic<int> hang_seconds_{60};
+  live::Retention retention_;  // under mu_
   std::atomic<int> server_port_{0};
   std::atomic<bool> torch_enabled_{true};
   std::atomic<double> gil_share_{0.05};

@@ -35,6 +35,7 @@
 #include "probing/format/ring.h"
 #include "probing/procfs/proc_stat.h"
 #include "probing/format/segment.h"
+#include "probing/live/recorders.h"
 #include "py_module.h"
 #include "py_offsets.h"
 #include "python_stats.h"
@@ -50,6 +51,7 @@ using format::SegmentBuilder;
 using format::Stream;
 
 constexpr int64_t kSealIntervalNs = 1'000'000'000;  // readers see data at most ~1 s old
+constexpr int64_t kTouchIntervalNs = 60'000'000'000;  // the data directory's time, refreshed
 constexpr int64_t kMinForcedSealIntervalNs = 200'000'000;
 // In the recorder's first seconds segments are sealed ten times as often, so a short-lived
 // process (a forked worker that leaves by os._exit or is killed, running no exit hook) loses at
@@ -247,6 +249,8 @@ class Recorder : public PythonSink {
 
  private:
   void SamplerLoop();
+  // Applies probing.retention.* to dead processes' data (once, as sampling starts).
+  void CollectOldData();
   void SampleStacks(int64_t now_real, int64_t now);
   void SampleMemory(int64_t now);
   void DrainTorch();  // and the queued collective rows
@@ -915,12 +919,26 @@ void Recorder::SampleMemory(int64_t now_real) {
   }
 }
 
+void Recorder::CollectOldData() {
+  try {
+    std::string base = Config::Get().data_dir();
+    live::Collected c = live::ApplyRetention(base, Config::Get().retention(), RealtimeNs());
+    if (!c.failed.empty())
+      Log("old data not removed (probing.retention.*): " + c.failed.front() +
+          (c.failed.size() > 1 ? " (and " + std::to_string(c.failed.size() - 1) + " more)" : ""));
+  } catch (const std::exception& e) {
+    Log(std::string("old data not removed (probing.retention.*): ") + e.what());
+  }
+}
+
 void Recorder::SamplerLoop() {
   pthread_setname_np(pthread_self(), "probing-sampler");
   if (reader_->Available())
     sampler_ = std::make_unique<StackSampler>(*ProbingGetPyOffsets(), *reader_);
+  CollectOldData();
   int64_t next = MonotonicNs();
   int64_t next_memory = next;
+  int64_t next_touch = next;
   while (!stopping_.load() && !forked_child_.load()) {
     int hz = Config::Get().sampler_hz();
     next += 1'000'000'000 / hz;
@@ -942,6 +960,12 @@ void Recorder::SamplerLoop() {
     if (now >= next_memory) {
       SampleMemory(real);
       next_memory = now + kSealIntervalNs;
+    }
+    if (now >= next_touch) {
+      // Writes through mmap do not move a file's time: this says when the data last changed,
+      // which retention measures a dead process's age by (live/recorders.h).
+      utimensat(AT_FDCWD, dir_.c_str(), nullptr, 0);
+      next_touch = now + kTouchIntervalNs;
     }
     DrainTorch();
     ObserveStep(GetTorchState().step, real);
