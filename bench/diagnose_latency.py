@@ -1,16 +1,18 @@
 """How soon the cluster diagnoses answer, on 4 gloo ranks of samples/train_ddp.py started with
 torchrun's environment on this machine:
 
-1. Stragglers: rank 2 sleeps --slow-ms per step. From the moment every rank is registered,
-   `probing cluster stragglers --steps 10` is asked every second; reported per run: the steps the
-   job had made when rank 2 was first named (first in the table, and the only rank flagged), and
-   whether it stayed named in every later answer (--answers of them).
+1. Stragglers: rank 2 sleeps --slow-ms per step from step --slow-from (after every rank has
+   registered). `probing cluster stragglers --steps 10` is asked again and again; reported per
+   run: how many steps after the slowing began rank 2 was first named (first in the table, and
+   the only rank flagged), counted from the job's step as `cluster list` gives it right after
+   the answer, and how many of the --answers later answers were wrong (another rank first, or
+   another rank also flagged).
 2. Hangs: rank 1 stops for ever before step --hang-step, with probing.hang.seconds = --hang-seconds.
    From the moment it says so, `probing cluster hang` is asked every half second; reported: the
-   seconds until its verdict names rank 1, and until every rank's recorder wrote its own
-   probing.hang reading (python.metrics).
+   seconds until its verdict names rank 1, and until every rank's recorder wrote a probing.hang
+   reading (python.metrics) dated after that moment.
 
-    python3 bench/diagnose_latency.py [--runs 5] [--slow-ms 60] [--hang-seconds 5]
+    python3 bench/diagnose_latency.py [--runs 5] [--slow-ms 60] [--slow-from 200] [--hang-seconds 5]
 """
 import argparse
 import json
@@ -82,28 +84,38 @@ def registered(data, pid, world):
     raise SystemExit("the ranks did not register")
 
 
+def job_step(data, pid):
+    st = probing(data, "-t", pid, "--format", "json", "cluster", "list")
+    return max((x["step"] or 0) for x in json.loads(st.stdout)) if st.returncode == 0 else None
+
+
 def straggler_run(args):
     data = tempfile.mkdtemp(prefix="probing-bench-")
-    procs = start_job(data, ["--slow-rank", "2", "--slow-ms", str(args.slow_ms)])
+    procs = start_job(data, ["--slow-rank", "2", "--slow-ms", str(args.slow_ms),
+                             "--slow-from", str(args.slow_from)])
     try:
         for p in procs:
             wait_line(p, "ready")
         pid = procs[0].pid
         registered(data, pid, 4)
+        step = job_step(data, pid)
+        if step is None or step >= args.slow_from:
+            raise SystemExit("the ranks registered at step %s, after --slow-from %d: raise it"
+                             % (step, args.slow_from))
+        wait_line(procs[2], "slow from step")
         named_at, answers, wrong = None, 0, 0
         while answers < args.answers:
             r = probing(data, "-t", pid, "--format", "json", "cluster", "stragglers", "--steps", 10)
-            st = probing(data, "-t", pid, "--format", "json", "cluster", "list")
-            step = max((x["step"] or 0) for x in json.loads(st.stdout)) if st.returncode == 0 else 0
+            step = job_step(data, pid)
             if r.returncode == 0:
                 rows = json.loads(r.stdout)
                 right = rows[0]["rank"] == 2 and [x["rank"] for x in rows if x["late"]] == [2]
                 if named_at is None and right:
-                    named_at = step
+                    named_at = step - args.slow_from
                 if named_at is not None:
                     answers += 1
                     wrong += not right
-            time.sleep(1)
+                    time.sleep(0.5)
         return named_at, wrong
     finally:
         kill(procs)
@@ -121,6 +133,8 @@ def hang_run(args):
         registered(data, pid, 4)
         wait_line(procs[1], "hangs before step")
         t0 = time.time()
+        # A rank that waited longer than probing.hang.seconds while the job started said so
+        # then: only readings after the hang began count.
         named = metric = None
         while time.time() - t0 < args.hang_seconds + 60 and (named is None or metric is None):
             if named is None:
@@ -130,7 +144,7 @@ def hang_run(args):
             if metric is None:
                 r = probing(data, "-t", pid, "--format", "json", "query",
                             "SELECT count(DISTINCT rank) AS n FROM cluster.metrics "
-                            "WHERE name = 'probing.hang'")
+                            "WHERE name = 'probing.hang' AND time >= %f" % t0)
                 if r.returncode == 0 and json.loads(r.stdout)[0]["n"] == 4:
                     metric = time.time() - t0
             time.sleep(0.5)
@@ -145,18 +159,21 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--answers", type=int, default=10)
     p.add_argument("--slow-ms", type=float, default=60)
+    p.add_argument("--slow-from", type=int, default=200)
     p.add_argument("--hang-step", type=int, default=30)
     p.add_argument("--hang-seconds", type=int, default=5)
     args = p.parse_args()
     steps, wrongs = [], 0
     for i in range(args.runs):
         at, wrong = straggler_run(args)
-        print("straggler run %d: rank 2 first named at step %s; %d of %d later answers wrong"
+        print("straggler run %d: rank 2 first named %s steps after it slowed; %d of %d later "
+              "answers wrong"
               % (i + 1, at, wrong, args.answers), flush=True)
         steps.append(at)
         wrongs += wrong
     named = [s for s in steps if s is not None]
-    print("stragglers: rank 2 named in %d of %d runs, at step %s (median; min %s, max %s); "
+    print("stragglers: rank 2 named in %d of %d runs, %s steps after it slowed (median; min %s, "
+          "max %s); "
           "%d wrong answers of %d after it was named"
           % (len(named), args.runs, statistics.median(named) if named else "-",
              min(named) if named else "-", max(named) if named else "-", wrongs,

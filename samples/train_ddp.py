@@ -5,8 +5,8 @@ MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID), or torchrun starts them:
     PROBING=1 torchrun --nproc_per_node 4 --redirects 1 --tee 1 --log_dir /tmp/logs \\
         samples/train_ddp.py --steps 200
 
-Faults to diagnose, each on one rank: --slow-rank R (sleeps --slow-ms in every step, in
-`slow_data_loading`), --hang-rank R (stops for ever, in `wait_for_a_lock_forever`, before the
+Faults to diagnose, each on one rank: --slow-rank R (sleeps --slow-ms in every step from step
+--slow-from, in `slow_data_loading`), --hang-rank R (stops for ever, in `wait_for_a_lock_forever`, before the
 collective of step --hang-step), --gil-rank R (holds the GIL in a regex from step --gil-step),
 --mismatch-rank R (at step --hang-step calls a broadcast where the others all-reduce; needs
 --allreduce-loss, which all-reduces each step's loss from Python, as loggers do).
@@ -44,6 +44,7 @@ def main():
     p.add_argument("--pace-ms", type=float, default=0, help="sleep per step (all ranks)")
     p.add_argument("--slow-rank", type=int, default=-1)
     p.add_argument("--slow-ms", type=float, default=60)
+    p.add_argument("--slow-from", type=int, default=0, help="the step the slow rank slows from")
     p.add_argument("--hang-rank", type=int, default=-1)
     p.add_argument("--hang-step", type=int, default=30)
     p.add_argument("--gil-rank", type=int, default=-1)
@@ -66,7 +67,9 @@ def main():
     print("rank %d ready" % rank, flush=True)
     began = time.perf_counter()
     for step in range(args.steps):
-        if rank == args.slow_rank:
+        if rank == args.slow_rank and step >= args.slow_from:
+            if step == args.slow_from and step > 0:
+                print("rank %d slow from step %d" % (rank, step), flush=True)
             slow_data_loading(args.slow_ms)
         if rank == args.hang_rank and step == args.hang_step:
             print("rank %d hangs before step %d" % (rank, step), flush=True)
