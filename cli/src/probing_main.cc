@@ -31,6 +31,7 @@
 #include "probing/format/tables.h"
 #include "probing/live/inject.h"
 #include "probing/live/rdma.h"
+#include "probing/live/install.h"
 #include "probing/live/recorders.h"
 #include "probing/live/recording.h"
 #include "probing/live/session.h"
@@ -778,6 +779,25 @@ int CmdList(const Options& o, bool gc, bool gc_all) {
   return 0;
 }
 
+int CmdInstall(const Options& o, const live::InstallOptions& io) {
+  if (!o.target.empty())
+    throw Usage("install takes no target: probing install --python PATH/TO/python");
+  auto done = OrFail(live::InstallHook(io));
+  if (io.remove) {
+    if (done.changed)
+      std::cout << "Removed the start-up hook of " << done.executable << " (" << done.pth << ")\n";
+    else
+      std::cout << "No start-up hook of probing in " << done.executable << " (" << done.pth
+                << " does not exist)\n";
+    return 0;
+  }
+  std::cout << "Installed the start-up hook for " << done.executable << " (Python "
+            << done.version << "): " << done.pth << "\n  package: " << done.package_dir
+            << "\n  recorder: " << done.recorder << "\nTry: PROBING=1 " << io.python
+            << " your_script.py   (probing list shows it)\n";
+  return 0;
+}
+
 // Set by SIGINT/SIGTERM while the dashboard serves.
 std::atomic<bool> g_web_stop{false};
 void OnWebStop(int) { g_web_stop.store(true); }
@@ -989,6 +1009,18 @@ int Run(int argc, char** argv) {
   rdma->add_option("--interval", rdma_interval, "seconds between the two readings for rates")
       ->check(CLI::Range(0.05, 3600.0));
 
+  auto* install = app.add_subcommand(
+      "install",
+      "install the PROBING=1 start-up hook for a Python interpreter, venv or conda environment "
+      "(docs/recorder.md)");
+  live::InstallOptions install_options;
+  install->add_option("--python", install_options.python,
+                      "the interpreter: a path, or a name in PATH (default python3; for a venv: "
+                      "its bin/python)");
+  install->add_flag("--user", install_options.user,
+                    "into the interpreter's user site-packages (~/.local) rather than its own");
+  install->add_flag("--remove", install_options.remove, "take the hook out again");
+
   auto* web = app.add_subcommand(
       "web",
       "a dashboard in the browser: processes, recordings, stacks, flame graphs, step times, "
@@ -1053,6 +1085,7 @@ int Run(int argc, char** argv) {
     if (*c_flame)
       return CmdClusterFlamegraph(o, c_flame_out, c_flame_folded, c_flame_duration, c_flame_rank);
     if (*web) return CmdWeb(o, web_options);
+    if (*install) return CmdInstall(o, install_options);
   } catch (const Usage& e) {
     std::cerr << "probing: " << e.what() << "\n";
     return 2;

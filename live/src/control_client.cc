@@ -22,6 +22,7 @@
 #include "probing/base/clock.h"
 #include "probing/base/unique_fd.h"
 #include "probing/live/http_io.h"
+#include "probing/procfs/proc_stat.h"
 
 namespace probing::live {
 namespace {
@@ -164,6 +165,72 @@ std::string StateProblem(pid_t pid) {
   return "";
 }
 
+namespace {
+
+// NAME=value from a process's initial environment, or "" (unset, or not ours to read).
+std::string InitialEnv(pid_t pid, const std::string& name) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+  std::string entry;
+  while (std::getline(in, entry, '\0'))
+    if (entry.size() > name.size() && entry.compare(0, name.size() + 1, name + "=") == 0)
+      return entry.substr(name.size() + 1);
+  return "";
+}
+
+}  // namespace
+
+std::string NoRecorder(pid_t pid) {
+  const std::string p = std::to_string(pid);
+  const std::string inject = "`probing -t " + p + " inject`";
+  std::string var = "PROBING", mode = InitialEnv(pid, "PROBING");
+  if (mode.empty()) var = "PROBE", mode = InitialEnv(pid, "PROBE");
+  if (mode.empty() || mode == "0") return "no recorder in process " + p + ": run " + inject + " first";
+  // It asked for one: say why there is none.
+  const std::string asked = "no recorder in process " + p + ", though its environment has " +
+                            var + "=" + mode;
+  std::error_code ec;
+  const std::string exe = std::filesystem::read_symlink("/proc/" + p + "/exe", ec).string();
+  std::ifstream maps("/proc/" + p + "/maps");
+  std::string line, recorder;
+  bool libpython = false;
+  while (std::getline(maps, line)) {
+    if (line.find("/probing_recorder_cp") != std::string::npos) recorder = line.substr(line.find('/'));
+    if (line.find("/libpython3") != std::string::npos) libpython = true;
+  }
+  if (!recorder.empty())
+    return asked + ": it loaded the recorder (" + recorder +
+           ") but the recorder did not start; the process's standard error says why (a line "
+           "starting with 'probing:')";
+  const std::string base = std::filesystem::path(exe).filename().string();
+  if (!libpython && base.rfind("python", 0) != 0)
+    return asked + ", but it is not a Python interpreter (" + (exe.empty() ? "?" : exe) +
+           "): the recorder runs in Python processes";
+  if (mode != "1" && mode != "2")
+    return asked + ": only 1 or 2 start the recorder (the process's standard error says so); "
+           "run " + inject + " now";
+  const auto started = procfs::ProcessStartNs(pid);
+  if (started && RealtimeNs() - *started < 3'000'000'000)
+    return asked + ": it started less than 3 s ago and the recorder may not be up yet; try "
+           "again in a moment";
+  // The interpreter as it was started (a venv's bin/python is a link to the base one, which
+  // /proc/PID/exe names): argv[0] when it is a path, else an activated venv's, else exe.
+  std::ifstream cmdline("/proc/" + p + "/cmdline", std::ios::binary);
+  std::string argv0;
+  std::getline(cmdline, argv0, '\0');
+  const std::string venv = InitialEnv(pid, "VIRTUAL_ENV");
+  std::string python = exe.empty() ? "python3" : exe;
+  if (argv0.find('/') != std::string::npos) {
+    const std::filesystem::path cwd = std::filesystem::read_symlink("/proc/" + p + "/cwd", ec);
+    python = argv0[0] == '/' || ec ? argv0 : (cwd / argv0).lexically_normal().string();
+  } else if (!venv.empty()) {
+    python = venv + "/bin/python";
+  }
+  return asked + ": its interpreter did not load the start-up hook (" + python +
+         " has none, or could not load the recorder: its standard error says which). Install "
+         "the hook with `probing install --python " + python +
+         "` and restart the program, or run " + inject + " now";
+}
+
 Status ControlClient::Unreachable(int err) const {
   if (endpoint_.tcp())
     return Unavailable("cannot reach " + endpoint_.Describe() + ": " + ErrnoText(err) +
@@ -179,8 +246,7 @@ Status ControlClient::Unreachable(int err) const {
     return NotFound("no such process " + p);
   }
   if (std::string problem = StateProblem(pid); !problem.empty()) return Unavailable(problem);
-  if (err == ECONNREFUSED || err == ENOENT)
-    return NotFound("no recorder in process " + p + ": run `probing -t " + p + " inject` first");
+  if (err == ECONNREFUSED || err == ENOENT) return NotFound(NoRecorder(pid));
   return Unavailable("cannot reach the recorder in process " + p + ": " + ErrnoText(err));
 }
 

@@ -102,5 +102,8 @@ enum class ProcessState { kGone, kRunning, kStopped, kZombie };
 ProcessState StateOf(pid_t pid);
 // The one line for a local process that cannot answer because of its state, or "" when it can.
 std::string StateProblem(pid_t pid);
+// The line for a live local process with no recorder answering: run inject; or, when its
+// environment asked for one (PROBING=1), why there is none and what to run.
+std::string NoRecorder(pid_t pid);
 
 }  // namespace probing::live
