@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, ROOT, TARGETS
+from conftest import BUILD, FIXTURES, ROOT, TARGETS
 from png import read_png
 
 PY = "/usr/bin/python3"
@@ -338,25 +338,135 @@ def test_speedscope_matches_its_published_schema(busy_recordings, analyze_bin, t
     assert {"<module>", "outer", "inner_work"} <= names
 
 
-def test_chrome_trace_nests_modules_in_steps(tmp_path, probing_bin, analyze_bin):
-    rec = tmp_path / "mlp.ptrace"
-    r = record(probing_bin, tmp_path, "-o", rec, "--", PY, ROOT / "samples" / "train_mlp.py",
+def nesting_problems(doc):
+    """What a JavaScript importer (speedscope's) sees, in doubles as Python's floats are: per
+    thread, times less the thread's first (and as written), events by start and then longest
+    first, each ending at ts + dur. Every event that ends after the one around it, or after its
+    next sibling starts, is a problem."""
+    threads = {}
+    for e in doc["traceEvents"]:
+        if e["ph"] == "X":
+            threads.setdefault((e["pid"], e["tid"]), []).append(e)
+    problems = []
+    for events in threads.values():
+        first = min(e["ts"] for e in events)
+        for shift in (0.0, first):
+            spans = sorted(((e["ts"] - shift, (e["ts"] - shift) + e["dur"], e["name"]) for e in events),
+                           key=lambda s: (s[0], -(s[1] - s[0])))
+            open_ = []
+            for ts, end, name in spans:
+                while open_ and open_[-1][1] <= ts:
+                    open_.pop()
+                if open_ and (end > open_[-1][1] or ts < open_[-1][0]):
+                    problems.append("%s [%r, %r] not inside %s [%r, %r]" % (name, ts, end, *open_[-1][2:],
+                                                                           *open_[-1][:2]))
+                open_.append((ts, end, name))
+    return problems
+
+
+NOT_NESTED = FIXTURES / "chrome_trace_not_nested.json"
+
+
+def test_nesting_check_sees_what_doubles_break():
+    # The fixture nests in decimal (0 + 0.3 = 0.1 + 0.2) but not in doubles.
+    problems = nesting_problems(json.loads(NOT_NESTED.read_text()))
+    assert problems and "child" in problems[0], problems
+
+
+@pytest.fixture(scope="module")
+def mlp_recording(tmp_path_factory, probing_bin):
+    """train_mlp.py for 30 steps, recorded from its start, once for this module."""
+    tmp = tmp_path_factory.mktemp("mlp")
+    rec = tmp / "mlp.ptrace"
+    r = record(probing_bin, tmp, "-o", rec, "--", PY, ROOT / "samples" / "train_mlp.py",
                "--steps", "30")
     assert r.returncode == 0, r.stderr
-    out = tmp_path / "trace.json"
-    r = analyze(analyze_bin, rec, "--chrome-trace", out)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def mlp_chrome_trace(mlp_recording, analyze_bin, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chrome") / "trace.json"
+    r = analyze(analyze_bin, mlp_recording, "--chrome-trace", out)
     assert r.returncode == 0, r.stderr
-    events = json.loads(out.read_text())["traceEvents"]
-    rows = sql(analyze_bin, [rec], "SELECT count(*) AS n FROM python.torch_trace")[0]["n"]
-    assert "wrote %d PyTorch calls" % rows in r.stderr
+    return out, r.stderr
+
+
+def test_chrome_trace_nests_modules_in_steps(mlp_recording, mlp_chrome_trace, analyze_bin):
+    out, stderr = mlp_chrome_trace
+    doc = json.loads(out.read_text())
+    events = doc["traceEvents"]
+    rows = sql(analyze_bin, [mlp_recording], "SELECT count(*) AS n FROM python.torch_trace")[0]["n"]
+    assert "wrote %d PyTorch calls" % rows in stderr
     calls = [e for e in events if e["ph"] == "X" and e["cat"] != "train_step"]
     steps = {e["args"]["step"]: e for e in events if e["ph"] == "X" and e["cat"] == "train_step"}
     assert len(calls) == rows and len(steps) == 30
+    # Exactly, in doubles: calls in their step, the model's forward around its layers'.
+    assert nesting_problems(doc) == []
     for c in calls:
         s = steps[c["args"]["step"]]
-        assert s["ts"] <= c["ts"] and c["ts"] + c["dur"] <= s["ts"] + s["dur"] + 1e-3
+        assert s["ts"] <= c["ts"] and c["ts"] + c["dur"] <= s["ts"] + s["dur"]
+    model = [c for c in calls if c["name"] == "Sequential" and c["cat"] == "forward"]
+    layer = [c for c in calls if c["name"] == "0" and c["cat"] == "forward"]
+    assert len(model) == len(layer) == 30
+    for m, l in zip(sorted(model, key=lambda e: e["ts"]), sorted(layer, key=lambda e: e["ts"])):
+        assert m["ts"] <= l["ts"] and l["ts"] + l["dur"] <= m["ts"] + m["dur"]
+    # Perfetto rounds microseconds to whole nanoseconds: the recorded ones come back.
+    zero = doc["otherData"]["unix_time_ns_at_zero"]
+    recorded = {(r["seq"], r["step"]): r for r in sql(
+        analyze_bin, [mlp_recording], "SELECT step, seq, time, duration FROM python.torch_trace")}
+    for c in calls:
+        r = recorded[(c["args"]["seq"], c["args"]["step"])]
+        assert abs((round(c["ts"] * 1000) + zero) / 1e9 - r["time"]) < 1e-6  # SQL's time: a double
+        assert round(c["dur"] * 1000) == round(r["duration"] * 1e9)
+    # One named process, named threads for every thread with events.
+    pids = {e["pid"] for e in events if e["ph"] in "XC"}
+    named = {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+    assert pids == named and len(pids) == 1
+    tids = {(e["pid"], e["tid"]) for e in events if e["ph"] == "X"}
+    assert tids == {(e["pid"], e["tid"]) for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
     assert any(e["ph"] == "C" and e["name"] == "memory" for e in events)
-    assert any(e["ph"] == "M" and e["name"] == "thread_name" for e in events)
+
+
+SPEEDSCOPE_APP = BUILD / "test-assets" / "speedscope-1.25.0" / "release"
+NODE_MODULES = BUILD / "test-assets" / "node_modules"
+
+
+def speedscope_import(path, tmp_path):
+    """speedscope's own importer on path, in Chromium: its report (tests/web/speedscope_import.mjs)."""
+    env = dict(os.environ, NODE_PATH=str(NODE_MODULES))
+    r = subprocess.run(["node", str(ROOT / "tests" / "web" / "speedscope_import.mjs"),
+                        "--app", str(SPEEDSCOPE_APP), "--file", str(path)],
+                       capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    # Chromium's software GL reports its own stalls as warnings: not the importer's.
+    report["warnings"] = [w for w in report["warnings"] if not w.startswith("[.WebGL-")]
+    return report
+
+
+needs_speedscope = pytest.mark.skipif(
+    not (SPEEDSCOPE_APP / "index.html").exists() or not (NODE_MODULES / "playwright-core").exists()
+    or not os.path.exists("/usr/bin/chromium"),
+    reason="speedscope, playwright-core and Chromium come from scripts/fetch-test-assets and "
+           "scripts/install-deps")
+
+
+@needs_speedscope
+def test_chrome_trace_opens_in_speedscope_without_warnings(mlp_chrome_trace, tmp_path):
+    out, _ = mlp_chrome_trace
+    report = speedscope_import(out, tmp_path)
+    assert report["loaded"], report
+    assert report["warnings"] == [] and report["errors"] == [], report
+    assert report["outside"] == []
+    assert "train_mlp.py" in report["text"] and "MainThread" in report["text"], report["text"]
+
+
+@needs_speedscope
+def test_speedscope_check_fails_on_a_trace_that_does_not_nest(tmp_path):
+    report = speedscope_import(NOT_NESTED, tmp_path)
+    assert report["loaded"], report
+    assert any("Tried to end" in w for w in report["warnings"]), report
 
 
 def test_export_usage_errors(busy_recordings, analyze_bin, tmp_path):
@@ -566,3 +676,122 @@ def test_summary_answers_for_a_training_run(tmp_path, probing_bin, analyze_bin):
     assert any(x["section"] == "modules_by_self" for x in rows)
     r = analyze(analyze_bin, rec, "--format", "csv")
     assert r.returncode == 0 and r.stdout.startswith("pid,rank,section,name,metric,value")
+
+
+# ------------------------------------------------------------------------------------------
+# probing-analyze --diff: two runs of a program, the second spending more of its time in one
+# function
+
+
+@pytest.fixture(scope="module")
+def shifted_runs(tmp_path_factory, probing_bin):
+    """shifting.py recorded twice: grows() takes 20% of the time in A, 70% in B."""
+    tmp = tmp_path_factory.mktemp("shift")
+    paths = []
+    for name, share in (("a", "0.2"), ("b", "0.7")):
+        out = tmp / ("%s.ptrace" % name)
+        r = record(probing_bin, tmp, "-o", out, "--", PY, TARGETS / "shifting.py", "3", share)
+        assert r.returncode == 0, r.stderr
+        paths.append(out)
+    return paths
+
+
+def test_diff_names_the_function_that_grew(shifted_runs, analyze_bin, tmp_path):
+    a, b = shifted_runs
+    r = analyze(analyze_bin, "--diff", a, b)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "A: %s (" % a in out and "B: %s (" % b in out
+    table = out.split("Functions, biggest change first")[1].split("\n\n")[0].splitlines()
+    assert table[1].split()[:7] == ["self_a", "self_b", "self_change", "total_a", "total_b",
+                                    "total_change", "function"], table
+    top2 = [l for l in table[3:5]]
+    grows = [l for l in top2 if " grows (" in l]
+    steady = [l for l in top2 if " steady (" in l]
+    assert grows and steady, out  # the two biggest changes
+    assert float(grows[0].split()[5]) > 25 and float(steady[0].split()[5]) < -25, out
+    assert "PyTorch modules: not compared (neither recording has traced steps)" in out
+    # Full precision, every function, in json; shares from 0 to 1.
+    r = analyze(analyze_bin, "--diff", a, b, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    total = {x["name"].split(" (")[0]: x for x in rows
+             if x["section"] == "functions" and x["metric"] == "total_share"}
+    g = total["grows"]
+    assert 0.1 < g["a"] < 0.35 and 0.55 < g["b"] < 0.85 and g["change"] == pytest.approx(g["b"] - g["a"])
+    assert total["steady"]["change"] < -0.25
+    assert "shifting.py" in [x for x in total["grows"]["name"].split()][-1]
+    samples = [x for x in rows if x["section"] == "recording" and x["name"] == "samples"][0]
+    assert samples["a"] > 100 and samples["b"] > 100
+    r = analyze(analyze_bin, "--diff", a, b, "--format", "csv")
+    assert r.returncode == 0 and r.stdout.startswith("section,name,metric,a,b,change")
+    # The differential flame graph: B's, grows red, steady blue.
+    svg = tmp_path / "diff.svg"
+    r = analyze(analyze_bin, "--diff", a, b, "-o", svg)
+    assert r.returncode == 0, r.stderr
+    assert "wrote a differential flame graph to %s" % svg in r.stderr
+    text = svg.read_text()
+    fills = {}
+    for m in re.finditer(r'data-name="([^"]*)"><title>([^<]*)</title><rect [^>]*fill="rgb\((\d+),(\d+),(\d+)\)"',
+                         text):
+        fills[m.group(1).split(" (")[0]] = (tuple(int(m.group(i)) for i in (3, 4, 5)), m.group(2))
+    (r_, g_, b_), title = fills["grows"]
+    assert r_ == 255 and g_ < 150 and b_ < 150, fills["grows"]
+    assert re.search(r"A [\d.]+%, B [\d.]+%: \+[\d.]+ points", title), title
+    (r_, g_, b_), _ = fills["steady"]
+    assert b_ == 255 and r_ < 150, fills["steady"]
+
+
+def test_diff_compares_pytorch_modules(mlp_recording, shifted_runs, analyze_bin):
+    r = analyze(analyze_bin, "--diff", mlp_recording, mlp_recording, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    ms = {x["name"]: x for x in rows if x["section"] == "modules" and x["metric"] == "ms_per_step"}
+    assert "0 forward" in ms and "Sequential forward" in ms  # a layer, and the model around it
+    assert ms["0 forward"]["a"] > 0 and ms["0 forward"]["change"] == 0
+    calls = [x for x in rows if x["section"] == "modules" and x["metric"] == "calls_per_step"]
+    assert all(x["a"] == x["b"] for x in calls)
+    r = analyze(analyze_bin, "--diff", mlp_recording, mlp_recording)
+    assert r.returncode == 0 and "PyTorch modules, biggest change first (ms per step; 30 steps" in r.stdout
+    r = analyze(analyze_bin, "--diff", shifted_runs[0], mlp_recording)
+    assert "PyTorch modules: not compared (A has no traced steps)" in r.stdout
+
+
+def test_diff_errors(shifted_runs, analyze_bin, tmp_path, probing_bin):
+    a, b = shifted_runs
+    missing = tmp_path / "missing.ptrace"
+    r = analyze(analyze_bin, "--diff", a, missing)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and str(missing) in r.stderr, r.stderr
+    junk = tmp_path / "junk.ptrace"
+    junk.write_bytes(os.urandom(4096))
+    r = analyze(analyze_bin, "--diff", junk, b)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and str(junk) in r.stderr, r.stderr
+    cut = tmp_path / "cut.ptrace"
+    cut.write_bytes(a.read_bytes()[:40])
+    r = analyze(analyze_bin, "--diff", a, cut)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and str(cut) in r.stderr, r.stderr
+    # A process's rings without its stack ring: memory readings only, no samples.
+    data = tmp_path / "data"
+    env = env_for(tmp_path)
+    env["PROBING"] = "1"
+    p = subprocess.run([PY, str(TARGETS / "busy.py"), "1"], env=env, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    (rings,) = [d for d in data.iterdir() if d.is_dir()]
+    stacks = [f for f in rings.iterdir() if "stack" in f.name]
+    assert stacks, list(rings.iterdir())
+    for f in stacks:
+        f.unlink()
+    r = analyze(analyze_bin, "--diff", a, rings)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "%s has no stack samples with Python frames to compare" % rings in r.stderr
+    # Usage.
+    r = analyze(analyze_bin, "--diff", a)
+    assert r.returncode == 2 and "--diff compares two recordings" in r.stderr
+    r = analyze(analyze_bin, "--diff", a, b, "--flamegraph", tmp_path / "x.svg")
+    assert r.returncode == 2 and "--diff takes two recordings" in r.stderr
+    r = analyze(analyze_bin, a, "-o", tmp_path / "x.svg")
+    assert r.returncode == 2 and "-o names the differential flame graph" in r.stderr
+    r = analyze(analyze_bin, "--diff", a, b, "-o", a)
+    assert r.returncode == 1 and "would destroy" in r.stderr
+    r = analyze(analyze_bin, "--help")
+    assert "--diff" in r.stdout and "differential flame graph" in r.stdout

@@ -95,8 +95,6 @@ void WalkRootFirst(const Segment& seg, uint32_t callsite, Fn&& fn) {
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) fn(seg.callsites[*it]);
 }
 
-double Micros(int64_t ns) { return static_cast<double>(ns) / 1e3; }
-
 }  // namespace
 
 bool SampleFilter::TakesTime(int64_t ts) const {
@@ -251,92 +249,172 @@ void WriteSpeedscope(const std::vector<Segment>& segments, const SampleFilter& f
   out << doc.dump() << '\n';
 }
 
-uint64_t WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilter& filter,
-                          std::ostream& out) {
-  json events = json::array();
-  std::set<uint32_t> processes;
-  std::set<std::pair<uint32_t, uint64_t>> threads;
-  struct Span {
-    int64_t begin = INT64_MAX, end = INT64_MIN;
-  };
-  std::map<std::tuple<uint32_t, uint64_t, uint64_t>, Span> steps;  // (pid, tid, step)
-  uint64_t calls = 0;
+ChromeTraceStats WriteChromeTrace(const std::vector<Segment>& segments, const SampleFilter& filter,
+                                  std::ostream& out) {
+  ChromeTraceStats stats;
   // Times count from the first event (its Unix time is in otherData): microseconds since the
-  // epoch would leave a double a quarter of a microsecond of precision, and a call could end
-  // after the step around it.
+  // epoch would leave a double a quarter of a microsecond of precision.
   int64_t base = INT64_MAX;
   for (const Segment& seg : segments) {
     for (const auto& e : seg.torch) base = std::min(base, e.ts);
     for (const auto& m : seg.memory) base = std::min(base, m.ts);
   }
   if (base == INT64_MAX) base = 0;
-  auto at = [base](int64_t ns) { return Micros(ns - base); };
+  auto at = [base](int64_t ns) { return ChromeTraceMicros(std::max<int64_t>(0, ns - base)); };
+
+  // Processes and threads, named; process records may sit in any segment of the pid.
+  struct ProcessName {
+    std::string label;
+    int32_t rank = -1;
+  };
+  std::map<uint32_t, ProcessName> processes;
+  std::map<std::pair<uint32_t, uint64_t>, std::string> threads;  // (pid, tid) -> name
+  for (const Segment& seg : segments) {
+    for (const auto& p : seg.processes) {
+      auto& name = processes[p.pid];
+      if (!name.label.empty()) continue;
+      name.label = std::string(seg.String(p.cmdline));
+      name.rank = p.rank;
+      if (p.rank >= 0) name.label += " (rank " + std::to_string(p.rank) + ")";
+    }
+  }
+
+  // Every interval of a thread, as integer nanoseconds: the steps around the calls, and the
+  // calls (a model's forward around its submodules').
+  struct Interval {
+    int64_t ts = 0, end = 0;
+    bool step = false;
+    uint64_t order = 0;  // seq for calls, the step number for steps
+    json event;          // all but ts and dur
+  };
+  struct Span {
+    int64_t begin = INT64_MAX, end = INT64_MIN;
+  };
+  std::map<std::pair<uint32_t, uint64_t>, std::vector<Interval>> by_thread;
+  std::map<std::tuple<uint32_t, uint64_t, uint64_t>, Span> steps;  // (pid, tid, step)
+  json counters = json::array();
   for (const Segment& seg : segments) {
     const uint32_t pid = seg.info.pid;
-    for (const auto& p : seg.processes) {
-      if (!processes.insert(p.pid).second) continue;
-      std::string label = std::string(seg.String(p.cmdline));
-      if (p.rank >= 0) label += " (rank " + std::to_string(p.rank) + ")";
-      events.push_back(
-          {{"name", "process_name"}, {"ph", "M"}, {"pid", p.pid}, {"args", {{"name", label}}}});
-    }
     for (const auto& e : seg.torch) {
+      if (e.thread >= seg.threads.size()) continue;
       const uint64_t tid = seg.threads[e.thread].tid;
       if (!filter.Takes(tid, e.ts)) continue;
-      if (threads.insert({pid, tid}).second)
-        events.push_back(
-            {{"name", "thread_name"},
-             {"ph", "M"},
-             {"pid", pid},
-             {"tid", tid},
-             {"args", {{"name", std::string(seg.String(seg.threads[e.thread].name))}}}});
+      threads.try_emplace({pid, tid}, std::string(seg.String(seg.threads[e.thread].name)));
       const int64_t end = e.ts + static_cast<int64_t>(e.duration_ns);
       json args = {{"step", e.step}, {"seq", e.seq}};
       if (e.allocated) args["allocated_mb"] = static_cast<double>(*e.allocated) / (1 << 20);
-      events.push_back({{"name", std::string(seg.String(e.module))},
-                        {"cat", format::TorchStageName(e.stage)},
-                        {"ph", "X"},
-                        {"ts", at(e.ts)},
-                        {"dur", Micros(end - e.ts)},
-                        {"pid", pid},
-                        {"tid", tid},
-                        {"args", std::move(args)}});
+      by_thread[{pid, tid}].push_back({e.ts,
+                                       end,
+                                       false,
+                                       e.seq,
+                                       {{"name", std::string(seg.String(e.module))},
+                                        {"cat", format::TorchStageName(e.stage)},
+                                        {"ph", "X"},
+                                        {"pid", pid},
+                                        {"tid", tid},
+                                        {"args", std::move(args)}}});
       auto& span = steps[{pid, tid, e.step}];
       span.begin = std::min(span.begin, e.ts);
       span.end = std::max(span.end, end);
-      ++calls;
+      ++stats.calls;
     }
     for (const auto& m : seg.memory) {
       if (!filter.TakesTime(m.ts)) continue;  // process-wide: the thread filter does not apply
+      processes.try_emplace(pid);
       json args = {{"rss_mb", static_cast<double>(m.rss) / (1 << 20)}};
       if (m.cuda_allocated)
         args["cuda_allocated_mb"] = static_cast<double>(*m.cuda_allocated) / (1 << 20);
       if (m.cuda_reserved)
         args["cuda_reserved_mb"] = static_cast<double>(*m.cuda_reserved) / (1 << 20);
-      events.push_back({{"name", "memory"},
-                        {"ph", "C"},
-                        {"ts", at(m.ts)},
-                        {"pid", pid},
-                        {"args", std::move(args)}});
+      counters.push_back({{"name", "memory"},
+                          {"ph", "C"},
+                          {"ts", at(m.ts)},
+                          {"pid", pid},
+                          {"args", std::move(args)}});
     }
   }
   for (const auto& [key, span] : steps) {
     const auto& [pid, tid, step] = key;
-    events.push_back({{"name", "step " + std::to_string(step)},
-                      {"cat", "train_step"},
-                      {"ph", "X"},
-                      {"ts", at(span.begin)},
-                      {"dur", Micros(span.end - span.begin)},
-                      {"pid", pid},
-                      {"tid", tid},
-                      {"args", {{"step", step}}}});
+    by_thread[{pid, tid}].push_back({span.begin,
+                                     span.end,
+                                     true,
+                                     step,
+                                     {{"name", "step " + std::to_string(step)},
+                                      {"cat", "train_step"},
+                                      {"ph", "X"},
+                                      {"pid", pid},
+                                      {"tid", tid},
+                                      {"args", {{"step", step}}}}});
   }
+
+  json events = json::array();
+  for (const auto& [key, thread] : by_thread) processes.try_emplace(key.first);
+  for (const auto& [pid, name] : processes) {
+    events.push_back(
+        {{"name", "process_name"},
+         {"ph", "M"},
+         {"pid", pid},
+         {"args", {{"name", name.label.empty() ? "pid " + std::to_string(pid) : name.label}}}});
+    if (name.rank >= 0)
+      events.push_back({{"name", "process_sort_index"},
+                        {"ph", "M"},
+                        {"pid", pid},
+                        {"args", {{"sort_index", name.rank}}}});
+  }
+  for (const auto& [key, name] : threads)
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", key.first},
+                      {"tid", key.second},
+                      {"args",
+                       {{"name", Clean(name.empty() ? "thread" : name) + " (" +
+                                     std::to_string(key.second) + ")"}}}});
+
+  // Nesting in integer nanoseconds: outer intervals first (earlier start, then later end, a
+  // step before a call of the same extent); an interval that starts inside another but ends
+  // after it is cut at that end, so every interval lies inside the one around it. Written in
+  // that order (parent before child), as importers that keep the file's order of equal times
+  // need.
+  for (auto& [key, list] : by_thread) {
+    std::sort(list.begin(), list.end(), [](const Interval& a, const Interval& b) {
+      if (a.ts != b.ts) return a.ts < b.ts;
+      if (a.end != b.end) return a.end > b.end;
+      if (a.step != b.step) return a.step;
+      return a.order < b.order;
+    });
+    std::vector<int64_t> open;  // ends of the enclosing intervals, innermost last
+    for (Interval& iv : list) {
+      while (!open.empty() && open.back() <= iv.ts) open.pop_back();
+      if (!open.empty() && iv.end > open.back()) {
+        iv.end = open.back();
+        ++stats.cut;
+      }
+      open.push_back(iv.end);
+      const double ts = at(iv.ts), end = at(iv.end);
+      iv.event["ts"] = ts;
+      if (end == ts) {
+        // Zero length: an instant, which no importer can take for the start or end of another.
+        iv.event["ph"] = "i";
+        iv.event["s"] = "t";
+      } else {
+        iv.event["dur"] = end - ts;  // exact: both lie on the grid of ChromeTraceMicros
+      }
+      events.push_back(std::move(iv.event));
+    }
+  }
+  for (auto& c : counters) events.push_back(std::move(c));
   json doc = {
       {"traceEvents", std::move(events)},
       {"displayTimeUnit", "ms"},
       {"otherData", {{"exporter", "probing-analyze 0.1.0"}, {"unix_time_ns_at_zero", base}}}};
   out << doc.dump() << '\n';
-  return calls;
+  return stats;
+}
+
+double ChromeTraceMicros(int64_t ns) {
+  // round(ns * 4096 / 1000) without overflow, for ns >= 0.
+  const int64_t units = ns / 1000 * 4096 + ((ns % 1000) * 4096 + 500) / 1000;
+  return static_cast<double>(units) / 4096.0;
 }
 
 }  // namespace probing::analyzer

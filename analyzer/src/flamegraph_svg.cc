@@ -22,6 +22,7 @@ constexpr double kMinWidth = 0.1;  // pixels: narrower frames (and what they hol
 
 struct Node {
   std::string name;
+  std::string stack;  // root first, ';' between frames, this one last (FlameGraphOptions::style)
   uint64_t value = 0;
   std::map<std::string, size_t> children;  // name -> index in the node list
 };
@@ -38,8 +39,10 @@ std::string Escape(std::string_view s) {
       case '\'': out += "&apos;"; break;
       default:
         // XML 1.0 forbids most control characters, even escaped.
-        if (static_cast<unsigned char>(c) < 0x20) out += ' ';
-        else out += c;
+        if (static_cast<unsigned char>(c) < 0x20)
+          out += ' ';
+        else
+          out += c;
     }
   }
   return out;
@@ -94,7 +97,7 @@ void WriteFlameGraphSvg(const FoldedStacks& folded, const FlameGraphOptions& opt
       if (it == nodes[at].children.end()) {
         child = nodes.size();
         nodes[at].children.emplace(part, child);
-        nodes.push_back(Node{part, 0, {}});
+        nodes.push_back(Node{part, at == 0 ? part : nodes[at].stack + ";" + part, 0, {}});
       } else {
         child = it->second;
       }
@@ -160,11 +163,11 @@ void WriteFlameGraphSvg(const FoldedStacks& folded, const FlameGraphOptions& opt
       << "<text id=\"title\" x=\"" << options.width / 2 << "\" y=\"22\">" << Escape(options.title)
       << "</text>\n"
       << "<text id=\"subtitle\" x=\"" << options.width / 2 << "\" y=\"40\">"
-      << Escape(options.subtitle.empty()
-                    ? std::to_string(folded.samples) + " samples"
-                    : options.subtitle)
+      << Escape(options.subtitle.empty() ? std::to_string(folded.samples) + " samples"
+                                         : options.subtitle)
       << "</text>\n"
-      << "<text id=\"unzoom\" class=\"button hide\" x=\"" << kPad << "\" y=\"22\">Reset zoom</text>\n"
+      << "<text id=\"unzoom\" class=\"button hide\" x=\"" << kPad
+      << "\" y=\"22\">Reset zoom</text>\n"
       << "<text id=\"search\" class=\"button\" x=\"" << options.width - kPad - 90
       << "\" y=\"22\">Search</text>\n"
       << "<text id=\"matched\" x=\"" << options.width - kPad - 120 << "\" y=\"" << height - 12
@@ -184,13 +187,17 @@ void WriteFlameGraphSvg(const FoldedStacks& folded, const FlameGraphOptions& opt
     char share[32];
     std::snprintf(share, sizeof share, "%.2f%%", 100.0 * static_cast<double>(n.value) / total);
     const std::string name = Escape(n.name);
+    FrameStyle style;
+    if (options.style) style = options.style(n.stack);
     out << "<g class=\"f\" id=\"f" << id++ << "\" data-x=\"" << p.x << "\" data-n=\"" << n.value
         << "\" data-d=\"" << p.depth << "\" data-name=\"" << name << "\"><title>" << name << " ("
-        << n.value << (n.value == 1 ? " sample, " : " samples, ") << share << ")</title><rect x=\""
+        << n.value << (n.value == 1 ? " sample, " : " samples, ") << share
+        << (style.note.empty() ? "" : "; " + Escape(style.note)) << ")</title><rect x=\""
         << Number(fx) << "\" y=\"" << fy << "\" width=\"" << Number(fw) << "\" height=\""
-        << kFrameHeight - 1 << "\" rx=\"2\" fill=\"" << Colour(n.name, p.label)
-        << "\"/><text x=\"" << Number(fx + 3) << "\" y=\"" << fy + 11 << "\">"
-        << Escape(Fit(n.name, fw)) << "</text></g>\n";
+        << kFrameHeight - 1 << "\" rx=\"2\" fill=\""
+        << (style.fill.empty() ? Colour(n.name, p.label) : Escape(style.fill)) << "\"/><text x=\""
+        << Number(fx + 3) << "\" y=\"" << fy + 11 << "\">" << Escape(Fit(n.name, fw))
+        << "</text></g>\n";
   }
   out << "</g>\n<script type=\"text/ecmascript\"><![CDATA[\n"
       << kFlameGraphScript << "\n]]></script>\n</svg>\n";

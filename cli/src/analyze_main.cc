@@ -13,10 +13,12 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <type_traits>
 
 #include "diagnose_print.h"
 #include "printer.h"
+#include "probing/analyzer/diff.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
 #include "probing/base/files.h"
@@ -313,13 +315,151 @@ probing::Result<std::set<std::pair<int64_t, int64_t>>> SamplesWhere(probing::sql
   limits.read_only = true;
   limits.timeout_s = timeout;
   PROBING_ASSIGN_OR_RETURN(
-      auto r,
-      db.Query("SELECT DISTINCT pid, sample_id FROM python.stacks WHERE " + where, limits));
+      auto r, db.Query("SELECT DISTINCT pid, sample_id FROM python.stacks WHERE " + where, limits));
   std::set<std::pair<int64_t, int64_t>> keep;
   for (const auto& row : r.rows)
     if (auto* pid = std::get_if<int64_t>(&row[0]))
       if (auto* id = std::get_if<int64_t>(&row[1])) keep.emplace(*pid, *id);
   return keep;
+}
+
+// One side of --diff: whatever probing-analyze takes as one input, loaded whole. Nothing
+// readable in it is an error that names the file.
+probing::format::TraceSet LoadOne(const std::string& path) {
+  auto session = OrFail(probing::live::Session::OpenFiles({path}));
+  auto* source = OrFail(session->Segments());
+  auto set = OrFail(probing::live::LoadStreams(*source, {}));
+  if (set.segments.empty()) {
+    std::string why;
+    for (const auto& s : set.sources)
+      if (!s.first_error.empty()) why = ": " + s.first_error;
+    throw std::runtime_error(path + " holds no whole segment: not a recording, or damaged" + why +
+                             " (probing-analyze " + path + " --stats tells what)");
+  }
+  return set;
+}
+
+std::string Points(double change) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%+.3g", change * 100);
+  return buf;
+}
+std::string Percent(double share) { return Human(share * 100) + "%"; }
+std::string SignedMs(double v) { return (v >= 0 ? "+" : "") + Human(v); }
+
+void PrintDiff(const probing::analyzer::Diff& d, const std::string& a, const std::string& b,
+               probing::cli::OutputFormat format) {
+  using probing::cli::OutputFormat;
+  if (format != OutputFormat::kTable) {
+    // Every figure at full precision: (section, name, metric, a, b, change).
+    std::vector<std::vector<Cell>> rows;
+    auto add = [&](const char* section, const std::string& name, const char* metric, double va,
+                   double vb) {
+      rows.push_back({std::string(section), name, std::string(metric), va, vb, vb - va});
+    };
+    auto n = [](uint64_t v) { return static_cast<double>(v); };
+    add("recording", "samples", "count", n(d.samples_a), n(d.samples_b));
+    add("recording", "idle_left_out", "count", n(d.idle_a), n(d.idle_b));
+    add("recording", "steps", "count", n(d.steps_a), n(d.steps_b));
+    for (const auto& f : d.functions) {
+      add("functions", f.name, "self_share", f.self_a, f.self_b);
+      add("functions", f.name, "total_share", f.total_a, f.total_b);
+    }
+    for (const auto& m : d.modules) {
+      add("modules", m.name, "ms_per_step", m.ms_a, m.ms_b);
+      add("modules", m.name, "self_ms_per_step", m.self_ms_a, m.self_ms_b);
+      add("modules", m.name, "calls_per_step", m.calls_a, m.calls_b);
+    }
+    probing::cli::PrintRows(format, {"section", "name", "metric", "a", "b", "change"}, rows,
+                            std::cout);
+    return;
+  }
+  auto side = [](const char* label, const std::string& path, uint64_t samples, uint64_t idle) {
+    std::cout << label << ": " << path << " (" << samples << " samples";
+    if (idle > 0) std::cout << "; " << idle << " idle left out, --idle includes them";
+    std::cout << ")\n";
+  };
+  side("A", a, d.samples_a, d.idle_a);
+  side("B", b, d.samples_b, d.idle_b);
+  constexpr size_t kRows = 20;
+  std::cout << "\nFunctions, biggest change first (share of samples: self where innermost, "
+               "total anywhere on the stack; change in percentage points):\n";
+  std::vector<std::vector<Cell>> rows;
+  for (size_t i = 0; i < d.functions.size() && i < kRows; ++i) {
+    const auto& f = d.functions[i];
+    rows.push_back({Percent(f.self_a), Percent(f.self_b), Points(f.self_b - f.self_a),
+                    Percent(f.total_a), Percent(f.total_b), Points(f.total_b - f.total_a), f.name});
+  }
+  probing::cli::PrintRows(
+      OutputFormat::kTable,
+      {"self_a", "self_b", "self_change", "total_a", "total_b", "total_change", "function"}, rows,
+      std::cout);
+  if (d.functions.size() > kRows)
+    std::cout << "(" << d.functions.size() - kRows
+              << " more functions; --format csv or json lists them all)\n";
+  if (!d.modules_compared) {
+    std::cout << "\nPyTorch modules: not compared ("
+              << (d.steps_a == 0 && d.steps_b == 0 ? "neither recording has"
+                  : d.steps_a == 0                 ? "A has no"
+                                                   : "B has no")
+              << " traced steps)\n";
+    return;
+  }
+  std::cout << "\nPyTorch modules, biggest change first (ms per step; " << d.steps_a
+            << " steps in A, " << d.steps_b << " in B):\n";
+  rows.clear();
+  for (size_t i = 0; i < d.modules.size() && i < kRows; ++i) {
+    const auto& m = d.modules[i];
+    rows.push_back({Human(m.ms_a), Human(m.ms_b), SignedMs(m.ms_b - m.ms_a), Human(m.self_ms_a),
+                    Human(m.self_ms_b), SignedMs(m.self_ms_b - m.self_ms_a), m.name});
+  }
+  probing::cli::PrintRows(
+      OutputFormat::kTable,
+      {"ms_a", "ms_b", "change", "self_ms_a", "self_ms_b", "self_change", "module"}, rows,
+      std::cout);
+  if (d.modules.size() > kRows)
+    std::cout << "(" << d.modules.size() - kRows
+              << " more modules; --format csv or json lists them all)\n";
+}
+
+int RunDiff(const std::vector<std::string>& inputs, probing::cli::OutputFormat format, bool idle,
+            const std::string& svg_path, const std::string& title) {
+  if (inputs.size() != 2) {
+    std::cerr << "probing-analyze: --diff compares two recordings: --diff A B (got "
+              << inputs.size() << ")\n";
+    return 2;
+  }
+  if (svg_path == "-") {
+    std::cerr << "probing-analyze: --diff prints its tables on standard output; -o needs a file "
+                 "for the flame graph\n";
+    return 2;
+  }
+  if (!svg_path.empty()) OrFail(probing::CheckNotAnInput(svg_path, inputs));
+  const auto a = LoadOne(inputs[0]);
+  const auto b = LoadOne(inputs[1]);
+  probing::analyzer::DiffOptions o;
+  o.idle = idle;
+  const auto d = probing::analyzer::DiffRecordings(a.segments, b.segments, o);
+  for (const auto& [path, samples, idle_n] :
+       {std::tuple{inputs[0], d.samples_a, d.idle_a}, std::tuple{inputs[1], d.samples_b, d.idle_b}})
+    if (samples == 0)
+      throw std::runtime_error(
+          path + " has no stack samples with Python frames to compare" +
+          (idle_n > 0 ? " (" + std::to_string(idle_n) + " idle samples left out: --idle takes them)"
+                      : std::string()));
+  PrintDiff(d, inputs[0], inputs[1], format);
+  if (!svg_path.empty()) {
+    probing::analyzer::FlameGraphOptions fo;
+    fo.title =
+        title.empty() ? "Differential flame graph: " + inputs[1] + " against " + inputs[0] : title;
+    fo.subtitle = "B's " + std::to_string(d.samples_b) +
+                  " samples; red: a larger share of the samples than in A, blue: a smaller one";
+    auto out = OrFail(probing::OutputFile::Open(svg_path));
+    probing::analyzer::WriteDiffFlameGraphSvg(d, fo, out->stream());
+    OrFail(out->Commit());
+    std::cerr << "probing-analyze: wrote a differential flame graph to " << out->where() << "\n";
+  }
+  return 0;
 }
 
 int Run(int argc, char** argv) {
@@ -331,7 +471,8 @@ int Run(int argc, char** argv) {
       "\n"
       "  probing-analyze run.ptrace \"SELECT func, count(*) FROM python.stacks GROUP BY func\"\n"
       "  probing-analyze run.ptrace --flamegraph flame.svg --since 10 --until 20\n"
-      "  probing-analyze rank0.ptrace rank1.ptrace --db runs.db"};
+      "  probing-analyze rank0.ptrace rank1.ptrace --db runs.db\n"
+      "  probing-analyze --diff before.ptrace after.ptrace -o diff.svg"};
   app.set_version_flag("--version", "probing-analyze 0.1.0 (trace format v1)");
   std::vector<std::string> inputs;
   app.add_option("inputs", inputs,
@@ -362,7 +503,8 @@ int Run(int argc, char** argv) {
   app.add_option("--speedscope", speedscope_path, "write a speedscope profile (JSON)");
   app.add_option("--chrome-trace", chrome_path,
                  "write the PyTorch module timeline for Perfetto / chrome://tracing (JSON)");
-  app.add_option("--title", title, "the flame graph's title (default: the recorded command)");
+  app.add_option("--title", title,
+                 "the flame graph's title (default: the recorded command; --diff: the two inputs)");
   std::optional<uint64_t> thread;
   std::string since, until, where;
   app.add_option("--thread", thread, "exports: only this thread (OS thread id)");
@@ -374,13 +516,23 @@ int Run(int argc, char** argv) {
                  "exports: only stack samples with a frame matching this SQL condition on "
                  "python.stacks, e.g. \"func = 'forward'\"");
   bool idle = false, lines = false;
-  app.add_flag("--idle", idle,
-               "count idle threads' samples too (the summary's top functions, --flamegraph, "
-               "--folded, --speedscope); by default they are left out and counted. Idle: not "
-               "holding the GIL with a known waiting call innermost (docs/record.md)");
+  app.add_flag(
+      "--idle", idle,
+      "count idle threads' samples too (the summary's top functions, --diff, "
+      "--flamegraph, --folded, --speedscope); by default they are left out and counted. Idle: not "
+      "holding the GIL with a known waiting call innermost (docs/record.md)");
   app.add_flag("--lines", lines,
                "--flamegraph, --folded: a frame per line executed (func (file:line)) rather than "
                "per function");
+  bool diff = false;
+  std::string output_path;
+  app.add_flag("--diff", diff,
+               "compare two recordings, A B (each as inputs are given): functions by the change "
+               "of their share of samples (self and total), PyTorch modules by the change of "
+               "their time per step; --format, --idle, -o");
+  app.add_option("-o,--output", output_path,
+                 "--diff: also write a differential flame graph (SVG): B's, coloured by the "
+                 "change from A (red grown, blue shrunk)");
   bool stragglers = false, hang = false;
   int64_t straggler_steps = 20;
   app.add_flag("--stragglers", stragglers,
@@ -399,6 +551,21 @@ int Run(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
   const auto format = *probing::cli::ParseOutputFormat(format_name);
+  if (diff) {
+    if (!svg_path.empty() || !folded_path.empty() || !speedscope_path.empty() ||
+        !chrome_path.empty() || !db_path.empty() || !table.empty() || stats || stragglers || hang ||
+        thread || !since.empty() || !until.empty() || !where.empty() || lines) {
+      std::cerr << "probing-analyze: --diff takes two recordings and --format, --idle, -o and "
+                   "--title only\n";
+      return 2;
+    }
+    return RunDiff(inputs, format, idle, output_path, title);
+  }
+  if (!output_path.empty()) {
+    std::cerr << "probing-analyze: -o names the differential flame graph of --diff; the other "
+                 "outputs have their own options (--flamegraph OUT.svg, ...)\n";
+    return 2;
+  }
   std::string sql;
   std::error_code ec;
   if (inputs.size() > 1 && !std::filesystem::exists(inputs.back(), ec)) {
@@ -428,11 +595,11 @@ int Run(int argc, char** argv) {
 
   if (stragglers || hang) {
     auto ranks = probing::cluster::RanksOf(std::move(set.segments));
-    return stragglers ? probing::cli::PrintStragglers(
-                            probing::cluster::Stragglers(ranks, straggler_steps), format,
-                            std::cout, std::cerr)
-                      : probing::cli::PrintHang(probing::cluster::HangOf(ranks), format,
-                                                std::cout, std::cerr);
+    return stragglers
+               ? probing::cli::PrintStragglers(probing::cluster::Stragglers(ranks, straggler_steps),
+                                               format, std::cout, std::cerr)
+               : probing::cli::PrintHang(probing::cluster::HangOf(ranks), format, std::cout,
+                                         std::cerr);
   }
 
   std::unique_ptr<probing::sql::Database> db;
@@ -519,18 +686,21 @@ int Run(int argc, char** argv) {
       auto out = OrFail(probing::OutputFile::Open(speedscope_path));
       probing::analyzer::WriteSpeedscope(
           set.segments, filter,
-          summary.processes.empty() ? std::string("probing") : summary.processes[0],
-          out->stream());
+          summary.processes.empty() ? std::string("probing") : summary.processes[0], out->stream());
       OrFail(out->Commit());
       std::cerr << "probing-analyze: wrote a speedscope profile to " << out->where() << "\n";
     }
     if (!chrome_path.empty()) {
       auto out = OrFail(probing::OutputFile::Open(chrome_path));
-      uint64_t calls = probing::analyzer::WriteChromeTrace(set.segments, filter, out->stream());
+      const auto written = probing::analyzer::WriteChromeTrace(set.segments, filter, out->stream());
       OrFail(out->Commit());
-      std::cerr << "probing-analyze: wrote " << calls << " PyTorch calls as a Chrome trace to "
-                << out->where() << (calls == 0 ? " (no python.torch_trace rows matched)" : "")
-                << "\n";
+      std::cerr << "probing-analyze: wrote " << written.calls
+                << " PyTorch calls as a Chrome trace to " << out->where()
+                << (written.calls == 0 ? " (no python.torch_trace rows matched)" : "") << "\n";
+      if (written.cut > 0)
+        std::cerr << "probing-analyze: " << written.cut
+                  << " calls or steps began inside another but ended after it; each was cut at "
+                     "that end, so the trace nests\n";
     }
   }
 

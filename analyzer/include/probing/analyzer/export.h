@@ -1,21 +1,24 @@
 // Exports of recorded data for other tools and for eyes: folded stacks (flamegraph.pl's input),
 // an interactive flame graph SVG of our own, speedscope's file format, and Chrome's trace event
-// format (Perfetto, chrome://tracing) for the PyTorch timeline. Formats: docs/exports.md.
+// format (Perfetto, chrome://tracing) for the PyTorch timeline. Formats: docs/record.md.
 //
 //   SampleFilter f;
 //   f.thread = 4242;
 //   FoldedStacks folded = FoldStacks(set.segments, f);
-//   WriteFolded(folded, std::cout);                      // "MainThread (4242);main (t.py:1);...
-//   17" WriteFlameGraphSvg(folded, FlameGraphOptions{}, svg_file); WriteSpeedscope(set.segments, f,
-//   "train.py", json_file); WriteChromeTrace(set.segments, f, json_file);
+//   WriteFolded(folded, std::cout);  // "MainThread (4242);main (t.py:1);... 17"
+//   WriteFlameGraphSvg(folded, FlameGraphOptions{}, svg_file);
+//   WriteSpeedscope(set.segments, f, "train.py", json_file);
+//   WriteChromeTrace(set.segments, f, json_file);
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <ostream>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -73,10 +76,19 @@ FoldedStacks FoldStacks(const std::vector<const format::Segment*>& segments,
 // Brendan Gregg's folded format: one "frame;frame;frame count" line per distinct stack.
 void WriteFolded(const FoldedStacks& folded, std::ostream& out);
 
+// How one frame is drawn, where the usual (a warm colour from the function's name) will not do.
+struct FrameStyle {
+  std::string fill;  // an SVG colour ("rgb(255,40,40)"); empty: the usual colour
+  std::string note;  // added to the frame's tooltip; empty: nothing
+};
+
 struct FlameGraphOptions {
   std::string title = "Flame graph";
   std::string subtitle;  // a line under the title (what was recorded, filters)
   int width = 1200;      // pixels
+  // Optional: each frame's style, from its stack written as the folded keys are (root first,
+  // ';' between frames, this frame last). A differential flame graph colours by change.
+  std::function<FrameStyle(std::string_view stack)> style;
 };
 
 // A self-contained SVG (no external file or script): click a frame to zoom into it, click the
@@ -91,9 +103,27 @@ void WriteSpeedscope(const std::vector<format::Segment>& segments, const SampleF
                      const std::string& name, std::ostream& out);
 
 // Chrome's trace event format (JSON object form): every python.torch_trace row as a complete
-// event ("X") on its thread, a "step N" event around each step's calls, process and thread
-// names, and memory (RSS, CUDA) as counters. Returns the number of torch calls written.
-uint64_t WriteChromeTrace(const std::vector<format::Segment>& segments, const SampleFilter& filter,
-                          std::ostream& out);
+// event ("X") on its thread, a "step N" event around each step's calls, process names (and
+// ranks as their sort index), thread names, and memory (RSS, CUDA) as counters.
+//
+// Nesting is exact for every reader. Within a thread the intervals (steps, calls, calls inside
+// calls) form a tree in integer nanoseconds; one that starts inside another but ends after it
+// is cut at that end (counted). Times are then written on a binary grid (ChromeTraceMicros),
+// so `ts + dur`, and any difference of times, is exact in double arithmetic (JavaScript's):
+// a child never ends after its parent nor starts before it, and siblings keep their order.
+// A zero-length call is an instant event ("i"), which no importer mistakes for a start or end.
+struct ChromeTraceStats {
+  uint64_t calls = 0;  // torch calls written
+  uint64_t cut = 0;    // intervals cut at the end of the one around them
+};
+ChromeTraceStats WriteChromeTrace(const std::vector<format::Segment>& segments,
+                                  const SampleFilter& filter, std::ostream& out);
+
+// Nanoseconds (>= 0) as the microseconds the Chrome trace writes: the nearest multiple of
+// 1/4096 us (about 0.24 ns). A double holds every such value up to 2^53 / 4096 us (25 days)
+// exactly, so sums and differences of them are exact; and a reader that rounds microseconds
+// to whole nanoseconds (Perfetto) gets the original nanoseconds back, for times and for
+// durations alike (each is off by less than half a nanosecond).
+double ChromeTraceMicros(int64_t ns);
 
 }  // namespace probing::analyzer
