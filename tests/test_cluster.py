@@ -5,6 +5,7 @@ if every rank were on another host. A rank killed mid-way, a rank stopped with S
 holding the GIL are reported as such, never left out. Every process started here is killed at
 the end, also on failure."""
 import json
+import re
 import os
 import signal
 import socket
@@ -180,6 +181,10 @@ def test_a_job_through_this_hosts_ring_directories(job, probing_bin, analyze_bin
     assert r.returncode == 0, r.stderr
     roots = {line.split(";")[0] for line in r.stdout.splitlines()}
     assert roots == {"rank %d (pid %d)" % (k, j.pid(k)) for k in range(4)}
+    r = probing(probing_bin, "-t", j.pid(0), "cluster", "flamegraph", "--folded", "--lines",
+                "--idle", "--duration", "0")
+    assert r.returncode == 0 and "left out" not in r.stderr, r.stderr
+    assert re.search(r";main \(\S*train_ddp\.py:\d+\)", r.stdout), r.stdout[:2000]
 
 
 def test_a_job_only_through_tcp_as_if_on_four_hosts(job, probing_bin):

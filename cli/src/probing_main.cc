@@ -388,19 +388,33 @@ int CmdClusterRecord(const Options& o, const std::string& dir, double duration) 
   return out.coverage.find(';') == std::string::npos ? 0 : 1;
 }
 
+std::string SecondsText(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+
 int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double duration,
-                         int64_t rank) {
+                         int64_t rank, bool idle, bool lines) {
   auto job = Discover(o, "flamegraph");
   auto merged = probing::cluster::StackSamples(job, ClusterOptions(o), rank);
   std::cerr << "probing: " << merged.coverage << "\n";
   probing::analyzer::SampleFilter filter;
   if (duration > 0) filter.since_ns = probing::RealtimeNs() - static_cast<int64_t>(duration * 1e9);
+  filter.idle = idle;
+  filter.lines = lines;
   auto stacks = probing::analyzer::FoldStacks(merged.segments, filter);
   if (stacks.samples == 0)
     throw Failure("no stack samples with Python frames from the job's ranks" +
-                  (duration > 0
-                       ? " in the last " + std::to_string(static_cast<int>(duration)) + " s"
-                       : std::string()));
+                  (duration > 0 ? " in the last " + SecondsText(duration) +
+                                      " s (--duration 0 takes all the rings hold)"
+                                : std::string()) +
+                  (stacks.idle > 0 ? "; " + std::to_string(stacks.idle) +
+                                         " samples of idle threads left out (--idle takes them)"
+                                   : std::string()));
+  if (stacks.idle > 0)
+    std::cerr << "probing: left out " << stacks.idle
+              << " samples of idle threads (--idle takes them)\n";
   // Each stack under its rank ("rank 2 (pid 4242)"), not its process.
   std::map<std::string, uint64_t> by_rank;
   for (const auto& [stack, n] : stacks.stacks) {
@@ -636,12 +650,6 @@ int CmdRecord(const Options& o, live::RecordOptions ro) {
     }
   }
   return 0;
-}
-
-std::string SecondsText(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", s);
-  return buf;
 }
 
 // A flame graph of the stack samples a target holds (the latest `duration` seconds of them).
@@ -982,12 +990,21 @@ int Run(int argc, char** argv) {
       "flamegraph", "one flame graph of every rank's samples, each rank its own root");
   std::string c_flame_out;
   bool c_flame_folded = false;
-  double c_flame_duration = 0;
+  double c_flame_duration = 60;
   int64_t c_flame_rank = -1;
+  bool c_flame_idle = false, c_flame_lines = false;
   c_flame->add_option("-o,--output", c_flame_out, "the file to write (default flamegraph-RUN.svg)");
   c_flame->add_flag("--folded", c_flame_folded, "folded stacks instead of an SVG");
-  c_flame->add_option("--duration", c_flame_duration, "only the latest S seconds of samples")
+  c_flame
+      ->add_option("--duration", c_flame_duration,
+                   "only the latest S seconds of samples (default 60; 0: all the rings hold, "
+                   "start-up included)")
       ->check(CLI::Range(0.0, 1e9));
+  c_flame->add_flag("--idle", c_flame_idle,
+                    "keep idle threads' samples (by default they are left out and counted, as "
+                    "in probing flamegraph)");
+  c_flame->add_flag("--lines", c_flame_lines,
+                    "a frame per line executed (func (file:line)) rather than per function");
   c_flame->add_option("--rank", c_flame_rank, "only this rank");
 
   auto* c_strag = cluster->add_subcommand(
@@ -1083,7 +1100,8 @@ int Run(int argc, char** argv) {
     if (*c_strag) return CmdClusterStragglers(o, c_strag_steps);
     if (*cluster->get_subcommand("hang")) return CmdClusterHang(o);
     if (*c_flame)
-      return CmdClusterFlamegraph(o, c_flame_out, c_flame_folded, c_flame_duration, c_flame_rank);
+      return CmdClusterFlamegraph(o, c_flame_out, c_flame_folded, c_flame_duration, c_flame_rank,
+                                  c_flame_idle, c_flame_lines);
     if (*web) return CmdWeb(o, web_options);
     if (*install) return CmdInstall(o, install_options);
   } catch (const Usage& e) {
