@@ -23,8 +23,8 @@
 #include "printer.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
-#include "probing/base/files.h"
 #include "probing/base/clock.h"
+#include "probing/base/files.h"
 #include "probing/cluster/cluster.h"
 #include "probing/cluster/diagnose.h"
 #include "probing/format/tables.h"
@@ -35,6 +35,7 @@
 #include "probing/live/session.h"
 #include "probing/web/server.h"
 #include "repl.h"
+#include "top.h"
 
 namespace {
 
@@ -194,6 +195,12 @@ int CmdEval(const Options& o, const std::string& code, double timeout) {
 }
 
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+std::string SecondsText(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
 
 int CmdInject(const Options& o, double timeout, const std::string& library,
               const std::vector<std::string>& settings) {
@@ -636,12 +643,6 @@ int CmdRecord(const Options& o, live::RecordOptions ro) {
   return 0;
 }
 
-std::string SecondsText(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", s);
-  return buf;
-}
-
 // A flame graph of the stack samples a target holds (the latest `duration` seconds of them).
 int CmdFlamegraph(const Options& o, std::string out, bool folded, double duration, long thread,
                   bool idle, bool lines) {
@@ -703,6 +704,21 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
   else
     std::cout << "Wrote a flame graph of " << stacks.samples << " samples to " << out
               << " (open it in a browser: click to zoom, Ctrl-F to search)\n";
+  return 0;
+}
+
+// A live view of where the target spends its time (cli/src/top.h), until Ctrl-C.
+int CmdTop(const Options& o, probing::cli::TopOptions to) {
+  auto session = Open(o, "top");
+  to.clear = o.fmt() == OutputFormat::kTable && isatty(STDOUT_FILENO) != 0;
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  auto st = probing::cli::RunTop(*session, to, o.fmt(), g_stop_signal, std::cout, std::cerr);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  OrFail(st);
   return 0;
 }
 
@@ -918,6 +934,26 @@ int Run(int argc, char** argv) {
   flame->add_flag("--lines", flame_lines,
                   "a frame per line executed (func (file:line)) rather than per function");
 
+  auto* top = app.add_subcommand(
+      "top",
+      "where the target spends its time now, refreshed in place: functions by own and total "
+      "share of the last few seconds' stack samples, PyTorch modules per step when traced "
+      "(docs/record.md#probing-top)");
+  probing::cli::TopOptions top_options;
+  top->add_option("--interval", top_options.interval, "seconds between views (default 1)")
+      ->check(CLI::Range(0.05, 3600.0));
+  top->add_option("--window", top_options.window,
+                  "seconds of samples each view covers, up to now (default 5)")
+      ->check(CLI::Range(0.1, 86400.0));
+  top->add_flag("--once", top_options.once,
+                "print one view and exit (for scripts; without a terminal, views otherwise "
+                "follow one another until Ctrl-C)");
+  top->add_flag("--idle", top_options.idle,
+                "keep idle threads' samples (not holding the GIL, in a known waiting call); by "
+                "default they are left out and counted");
+  top->add_option("--limit", top_options.limit, "rows of functions and of modules (default 20)")
+      ->check(CLI::Range(1, 100000));
+
   auto* cluster = app.add_subcommand(
       "cluster",
       "every rank of a distributed job, from any one of them (docs/distributed.md); SQL over "
@@ -1031,6 +1067,7 @@ int Run(int argc, char** argv) {
     if (*flame)
       return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread, flame_idle,
                            flame_lines);
+    if (*top) return CmdTop(o, top_options);
     if (*c_attach) return CmdClusterAttach(o, c_attach_timeout);
     if (*c_list) return CmdClusterList(o);
     if (*c_bt) return CmdClusterBacktrace(o);
