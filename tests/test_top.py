@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import TARGETS, run_probing
+from conftest import FIXTURES, TARGETS, run_probing
 from control_client import wait_for_server
 
 PY = "/usr/bin/python3"
@@ -128,6 +128,10 @@ def test_a_finished_process_shows_its_last_window(target, run, probing_bin, data
         assert "is not running: top shows its last 5 s of samples, once" in r.stderr
         assert "(not running)" in r.stdout.splitlines()[0]
         assert "inner_work (%s)" % (TARGETS / "busy.py") in r.stdout
+    r = run(probing_bin, "-t", FIXTURES / "format_v1.ptrace", "top")  # a recording: the same
+    assert r.returncode == 0, r.stderr
+    assert "is no running process: top shows its last 5 s of samples, once" in r.stderr
+    assert "forward (model.py)" in r.stdout
 
 
 def test_torch_modules_per_step(target, run, probing_bin, data_env):

@@ -201,8 +201,10 @@ Status RunTop(live::Session& target, const TopOptions& options, OutputFormat for
     // A target that ended between Seal and the read still shows the window up to now.
     v.until_ns = v.live ? RealtimeNs() : LastSample(set.segments);
     if (!v.live && first)
-      err << "probing: " << name << " is not running: top shows its last "
-          << Seconds(options.window) << " s of samples, once\n";
+      err << "probing: " << name
+          << (target.kind() == live::TargetKind::kRecording ? " is no running process"
+                                                            : " is not running")
+          << ": top shows its last " << Seconds(options.window) << " s of samples, once\n";
     so.since_ns = v.until_ns - static_cast<int64_t>(options.window * 1e9);
     so.until_ns = v.until_ns;
     analyzer::Summary s = analyzer::Summarize(set.segments, so);
