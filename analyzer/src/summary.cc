@@ -28,9 +28,49 @@ struct ProcessData {
   int32_t rank = -1;
   std::vector<Call> calls;
   std::vector<format::MemoryEvent> memory;
-  std::unordered_map<std::string, uint64_t> funcs;
+  struct Counts {
+    uint64_t own = 0, total = 0;
+  };
+  std::unordered_map<std::string, Counts> funcs;
   uint64_t samples = 0, idle = 0;
+  std::set<uint64_t> threads, busy_threads;  // sampled; with a sample that was not idle
 };
+
+// The name a function has in the top lists: "func (file)".
+std::string FunctionName(const Segment& seg, uint32_t frame) {
+  const auto& f = seg.frames[frame];
+  return std::string(seg.String(f.func)) + " (" + std::string(seg.String(f.file)) + ")";
+}
+
+// Own and total samples per function of one segment's kept samples, counted per call site
+// first (a segment holds the same few stacks many times over). A function appearing twice on
+// one stack (recursion) counts once towards its total.
+void CountFunctions(const Segment& seg, const std::unordered_map<uint32_t, uint64_t>& by_callsite,
+                    ProcessData& pd) {
+  std::unordered_map<uint32_t, std::string> names;  // frame -> name
+  auto name_of = [&](uint32_t frame) -> const std::string& {
+    auto [it, fresh] = names.try_emplace(frame);
+    if (fresh) it->second = FunctionName(seg, frame);
+    return it->second;
+  };
+  std::vector<uint32_t> on_stack;
+  for (const auto& [callsite, n] : by_callsite) {
+    const uint32_t innermost = seg.callsites[callsite].frame;
+    if (innermost >= seg.frames.size()) continue;
+    pd.funcs[name_of(innermost)].own += n;
+    on_stack.clear();
+    for (uint32_t cs = callsite; cs != 0 && cs < seg.callsites.size() && on_stack.size() < 100000;
+         cs = seg.callsites[cs].parent) {
+      const uint32_t frame = seg.callsites[cs].frame;
+      if (frame < seg.frames.size()) on_stack.push_back(frame);
+    }
+    std::set<std::string_view> seen;
+    for (uint32_t frame : on_stack) {
+      const std::string& name = name_of(frame);
+      if (seen.insert(name).second) pd.funcs[name].total += n;
+    }
+  }
+}
 
 // Total length of the union of [ts, end) intervals: nested calls count once.
 double UnionMs(std::vector<std::pair<int64_t, int64_t>> spans) {
@@ -179,6 +219,10 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
   bool have_time = false;
   std::set<std::string> threads, processes;
   std::map<uint32_t, ProcessData> data;
+  auto in_window = [&](int64_t ts) {
+    return (!options.since_ns || ts >= *options.since_ns) &&
+           (!options.until_ns || ts <= *options.until_ns);
+  };
   for (const Segment& seg : segments) {
     if (seg.info.event_count > 0 && (seg.info.first_ts != 0 || seg.info.last_ts != 0)) {
       if (!have_time || seg.info.first_ts < s.first_ts) s.first_ts = seg.info.first_ts;
@@ -211,19 +255,24 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
                      std::string(seg.String(seg.threads[t].name)));
     if (seg.samples.empty() && seg.torch.empty() && seg.memory.empty()) continue;
     ProcessData& pd = data[seg.info.pid];
+    std::unordered_map<uint32_t, uint64_t> by_callsite;
     for (const auto& smp : seg.samples) {
+      if (!in_window(smp.ts)) continue;
       ++pd.samples;
+      const uint64_t tid = smp.thread < seg.threads.size() ? seg.threads[smp.thread].tid : 0;
+      pd.threads.insert(tid);
       if (IsIdleSample(seg, smp)) {
         ++pd.idle;
         if (!options.idle) continue;
+      } else {
+        pd.busy_threads.insert(tid);
       }
       if (smp.callsite == 0 || smp.callsite >= seg.callsites.size()) continue;
-      const auto& cs = seg.callsites[smp.callsite];
-      if (cs.frame >= seg.frames.size()) continue;
-      const auto& f = seg.frames[cs.frame];
-      ++pd.funcs[std::string(seg.String(f.func)) + " (" + std::string(seg.String(f.file)) + ")"];
+      ++by_callsite[smp.callsite];
     }
+    CountFunctions(seg, by_callsite, pd);
     for (const auto& e : seg.torch) {
+      if (!in_window(e.ts)) continue;
       Call c;
       c.ts = e.ts;
       c.end = e.ts + static_cast<int64_t>(e.duration_ns);
@@ -233,7 +282,8 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
       c.name = std::string(seg.String(e.module)) + " " + format::TorchStageName(e.stage);
       pd.calls.push_back(std::move(c));
     }
-    pd.memory.insert(pd.memory.end(), seg.memory.begin(), seg.memory.end());
+    for (const auto& m : seg.memory)
+      if (in_window(m.ts)) pd.memory.push_back(m);
   }
   s.processes.assign(processes.begin(), processes.end());
   s.threads.assign(threads.begin(), threads.end());
@@ -247,9 +297,14 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
     p.samples = pd.samples;
     p.idle_samples = pd.idle;
     p.idle_included = options.idle;
-    for (auto& [name, n] : pd.funcs) p.top_functions.push_back({name, n, 0, 0});
+    p.threads = pd.threads.size();
+    p.idle_threads = pd.threads.size() - pd.busy_threads.size();
+    for (auto& [name, n] : pd.funcs)
+      if (n.own > 0 || options.with_callers)
+        p.top_functions.push_back({name, n.own, 0, 0, n.total});
     std::sort(p.top_functions.begin(), p.top_functions.end(), [](const auto& a, const auto& b) {
-      return a.count != b.count ? a.count > b.count : a.name < b.name;
+      if (a.count != b.count) return a.count > b.count;
+      return a.total != b.total ? a.total > b.total : a.name < b.name;
     });
     if (p.top_functions.size() > options.top) p.top_functions.resize(options.top);
     p.top_modules = ModulesOf(std::move(pd.calls));

@@ -168,6 +168,59 @@ TEST(Summarize, IdleSamplesLeftOutAndCounted) {
   EXPECT_EQ(all.per_process[0].top_functions[0].count, 6u);
 }
 
+// A main thread in leaf() under a recursive rec(), a waiter that only ever waits, and one
+// sample 100 ms later than the rest.
+format::Segment Nested() {
+  SegmentBuilder b(Stream::kStacks, 11);
+  b.SetProcess(format::ProcessInfo::Of(11, kBaseTs, -1, "3.11.2", "python t.py", "h"));
+  uint32_t main_t = b.InternThread(11, b.InternString("MainThread"));
+  uint32_t waiter = b.InternThread(12, b.InternString("waiter"));
+  FrameLine leaf[] = {{"leaf", "t.py", 1, 2},
+                      {"rec", "t.py", 5, 6},
+                      {"rec", "t.py", 5, 7},
+                      {"main", "t.py", 9, 10}};
+  FrameLine rec[] = {{"rec", "t.py", 5, 6}, {"main", "t.py", 9, 10}};
+  FrameLine wait[] = {{"wait", "/usr/lib/python3.11/threading.py", 300, 320},
+                      {"run", "t.py", 12, 13}};
+  for (int i = 0; i < 4; ++i)
+    b.AddStackSample(kBaseTs + i * kMs, main_t, b.InternStack(leaf), format::kSampleHoldsGil);
+  for (int i = 0; i < 2; ++i)
+    b.AddStackSample(kBaseTs + i * kMs, main_t, b.InternStack(rec), format::kSampleHoldsGil);
+  for (int i = 0; i < 3; ++i) b.AddStackSample(kBaseTs + i * kMs, waiter, b.InternStack(wait), 0);
+  b.AddStackSample(kBaseTs + 100 * kMs, main_t, b.InternStack(leaf), format::kSampleHoldsGil);
+  return Seal(b);
+}
+
+TEST(Summarize, OwnAndTotalSamplesInAWindow) {
+  SummaryOptions o;
+  o.since_ns = kBaseTs;
+  o.until_ns = kBaseTs + 50 * kMs;
+  o.with_callers = true;
+  Summary s = Summarize({Nested()}, o);
+  const ProcessSummary& p = s.per_process[0];
+  EXPECT_EQ(p.samples, 9u);  // the later sample is outside the window
+  EXPECT_EQ(p.idle_samples, 3u);
+  EXPECT_EQ(p.threads, 2u);
+  EXPECT_EQ(p.idle_threads, 1u);
+  ASSERT_EQ(p.top_functions.size(), 3u);
+  EXPECT_EQ(p.top_functions[0].name, "leaf (t.py)");
+  EXPECT_EQ(p.top_functions[0].count, 4u);
+  EXPECT_EQ(p.top_functions[0].total, 4u);
+  EXPECT_EQ(p.top_functions[1].name, "rec (t.py)");
+  EXPECT_EQ(p.top_functions[1].count, 2u);
+  EXPECT_EQ(p.top_functions[1].total, 6u);  // twice on the leaf's stacks, counted once
+  EXPECT_EQ(p.top_functions[2].name, "main (t.py)");
+  EXPECT_EQ(p.top_functions[2].count, 0u);
+  EXPECT_EQ(p.top_functions[2].total, 6u);
+
+  // Without the window and the callers: every sample, only innermost functions.
+  Summary all = Summarize({Nested()});
+  EXPECT_EQ(all.per_process[0].samples, 10u);
+  ASSERT_EQ(all.per_process[0].top_functions.size(), 2u);
+  EXPECT_EQ(all.per_process[0].top_functions[0].count, 5u);
+  EXPECT_EQ(all.per_process[0].top_functions[0].total, 5u);
+}
+
 TEST(Summarize, MemoryStartEndPeakAndGrowth) {
   Summary s = Summarize({Waiting()});
   const MemorySummary& m = s.per_process[0].memory;

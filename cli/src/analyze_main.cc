@@ -30,6 +30,7 @@
 namespace {
 
 using probing::cli::Cell;
+using probing::cli::Human;
 
 template <typename T>
 T OrFail(probing::Result<T> r) {
@@ -52,15 +53,6 @@ std::string FormatTime(int64_t ns) {
   return std::string(buf) + ms;
 }
 
-// A number as a person reads it: 3 significant digits, whole numbers from 100 up.
-std::string Human(double v) {
-  char buf[64];
-  if (std::fabs(v) >= 100)
-    std::snprintf(buf, sizeof buf, "%.0f", v);
-  else
-    std::snprintf(buf, sizeof buf, "%.3g", v);
-  return buf;
-}
 std::string Ms(double v) { return Human(v) + " ms"; }
 std::string Mb(double bytes) { return Human(bytes / 1e6) + " MB"; }
 

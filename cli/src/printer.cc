@@ -1,6 +1,8 @@
 #include "printer.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -49,6 +51,15 @@ std::optional<OutputFormat> ParseOutputFormat(const std::string& s) {
   if (s == "json") return OutputFormat::kJson;
   if (s == "jsonl") return OutputFormat::kJsonl;
   return std::nullopt;
+}
+
+std::string Human(double v) {
+  char buf[64];
+  if (std::fabs(v) >= 100)
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
 }
 
 void PrintRows(OutputFormat format, const std::vector<std::string>& columns,

@@ -22,6 +22,9 @@ using probing::Cell;
 
 std::optional<OutputFormat> ParseOutputFormat(const std::string& s);
 
+// A number as a person reads it: 3 significant digits, whole numbers from 100 up.
+std::string Human(double v);
+
 void PrintRows(OutputFormat format, const std::vector<std::string>& columns,
                const std::vector<std::vector<Cell>>& rows, std::ostream& out);
 

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,11 +25,12 @@
 #include "printer.h"
 #include "probing/analyzer/export.h"
 #include "probing/analyzer/summary.h"
-#include "probing/base/files.h"
 #include "probing/base/clock.h"
+#include "probing/base/files.h"
 #include "probing/cluster/cluster.h"
 #include "probing/cluster/diagnose.h"
 #include "probing/format/tables.h"
+#include "probing/live/allocations.h"
 #include "probing/live/inject.h"
 #include "probing/live/rdma.h"
 #include "probing/live/install.h"
@@ -37,6 +39,7 @@
 #include "probing/live/session.h"
 #include "probing/web/server.h"
 #include "repl.h"
+#include "top.h"
 
 namespace {
 
@@ -196,6 +199,12 @@ int CmdEval(const Options& o, const std::string& code, double timeout) {
 }
 
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+std::string SecondsText(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
 
 int CmdInject(const Options& o, double timeout, const std::string& library,
               const std::vector<std::string>& settings) {
@@ -388,12 +397,6 @@ int CmdClusterRecord(const Options& o, const std::string& dir, double duration) 
   return out.coverage.find(';') == std::string::npos ? 0 : 1;
 }
 
-std::string SecondsText(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", s);
-  return buf;
-}
-
 int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double duration,
                          int64_t rank, bool idle, bool lines) {
   auto job = Discover(o, "flamegraph");
@@ -584,6 +587,80 @@ std::string Size(uint64_t bytes) {
   return buf;
 }
 
+// Where Python memory grows: tracemalloc in the target for `interval` seconds, the allocation
+// sites that grew most between a snapshot at the start and one at the end.
+int CmdMemoryTop(const Options& o, double interval, size_t limit) {
+  auto session = Open(o, "memory --top");
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  struct Restore {
+    ~Restore() {
+      signal(SIGINT, SIG_DFL);
+      signal(SIGTERM, SIG_DFL);
+    }
+  } restore;
+  // The target ends the trace by itself should we vanish before the second snapshot.
+  const double guard_s = interval + std::max(60.0, 2 * o.timeout);
+  auto trace = OrFail(live::AllocationTrace::Start(*session, guard_s, limit));
+  if (o.fmt() == OutputFormat::kTable)
+    std::cerr << "probing: tracing the Python allocations of " << session->Describe() << " for "
+              << SecondsText(interval) << " s"
+              << (trace.was_tracing() ? " (with its own tracemalloc, left as it is)"
+                                      : " (tracemalloc started for this, stopped after; "
+                                        "allocation-heavy code runs slower meanwhile)")
+              << "\n";
+  const int64_t until = probing::MonotonicNs() + static_cast<int64_t>(interval * 1e9);
+  while (g_stop_signal.load() == 0 && probing::MonotonicNs() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (g_stop_signal.load() != 0) {
+    auto st = trace.Abandon();
+    throw Failure(std::string("interrupted before the second snapshot; ") +
+                  (st.ok() ? "tracing ended in the target" : "ending it failed: " + st.message()));
+  }
+  auto g = OrFail(trace.Finish());
+  if (o.fmt() != OutputFormat::kTable) {
+    std::vector<std::vector<Cell>> rows;
+    for (const auto& s : g.sites)
+      rows.push_back({s.file, s.line,
+                      s.function.empty() ? Cell(std::monostate{}) : Cell(s.function), s.size_diff,
+                      s.count_diff, s.size, s.count});
+    Print(o, {"file", "line", "function", "size_diff", "count_diff", "size", "count"}, rows);
+    return 0;
+  }
+  auto bytes = [](int64_t n) {
+    char buf[32];
+    const double v = static_cast<double>(n);
+    if (std::abs(n) >= (1 << 20))
+      snprintf(buf, sizeof buf, "%.1f MiB", v / (1 << 20));
+    else if (std::abs(n) >= 1024)
+      snprintf(buf, sizeof buf, "%.1f KiB", v / 1024);
+    else
+      snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(n));
+    return std::string(buf);
+  };
+  std::cout << "Allocation sites that grew over " << SecondsText(std::round(g.seconds * 10) / 10)
+            << " s in " << session->Describe() << ":\n";
+  if (g.sites.empty()) {
+    std::cout << "none: no Python allocation site holds more than it did at the start\n";
+  } else {
+    std::vector<std::vector<Cell>> rows;
+    for (const auto& s : g.sites)
+      rows.push_back({"+" + bytes(s.size_diff),
+                      (s.count_diff >= 0 ? "+" : "") + std::to_string(s.count_diff), bytes(s.size),
+                      s.count,
+                      s.file + ":" + std::to_string(s.line) +
+                          (s.function.empty() ? std::string() : " (" + s.function + ")")});
+    probing::cli::PrintRows(OutputFormat::kTable,
+                            {"size_diff", "count_diff", "size", "count", "site"}, rows, std::cout);
+  }
+  std::cout << g.sites_grown << " site" << (g.sites_grown == 1 ? "" : "s") << " grew, by "
+            << bytes(g.grown_bytes) << " in all; tracemalloc traces " << bytes(g.traced_bytes)
+            << " and uses " << bytes(g.overhead_bytes) << " itself\n";
+  return 0;
+}
+
 int CmdRecord(const Options& o, live::RecordOptions ro) {
   if (ro.output.empty()) throw Usage("record needs -o/--output FILE.ptrace");
   std::unique_ptr<live::Session> session;
@@ -713,6 +790,21 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
   else
     std::cout << "Wrote a flame graph of " << stacks.samples << " samples to " << out
               << " (open it in a browser: click to zoom, Ctrl-F to search)\n";
+  return 0;
+}
+
+// A live view of where the target spends its time (cli/src/top.h), until Ctrl-C.
+int CmdTop(const Options& o, probing::cli::TopOptions to) {
+  auto session = Open(o, "top");
+  to.clear = o.fmt() == OutputFormat::kTable && isatty(STDOUT_FILENO) != 0;
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  auto st = probing::cli::RunTop(*session, to, o.fmt(), g_stop_signal, std::cout, std::cerr);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  OrFail(st);
   return 0;
 }
 
@@ -900,9 +992,23 @@ int Run(int argc, char** argv) {
   std::string sql;
   query->add_option("sql", sql, "one SQL statement (SQLite; now() and interval '5 minutes' work)")
       ->required();
-  auto* mem = app.add_subcommand("memory", "memory now, and its trend, from the target's rings");
+  auto* mem = app.add_subcommand(
+      "memory",
+      "memory now, and its trend, from the target's rings; --top: where Python memory grows");
   int last = 60;
   mem->add_option("--last", last, "how many of the latest samples (one a second)")
+      ->check(CLI::Range(1, 100000));
+  bool mem_top = false;
+  double mem_interval = 5;
+  size_t mem_limit = 10;
+  mem->add_flag("--top", mem_top,
+                "where Python memory grows: start tracemalloc in the target (unless it runs "
+                "already), compare a snapshot now with one --interval seconds later, list the "
+                "allocation sites that grew most, then stop it (docs/memory.md)");
+  mem->add_option("--interval", mem_interval,
+                  "with --top: seconds between the two snapshots (default 5)")
+      ->check(CLI::Range(0.1, 3600.0));
+  mem->add_option("--limit", mem_limit, "with --top: rows (default 10)")
       ->check(CLI::Range(1, 100000));
   auto* list =
       app.add_subcommand("list", "processes with the recorder on (from the data directory)");
@@ -958,6 +1064,26 @@ int Run(int argc, char** argv) {
                   "they are left out and counted");
   flame->add_flag("--lines", flame_lines,
                   "a frame per line executed (func (file:line)) rather than per function");
+
+  auto* top = app.add_subcommand(
+      "top",
+      "where the target spends its time now, refreshed in place: functions by own and total "
+      "share of the last few seconds' stack samples, PyTorch modules per step when traced "
+      "(docs/record.md#probing-top)");
+  probing::cli::TopOptions top_options;
+  top->add_option("--interval", top_options.interval, "seconds between views (default 1)")
+      ->check(CLI::Range(0.05, 3600.0));
+  top->add_option("--window", top_options.window,
+                  "seconds of samples each view covers, up to now (default 5)")
+      ->check(CLI::Range(0.1, 86400.0));
+  top->add_flag("--once", top_options.once,
+                "print one view and exit (for scripts; without a terminal, views otherwise "
+                "follow one another until Ctrl-C)");
+  top->add_flag("--idle", top_options.idle,
+                "keep idle threads' samples (not holding the GIL, in a known waiting call); by "
+                "default they are left out and counted");
+  top->add_option("--limit", top_options.limit, "rows of functions and of modules (default 20)")
+      ->check(CLI::Range(1, 100000));
 
   auto* cluster = app.add_subcommand(
       "cluster",
@@ -1086,13 +1212,18 @@ int Run(int argc, char** argv) {
     }
     if (*cfg) return CmdConfig(o, cfg_arg);
     if (*list) return CmdList(o, gc, gc_all);
-    if (*mem) return CmdMemory(o, last);
+    if (*mem) {
+      if (!mem_top && (mem->count("--interval") > 0 || mem->count("--limit") > 0))
+        throw Usage("memory: --interval and --limit go with --top");
+      return mem_top ? CmdMemoryTop(o, mem_interval, mem_limit) : CmdMemory(o, last);
+    }
     if (*query) return CmdQuery(o, sql);
     if (*rdma) return CmdRdma(o, rdma_root, rdma_interval);
     if (*record) return CmdRecord(o, ro);
     if (*flame)
       return CmdFlamegraph(o, flame_out, flame_folded, flame_duration, flame_thread, flame_idle,
                            flame_lines);
+    if (*top) return CmdTop(o, top_options);
     if (*c_attach) return CmdClusterAttach(o, c_attach_timeout);
     if (*c_list) return CmdClusterList(o);
     if (*c_bt) return CmdClusterBacktrace(o);

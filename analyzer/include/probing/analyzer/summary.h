@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,9 +19,10 @@ namespace probing::analyzer {
 
 struct NamedCount {
   std::string name;
-  uint64_t count = 0;
+  uint64_t count = 0;       // functions: samples where it is innermost (own); modules: calls
   double seconds = 0;       // modules: total duration of the calls
   double self_seconds = 0;  // modules: the same less the calls made inside them (nested modules)
+  uint64_t total = 0;       // functions: samples where it is anywhere on the stack
 };
 
 struct StepTime {
@@ -61,7 +63,10 @@ struct ProcessSummary {
   uint64_t samples = 0;       // stack samples
   uint64_t idle_samples = 0;  // of which idle (IsIdleSample)
   bool idle_included = false;
-  std::vector<NamedCount> top_functions;     // by samples where the function is innermost
+  uint64_t threads = 0;       // threads with stack samples
+  uint64_t idle_threads = 0;  // of which every sample was idle
+  // By samples where the function is innermost (count), then where it is on the stack (total).
+  std::vector<NamedCount> top_functions;
   std::vector<NamedCount> top_modules;       // by total traced duration
   std::vector<NamedCount> top_modules_self;  // by self time
   MemorySummary memory;
@@ -82,6 +87,11 @@ struct SummaryOptions {
   size_t top = 10;     // rows of each top list
   size_t slowest = 5;  // slowest steps listed
   bool idle = false;   // count idle samples among the top functions
+  // Only events in this window (Unix ns, inclusive; a torch call by its start): `probing top`'s
+  // last few seconds. Unset: all.
+  std::optional<int64_t> since_ns, until_ns;
+  // List functions that are never innermost too (the callers, with own 0): `probing top`.
+  bool with_callers = false;
 };
 
 Summary Summarize(const std::vector<format::Segment>& segments, const SummaryOptions& options = {});
