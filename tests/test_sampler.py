@@ -162,9 +162,6 @@ def test_thread_names_are_known_from_the_first_sample(python, target, analyze_bi
     assert names == {"MainThread", "early-0", "early-1", "early-2", "late-0", "late-1"}, names
 
 
-@pytest.mark.xfail(reason="known bug (issue 17, open): now and then, after inject, the "
-                   "recorder's Python worker delivers no thread names or Python memory figures; "
-                   "samples carry the OS names", strict=False)
 def test_thread_names_after_inject(target, probing_bin, analyze_bin):
     t = target("/usr/bin/python3", "zoo.py", 1.5, probing="0")
     t.wait_ready()

@@ -14,21 +14,26 @@
 #include "probing/base/clock.h"
 #include "py_ref.h"
 
+extern "C" void probing_shutdown(void);
+extern "C" void probing_after_fork_child(void);
+
 namespace probing::recorder {
 namespace {
 
 // Runs in the target's interpreter, in a private namespace. Only the standard library.
 constexpr const char* kSetupSource = R"PY(
 # Never import threading here: the thread that first imports it becomes threading's main
-# thread, and this is not the program's main thread.
-import atexit, ctypes, gc, os, sys
+# thread, and this is not the program's main thread. Nor any module the program may not have
+# loaded (ctypes, json): after inject, in a program whose threads keep the GIL busy, every file
+# read of an import gives the GIL away and waits its turn to get it back (seconds, not
+# milliseconds). Only built-in modules and those every interpreter loads at start.
+import atexit, gc, os, sys
 
 # Hooks are registered once per process lineage: a forked child inherits its parent's.
 if not getattr(sys, "_probing_hooks_registered", False):
-    _probing_lib = ctypes.CDLL(_probing_lib_path)
-    atexit.register(_probing_lib.probing_shutdown)
+    atexit.register(_probing_shutdown)
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_probing_lib.probing_after_fork_child)
+        os.register_at_fork(after_in_child=_probing_after_fork_child)
     sys._probing_hooks_registered = True
 
 def _probing_names():
@@ -65,6 +70,27 @@ def _probing_collect():
             metrics = []
     return names, counts, collections, sys.getallocatedblocks(), cuda, metrics
 )PY";
+
+// The exit and fork hooks, as Python callables. The GIL is let go around them (as ctypes did):
+// shutting down waits for the recorder's own threads, which may be waiting for it.
+PyObject* ShutdownFn(PyObject*, PyObject*) {
+  PyThreadState* saved = PyEval_SaveThread();
+  probing_shutdown();
+  PyEval_RestoreThread(saved);
+  Py_RETURN_NONE;
+}
+
+PyObject* AfterForkChildFn(PyObject*, PyObject*) {
+  PyThreadState* saved = PyEval_SaveThread();
+  probing_after_fork_child();
+  PyEval_RestoreThread(saved);
+  Py_RETURN_NONE;
+}
+
+PyMethodDef kShutdownDef = {"probing_shutdown", ShutdownFn, METH_NOARGS,
+                            "seal the recorder's rings (at exit)"};
+PyMethodDef kAfterForkDef = {"probing_after_fork_child", AfterForkChildFn, METH_NOARGS,
+                             "the recorder in a forked child (PROBING=2: its own)"};
 
 bool IsFinalizing() {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -146,10 +172,15 @@ void PythonWorker::Run() {
 
 bool PythonWorker::Setup() {
   std::string why;
-  PyRef path(PyUnicode_FromString(library_path_.c_str()));
-  PyRef ns(path ? static_cast<PyObject*>(
-                      RunPythonSource(kSetupSource, {{"_probing_lib_path", path.get()}}, &why))
-                : nullptr);
+  PyRef shutdown(PyCFunction_New(&kShutdownDef, nullptr));
+  PyRef after_fork(PyCFunction_New(&kAfterForkDef, nullptr));
+  PyRef ns(shutdown && after_fork
+               ? static_cast<PyObject*>(RunPythonSource(
+                     kSetupSource,
+                     {{"_probing_shutdown", shutdown.get()},
+                      {"_probing_after_fork_child", after_fork.get()}},
+                     &why))
+               : nullptr);
   if (!ns) {
     PyErr_Clear();
     Log("Python-side set-up failed (" + why + "); thread names and Python memory figures are off");

@@ -3,7 +3,6 @@
 # the built-in module _probing_recorder, whose C functions (torch_hooks.cc) are the module hooks
 # and keep the step's rows. Standard library and torch only; never imports threading. Nothing
 # here may raise into the user's code: the first failure turns tracing off and is logged once.
-import json
 import os
 import sys
 import time
@@ -417,6 +416,8 @@ class _Job:
                      % (type(e).__name__, e))
 
     def start(self, dist):
+        import json  # here, not at the top: an import may wait long for the GIL (see Setup)
+
         rank, world = dist.get_rank(), dist.get_world_size()
         run_id, local_rank, node, host, pid, port = _rec.job(rank, world)
         self.known = True
@@ -437,6 +438,7 @@ class _Job:
         self.first_read = time.monotonic()
 
     def read(self):
+        import json
         from datetime import timedelta
 
         registered = self.store.add(self.prefix + "registered", 0)
@@ -456,6 +458,8 @@ class _Job:
         self.next_read = now + 2
 
     def publish(self):
+        import json
+
         _rec.members(json.dumps([self.members[r] for r in sorted(self.members)]))
 
 
