@@ -10,7 +10,12 @@ clients sending 200 mixed requests (25 each, spread over the window: the issue's
 target's own ms/step lines are averaged per window; the figure is the median of per-pair ratios
 (loaded / quiet), min and max. --flood sends as fast as the clients can instead.
 
-    python3 bench/control_latency.py [--requests 200] [--pairs 6]
+Idle connections: the owner's GET /info, each on a new connection, while --idle-connections
+connections (opened, nothing sent) are held against the server, and while none are; --blocks
+blocks of 50 requests in turn (ABBA); the medians of each, and the ratio of the medians.
+
+    python3 bench/control_latency.py [--requests 200] [--pairs 6] [--idle-connections 40]
+                                     [--only latency|load|idle]
 """
 import argparse
 import concurrent.futures
@@ -160,15 +165,58 @@ def load(pairs, window, flood):
         p.wait()
 
 
+def idle_connections(held, blocks, per_block=50):
+    p = start([os.path.join(ROOT, "tests", "targets", "many_threads.py"), "600"])
+    try:
+        p.stdout.readline()
+
+        def block():
+            xs = []
+            for _ in range(per_block):
+                c = Unix(p.pid)
+                xs.append(timed(c, "GET", "/info", None))
+                c.close()
+            return xs
+
+        with_idle, without = [], []
+        for i in range(blocks):
+            for idle in ((False, True) if i % 2 == 0 else (True, False)):
+                socks = []
+                if idle:
+                    for _ in range(held):
+                        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                        s.connect("\0probing-%d" % p.pid)
+                        socks.append(s)
+                    time.sleep(0.05)  # the server has accepted them
+                (with_idle if idle else without).extend(block())
+                for s in socks:
+                    s.close()
+        a, b = statistics.median(with_idle), statistics.median(without)
+        print("info on a new connection, %d idle connections held: median %.2f ms (p99 %.2f ms); "
+              "none held: median %.2f ms (p99 %.2f ms); ratio %.2f  [%d blocks of %d]"
+              % (held, a * 1e3, sorted(with_idle)[int(len(with_idle) * 0.99) - 1] * 1e3, b * 1e3,
+                 sorted(without)[int(len(without) * 0.99) - 1] * 1e3, a / b, blocks, per_block))
+    finally:
+        p.kill()
+        p.wait()
+
+
 def main():
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument("--requests", type=int, default=200)
     a.add_argument("--pairs", type=int, default=6)
     a.add_argument("--window", type=float, default=3.0)
     a.add_argument("--flood", action="store_true", help="clients send without pause")
+    a.add_argument("--idle-connections", type=int, default=40)
+    a.add_argument("--blocks", type=int, default=10)
+    a.add_argument("--only", choices=("latency", "load", "idle"))
     args = a.parse_args()
-    latency(args.requests)
-    load(args.pairs, args.window, args.flood)
+    if args.only in (None, "latency"):
+        latency(args.requests)
+    if args.only in (None, "idle"):
+        idle_connections(args.idle_connections, args.blocks)
+    if args.only in (None, "load"):
+        load(args.pairs, args.window, args.flood)
 
 
 if __name__ == "__main__":
