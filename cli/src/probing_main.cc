@@ -397,6 +397,25 @@ int CmdClusterRecord(const Options& o, const std::string& dir, double duration) 
   return out.coverage.find(';') == std::string::npos ? 0 : 1;
 }
 
+// Why a flame graph came out empty: the window it looked at, `extra`, and the idle threads'
+// samples it left out.
+std::string WindowAndIdleNote(const probing::analyzer::FoldedStacks& stacks, double duration,
+                              const std::string& extra) {
+  return (duration > 0 ? " in the last " + SecondsText(duration) +
+                             " s (--duration 0 takes all the rings hold)"
+                       : std::string()) +
+         extra +
+         (stacks.idle > 0 ? "; " + std::to_string(stacks.idle) +
+                                " samples of idle threads left out (--idle takes them)"
+                          : std::string());
+}
+
+void SayIdleLeftOut(const probing::analyzer::FoldedStacks& stacks) {
+  if (stacks.idle > 0)
+    std::cerr << "probing: left out " << stacks.idle
+              << " samples of idle threads (--idle takes them)\n";
+}
+
 int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double duration,
                          int64_t rank, bool idle, bool lines) {
   auto job = Discover(o, "flamegraph");
@@ -409,15 +428,8 @@ int CmdClusterFlamegraph(const Options& o, std::string out, bool folded, double 
   auto stacks = probing::analyzer::FoldStacks(merged.segments, filter);
   if (stacks.samples == 0)
     throw Failure("no stack samples with Python frames from the job's ranks" +
-                  (duration > 0 ? " in the last " + SecondsText(duration) +
-                                      " s (--duration 0 takes all the rings hold)"
-                                : std::string()) +
-                  (stacks.idle > 0 ? "; " + std::to_string(stacks.idle) +
-                                         " samples of idle threads left out (--idle takes them)"
-                                   : std::string()));
-  if (stacks.idle > 0)
-    std::cerr << "probing: left out " << stacks.idle
-              << " samples of idle threads (--idle takes them)\n";
+                  WindowAndIdleNote(stacks, duration, ""));
+  SayIdleLeftOut(stacks);
   // Each stack under its rank ("rank 2 (pid 4242)"), not its process.
   std::map<std::string, uint64_t> by_rank;
   for (const auto& [stack, n] : stacks.stacks) {
@@ -745,16 +757,9 @@ int CmdFlamegraph(const Options& o, std::string out, bool folded, double duratio
   auto stacks = probing::analyzer::FoldStacks(set.segments, filter);
   if (stacks.samples == 0)
     throw Failure("no stack samples with Python frames in " + session->Describe() +
-                  (duration > 0 ? " from the last " + SecondsText(duration) +
-                                      " s (--duration 0 takes all the rings hold)"
-                                : std::string()) +
-                  (thread > 0 ? " for thread " + std::to_string(thread) : std::string()) +
-                  (stacks.idle > 0 ? "; " + std::to_string(stacks.idle) +
-                                         " samples of idle threads left out (--idle takes them)"
-                                   : std::string()));
-  if (stacks.idle > 0)
-    std::cerr << "probing: left out " << stacks.idle
-              << " samples of idle threads (--idle takes them)\n";
+                  WindowAndIdleNote(stacks, duration,
+                                    thread > 0 ? " for thread " + std::to_string(thread) : ""));
+  SayIdleLeftOut(stacks);
   if (folded && out.empty()) out = "-";
   if (out.empty())
     out = "flamegraph-" +
