@@ -13,6 +13,7 @@ torchrun's environment on this machine:
    reading (python.metrics) dated after that moment.
 
     python3 bench/diagnose_latency.py [--runs 5] [--slow-ms 60] [--slow-from 200] [--hang-seconds 5]
+                                      [--only stragglers|hangs]
 """
 import argparse
 import json
@@ -162,7 +163,15 @@ def main():
     p.add_argument("--slow-from", type=int, default=200)
     p.add_argument("--hang-step", type=int, default=30)
     p.add_argument("--hang-seconds", type=int, default=5)
+    p.add_argument("--only", choices=("stragglers", "hangs"))
     args = p.parse_args()
+    if args.only != "hangs":
+        stragglers(args)
+    if args.only != "stragglers":
+        hangs(args)
+
+
+def stragglers(args):
     steps, wrongs = [], 0
     for i in range(args.runs):
         at, wrong = straggler_run(args)
@@ -178,6 +187,9 @@ def main():
           % (len(named), args.runs, statistics.median(named) if named else "-",
              min(named) if named else "-", max(named) if named else "-", wrongs,
              args.runs * args.answers))
+
+
+def hangs(args):
     hangs, metrics = [], []
     for i in range(args.runs):
         named_s, metric_s = hang_run(args)
