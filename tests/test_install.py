@@ -105,3 +105,32 @@ def test_a_process_that_asked_for_a_recorder_is_told_why_it_has_none(run, probin
         for proc in (p, q):
             proc.kill()
             proc.wait()
+
+
+def test_record_of_a_command_says_soon_why_no_recorder_starts(probing_bin, tmp_path):
+    """`probing record -- CMD`: a command that is not Python is said within a second; a Python
+    without the hook gets "waiting" within 2 s, then why and what to run."""
+    venv = make_venv(PY, tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONUSERBASE")}
+    env.update(PROBING_DATA_DIR=str(tmp_path / "data"))
+    procs = {}
+    try:
+        for name, cmd in (("sleep", ["sleep", "30"]),
+                          ("venv", [str(venv), "-c", "import time; time.sleep(30)"])):
+            err = open(tmp_path / (name + ".err"), "w")
+            procs[name] = subprocess.Popen(
+                [str(probing_bin), "record", "-o", str(tmp_path / (name + ".ptrace")), "--", *cmd],
+                stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
+        time.sleep(1.5)
+        said = (tmp_path / "sleep.err").read_text()
+        assert "sleep (process" in said and "does not run Python" in said, said
+        time.sleep(4.5)
+        said = (tmp_path / "venv.err").read_text()
+        assert "waiting for the recorder in %s (process" % venv in said, said
+        assert "still no recorder in %s (process" % venv in said, said
+        assert "its interpreter did not load the start-up hook" in said, said
+        assert "probing install --python %s" % venv in said, said
+    finally:
+        for p in procs.values():
+            os.killpg(p.pid, 9)
+            p.wait()

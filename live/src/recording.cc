@@ -181,7 +181,7 @@ Result<RecordOutcome> Record(Session* session, const RecordOptions& options,
     guard.pid = child;
     const std::string dir = data_dir + "/" + std::to_string(child);
     const std::string what = options.command[0] + " (process " + std::to_string(child) + ")";
-    bool said_waiting = false, said_not_python = false;
+    bool said_waiting = false, said_not_python = false, said_why = false;
     // The recorder creates its rings as the interpreter starts; wait for them, saying so.
     for (;;) {
       std::error_code ec;
@@ -195,11 +195,18 @@ Result<RecordOutcome> Record(Session* session, const RecordOptions& options,
         said_waiting = true;
         on_notice("waiting for the recorder in " + what + " to start (looking for " + dir + ")");
       }
-      if (!said_not_python && waited >= 3 && !LooksLikePython(child)) {
+      // Half a second lets a wrapper (a pyenv shim, a shell script) exec the interpreter.
+      if (!said_not_python && waited >= 0.5 && !LooksLikePython(child)) {
         said_not_python = true;
         on_notice(what +
                   " does not run Python (no python executable or libpython mapped); "
                   "its recorder can start only if it runs a Python interpreter");
+      }
+      if (!said_why && !said_not_python && waited >= 4) {
+        said_why = true;
+        std::string why = NoRecorder(child);
+        const size_t colon = why.find(": ");
+        if (colon != std::string::npos) on_notice("still no recorder in " + what + why.substr(colon));
       }
       if (waited > options.start_timeout || stop.load() != 0)
         return Unavailable(stop.load() != 0
