@@ -443,6 +443,11 @@ def test_api_cluster(ddp):
     assert sg["coverage"] == "2 of 2 ranks answered", sg
     assert sg["problem"] == "" and sorted(x["rank"] for x in sg["ranks"]) == [0, 1], sg
     assert sg["arrival"] == "backward start" and all(x["steps"] == 5 for x in sg["ranks"]), sg
+    # Each rank's arrival per step: the steps compared, in order, and one rank first in each.
+    for x in sg["ranks"]:
+        assert [s for s, _ in x["arrivals"]] == list(range(sg["first_step"], sg["last_step"] + 1))
+    assert all(min(dict(x["arrivals"])[s] for x in sg["ranks"]) == 0
+               for s in range(sg["first_step"], sg["last_step"] + 1)), sg
     assert call(api + "stragglers?steps=0")[0] == 400
     status, hg = call(api + "hang")
     assert status == 200 and [x["state"] for x in hg["ranks"]] == ["ok", "ok"], hg

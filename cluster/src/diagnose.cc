@@ -159,6 +159,7 @@ StragglerReport Stragglers(const std::vector<RankData>& ranks, int64_t steps) {
         }
       }
       late.push_back(step_late);
+      r.per_step.emplace_back(step, step_late);
       r.lateness_max_ms = std::max(r.lateness_max_ms, step_late);
     }
     r.lateness_ms = Median(late);

@@ -206,6 +206,8 @@ try {
     // The straggler table and the hang report (read with the first refresh).
     await waitFor("the straggler table", async () => (await page.locator("#strag-table tbody tr").count()) === 2
       || (await page.locator("#strag-problem").count()) === 1, 30000);
+    if ((await page.locator("#strag-table").count()) === 1)
+      assert.equal(await page.locator("#arrival-heatmap rect.cell").count() % 2, 0, "a row of arrivals per rank");
     await waitFor("the hang report", async () => (await page.locator("#hang-table tbody tr").count()) === 2, 30000);
     report.hang = await text("#hang-verdict");
     await page.screenshot({ path: `${out}/dashboard-cluster-job.png`, fullPage: true });

@@ -215,7 +215,8 @@ void to_json(Json& j, const StragglerRow& v) {
            {"pid", v.pid},         {"late_ms", v.late_ms},
            {"max_late_ms", v.max_late_ms}, {"step_ms", v.step_ms},
            {"steps", v.steps},     {"late", v.late},
-           {"frame", v.frame},     {"frame_share", v.frame_share}};
+           {"frame", v.frame},     {"frame_share", v.frame_share},
+           {"arrivals", v.arrivals}};
 }
 
 void to_json(Json& j, const ClusterStragglersReply& v) {

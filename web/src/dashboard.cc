@@ -607,7 +607,7 @@ HttpReply Dashboard::ClusterApi(const HttpRequest& request, const std::string& r
     out.coverage = coverage;
     for (const auto& r : report.ranks)
       out.ranks.push_back({r.rank, r.host, r.pid, r.lateness_ms, r.lateness_max_ms, r.step_ms,
-                           r.steps, r.late, r.frame, r.frame_share});
+                           r.steps, r.late, r.frame, r.frame_share, r.per_step});
     return JsonReply(ToJson(out));
   }
   if (view == "hang" && get) {

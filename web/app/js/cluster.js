@@ -55,6 +55,36 @@ function heatmap(box, st, width) {
   clear(box, svg);
 }
 
+// Arrival per rank and step: how long after the first rank each one reached the step's
+// meetings (white: with the first; deeper red the later, the deepest at the latest arrival
+// shown, or 20 ms when all are closer than that).
+function arrivalMap(st, width) {
+  const ranks = [...st.ranks].sort((a, b) => a.rank - b.rank);
+  const steps = [...new Set(ranks.flatMap((r) => r.arrivals.map(([step]) => step)))].sort((a, b) => a - b);
+  if (!steps.length) return null;
+  const left = 64;
+  const cw = Math.max(4, Math.min(24, (width - left - 10) / steps.length));
+  const ch = 20;
+  const height = ranks.length * ch + 24;
+  const top = Math.max(20, ...ranks.flatMap((r) => r.arrivals.map(([, ms]) => ms)));
+  const svg = s("svg", { class: "heatmap", id: "arrival-heatmap", width: left + cw * steps.length + 10, height });
+  ranks.forEach((r, i) => {
+    const by = new Map(r.arrivals);
+    svg.append(s("text", { x: left - 8, y: i * ch + 14, "text-anchor": "end" }, "rank " + r.rank));
+    steps.forEach((step, j) => {
+      const ms = by.has(step) ? by.get(step) : null;
+      svg.append(s("rect", {
+        class: "cell", "data-rank": r.rank, "data-step": step, x: left + j * cw, y: i * ch,
+        width: cw - 1, height: ch - 1, fill: ms === null ? "#f3f4f6" : heat(1 + ms / top),
+      }, s("title", {}, ms === null ? `rank ${r.rank} step ${step}: not compared`
+        : `rank ${r.rank} step ${step}: arrived ${fmt.ms(ms / 1000)} after the first rank`)));
+    });
+  });
+  svg.append(s("text", { x: left, y: height - 6 }, "step " + steps[0]));
+  svg.append(s("text", { x: left + cw * steps.length, y: height - 6, "text-anchor": "end" }, "step " + steps[steps.length - 1]));
+  return svg;
+}
+
 export function renderCluster(app, job) {
   const base = `/api/cluster/${encodeURIComponent(job)}`;
   let stopped = false;
@@ -128,7 +158,9 @@ export function renderCluster(app, job) {
         : "No straggler: every rank arrives within 5 ms (or 10% of its step) of the first."),
       resultTable(["rank", "late (ms, median)", "late (ms, max)", "step (ms)", "steps", "where it was while the others waited", "share"],
         st.ranks.map((r) => [r.rank, r.late_ms, r.max_late_ms, r.step_ms, r.steps, r.frame || null, r.frame_share]),
-        { id: "strag-table" }));
+        { id: "strag-table" }),
+      h("p", { class: "muted" }, "Arrival by rank and step: how long after the first rank each one reached the step's meetings (white: with the first, red: later)."),
+      arrivalMap(st, $("strag").clientWidth - 40));
   }
 
   function showHang(hr) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "probing/cluster/cluster.h"
@@ -42,6 +43,7 @@ struct RankLateness {
   std::string frame;           // where its main thread was while the others waited
   double frame_share = 0;      // of its samples in those windows
   bool late = false;           // lateness_ms >= 5 and >= 10% of its step time
+  std::vector<std::pair<int64_t, double>> per_step;  // (step, its lateness in it, ms), in order
 };
 
 struct StragglerReport {

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "probing/base/cell.h"
@@ -287,6 +288,7 @@ struct StragglerRow {
   bool late = false;
   std::string frame;  // where its main thread was while the others waited
   double frame_share = 0;
+  std::vector<std::pair<int64_t, double>> arrivals;  // (step, its lateness in it, ms)
 };
 
 struct ClusterStragglersReply {
