@@ -178,13 +178,25 @@ def test_seed_commands(training, probing_bin, tmp_path):
     assert r.returncode in (0, 1) and (r.stdout.strip() or r.stderr.count("\n") == 1), r
 
 
+def test_seed_max_memory(training, probing_bin):
+    """`probing -t <pid> config probing.max_memory=1GB` (003): a setting, but the rings are
+    mapped at start, so at run time it is refused, saying so and how to set it
+    (PROBING_MAX_MEMORY=1GB at start; tests/test_recorder.py checks the rings under the cap)."""
+    p, data, _ = training
+    r = run(probing_bin, data, "-t", p.pid, "config", "probing.max_memory=1GB")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert "probing.max_memory is read-only at run time" in r.stderr
+    assert "set PROBING_MAX_MEMORY in the target's environment" in r.stderr
+    r = run(probing_bin, data, "-t", p.pid, "config", "probing.max_memory")
+    assert r.returncode == 0 and "probing.max_memory" in r.stdout and "0" in r.stdout, r.stderr
+
+
 NOT_YET = [
     ("SELECT avg(gpu_util) FROM gpu_metrics WHERE timestamp > now() - 60",
      "gpu_metrics: no NVML reader yet"),
     ("SELECT function_name, sum(allocated_bytes) as total_alloc FROM memory_allocations WHERE "
      "timestamp > now() - interval '1 hour' GROUP BY function_name ORDER BY total_alloc DESC",
      "memory_allocations: allocations are not traced yet"),
-    ("probing config probing.max_memory=1GB", "probing.max_memory is not a setting yet"),
     ("PROBING_PORT=8080 python your_training_script.py (no token)",
      "a TCP server without a token (a generated one) is not built yet"),
 ]
