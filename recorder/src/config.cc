@@ -53,9 +53,16 @@ bool ParseSize(const std::string& s, uint64_t* out) {
   static const struct {
     const char* name;
     double bytes;
-  } kUnits[] = {{"", 1},          {"b", 1},           {"kb", 1e3},          {"mb", 1e6},
-                {"gb", 1e9},      {"tb", 1e12},       {"kib", 1024.0},      {"mib", 1048576.0},
-                {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+  } kUnits[] = {{"", 1},
+                {"b", 1},
+                {"kb", 1e3},
+                {"mb", 1e6},
+                {"gb", 1e9},
+                {"tb", 1e12},
+                {"kib", 1024.0},
+                {"mib", 1048576.0},
+                {"gib", 1073741824.0},
+                {"tib", 1099511627776.0}};
   for (const auto& k : kUnits) {
     if (unit != k.name) continue;
     const double bytes = number * k.bytes;
