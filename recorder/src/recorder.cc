@@ -513,6 +513,17 @@ int Recorder::Start() {
   if (Config::Get().banner())
     Log("enabled for process " + std::to_string(pid_) + " (probing -t " + std::to_string(pid_) +
         " backtrace, query, ...; PROBING_BANNER=off hides this line)");
+  if (Config::Get().banner() && server_->tcp_port() != 0) {
+    const std::string port = std::to_string(server_->tcp_port());
+    Log("server listening on 0.0.0.0:" + port +
+        (server_->token_file().empty()
+             ? std::string(" (clients give its PROBING_AUTH_TOKEN)")
+             : "; its token, made now, is in " + server_->token_file() +
+                   " (readable by this user only): probing on this host finds it by itself "
+                   "(probing -t 127.0.0.1:" + port +
+                   " ...), other users and hosts give it with --token or "
+                   "PROBING_AUTH_TOKEN"));
+  }
   return 0;
 }
 
@@ -522,6 +533,8 @@ void Recorder::Shutdown() {
   if (gil_) gil_->Stop();
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_.exchange(true)) return;
+  // The token dies with the process: nobody may learn it from the rings it leaves.
+  if (server_ && !server_->token_file().empty()) unlink(server_->token_file().c_str());
   DrainTorch();
   int64_t now = MonotonicNs();
   if (stacks_.builder) SettleNames(now, true);  // what waited for a name is written as it is
