@@ -151,15 +151,90 @@ def test_tcp_needs_a_token(python, target):
     assert request(port=port, token="s3cret", method="POST", path="/eval", body={"code": "2*3"})[1]["value"] == "6"
 
 
-def test_tcp_stays_closed_without_a_token(python, target):
+def test_tcp_without_a_token_makes_one_for_its_owner(python, target, probing_bin, tmp_path,
+                                                     monkeypatch):
+    """PROBING_PORT alone (the seeds' remote setup): the server listens with a token it made,
+    kept in <ring dir>/token (0600); probing and the Python API on this host find it by
+    themselves, a raw client without it gets 401, and other users (another data directory, a
+    file others could read) still need it."""
+    import json
+    import stat
+
+    from conftest import run_probing
+
     port = _free_port()
-    t = target(python, "serve.py", extra_env={"PROBING_PORT": str(port)})
+    t = target(python, "serve.py", extra_env={"PROBING_PORT": str(port), "PROBING_AUTH_TOKEN": ""})
     t.wait_ready()
     wait_for_server(t.proc.pid)
-    with pytest.raises(ConnectionRefusedError):
-        request(port=port, token="anything")
+    token_file = t.data_dir / str(t.proc.pid) / "token"
+    st = token_file.lstat()
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.getuid()
+    token = token_file.read_text().strip()
+    assert len(token) == 64 and int(token, 16) >= 0
+    info = json.loads((t.data_dir / str(t.proc.pid) / "process.json").read_text())
+    assert info["tcp_port"] == port
+
+    s, r = request(port=port)
+    assert s == 401 and "token" in r["error"]
+    assert request(port=port, token="wrong")[0] == 401
+    assert request(port=port, token=token)[0] == 200
+
+    address = "127.0.0.1:%d" % port
+    monkeypatch.setenv("PROBING_DATA_DIR", str(t.data_dir))
+    r = run_probing(probing_bin, "-t", address, "query", "SELECT count(*) AS n FROM python.stacks")
+    assert r.returncode == 0 and "n" in r.stdout, r.stderr
+    r = run_probing(probing_bin, "-t", "localhost:%d" % port, "eval", "6 * 7")
+    assert r.returncode == 0 and "42" in r.stdout, r.stderr
+    # The Python API, through the same session code.
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c",
+         "import probing; print(probing.connect(address=%r).eval('6 * 7').value)" % address],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONUSERBASE=str(BUILD / "pyuser"), PROBING="0"))
+    assert r.returncode == 0 and r.stdout.strip() == "42", r.stderr
+    # A token file others could read is not ours to trust: not used.
+    token_file.chmod(0o644)
+    r = run_probing(probing_bin, "-t", address, "eval", "1")
+    assert r.returncode != 0 and "a valid token is required" in r.stderr, r.stderr
+    token_file.chmod(0o600)
+    # Another user (here: another data directory) needs the token.
+    monkeypatch.setenv("PROBING_DATA_DIR", str(tmp_path / "elsewhere"))
+    r = run_probing(probing_bin, "-t", address, "eval", "1")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert "a valid token is required" in r.stderr
+    r = run_probing(probing_bin, "-t", address, "eval", "6 * 7", token=token)
+    assert r.returncode == 0 and "42" in r.stdout, r.stderr
+    r = run_probing(probing_bin, "-t", address, "eval", "1", token="wrong")
+    assert r.returncode != 0 and "a valid token is required" in r.stderr
     t.kill()
-    assert "PROBING_AUTH_TOKEN is not set" in t.proc.stderr.read()
+    err = t.proc.stderr.read()
+    assert "probing: server listening on 0.0.0.0:%d; its token, made now, is in %s" % (
+        port, token_file) in err, err
+
+
+def test_tcp_with_a_token_writes_no_token_file(python, target):
+    port = _free_port()
+    t = target(python, "serve.py", extra_env={"PROBING_PORT": str(port), "PROBING_AUTH_TOKEN": "s3"})
+    t.wait_ready()
+    wait_for_server(t.proc.pid)
+    assert request(port=port, token="s3")[0] == 200
+    assert not (t.data_dir / str(t.proc.pid) / "token").exists()
+    t.kill()
+    err = t.proc.stderr.read()
+    assert "probing: server listening on 0.0.0.0:%d (clients give its PROBING_AUTH_TOKEN)" % port in err
+
+
+def test_tcp_line_follows_the_banner_setting(python, target):
+    port = _free_port()
+    t = target(python, "serve.py",
+               extra_env={"PROBING_PORT": str(port), "PROBING_AUTH_TOKEN": "", "PROBING_BANNER": "off"})
+    t.wait_ready()
+    wait_for_server(t.proc.pid)
+    assert request(port=port)[0] == 401
+    assert (t.data_dir / str(t.proc.pid) / "token").exists()
+    t.kill()
+    assert "listening" not in t.proc.stderr.read()
 
 
 def test_gil_held_forever(python, target):

@@ -201,3 +201,49 @@ def test_starting_twice_says_so_and_changes_nothing(python, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0", "1"]
     assert "already running" in r.stderr
+
+
+def _rings_bytes(ring_dir):
+    return sum(p.stat().st_size for p in ring_dir.glob("*.ring"))
+
+
+@pytest.mark.parametrize("env,cap", [
+    ({"PROBING_MAX_MEMORY": "2MB"}, 2_000_000),                             # caps buffer_size
+    ({"PROBING_MAX_MEMORY": "1.5 MiB"}, 1_572_864),
+    ({"PROBING_MAX_MEMORY": "1GB", "PROBING_BUFFER_SIZE": "1024"}, 1 << 20),  # buffer_size is less
+    ({"PROBING_MAX_MEMORY": "0"}, 10000 * 1024),                            # no cap
+])
+def test_max_memory_caps_the_rings_on_disk(python, target, probing_bin, env, cap, monkeypatch):
+    """probing.max_memory (PROBING_MAX_MEMORY, with units): the rings' files together take at
+    most the smaller of it and probing.buffer_size, and not much less; shown by config; refused
+    at run time, since the rings are mapped at start."""
+    from conftest import run_probing
+    from control_client import wait_for_server
+
+    t = target(python, "serve.py", extra_env=env)
+    t.wait_ready()
+    wait_for_server(t.proc.pid)
+    ring_dir = t.data_dir / str(t.proc.pid)
+    total = _rings_bytes(ring_dir)
+    assert 0.9 * cap < total <= cap, (total, cap)
+    monkeypatch.setenv("PROBING_DATA_DIR", str(t.data_dir))
+    r = run_probing(probing_bin, "-t", t.proc.pid, "config", "probing.max_memory")
+    assert r.returncode == 0 and env["PROBING_MAX_MEMORY"] in r.stdout, r.stdout + r.stderr
+    r = run_probing(probing_bin, "-t", t.proc.pid, "config", "probing.max_memory=1GB")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert "probing.max_memory is read-only at run time" in r.stderr
+    assert "PROBING_MAX_MEMORY" in r.stderr
+    assert _rings_bytes(ring_dir) == total
+
+
+@pytest.mark.parametrize("bad", ["lots", "1MB", "12", "1GBs", "-1GB", "2PB"])
+def test_max_memory_bad_values_are_named_and_ignored(target, bad):
+    t = target("/usr/bin/python3", "serve.py", extra_env={"PROBING_MAX_MEMORY": bad})
+    t.wait_ready()
+    total = _rings_bytes(t.data_dir / str(t.proc.pid))
+    t.kill()
+    err = t.proc.stderr.read()
+    assert ("probing: PROBING_MAX_MEMORY=%s ignored: probing.max_memory must be 0 (no cap) or a "
+            "size from 1MiB to 1PiB with a unit: KB, MB, GB, TB (1000-based) or KiB, MiB, GiB, "
+            "TiB (1024-based), e.g. 512MB or 1.5GiB, not '%s'" % (bad, bad)) in err, err
+    assert 0.9 * 10000 * 1024 < total <= 10000 * 1024  # the default: probing.buffer_size alone

@@ -178,15 +178,61 @@ def test_seed_commands(training, probing_bin, tmp_path):
     assert r.returncode in (0, 1) and (r.stdout.strip() or r.stderr.count("\n") == 1), r
 
 
+def test_seed_max_memory(training, probing_bin):
+    """`probing -t <pid> config probing.max_memory=1GB` (003): a setting, but the rings are
+    mapped at start, so at run time it is refused, saying so and how to set it
+    (PROBING_MAX_MEMORY=1GB at start; tests/test_recorder.py checks the rings under the cap)."""
+    p, data, _ = training
+    r = run(probing_bin, data, "-t", p.pid, "config", "probing.max_memory=1GB")
+    assert r.returncode != 0 and r.stderr.count("\n") == 1, r.stderr
+    assert "probing.max_memory is read-only at run time" in r.stderr
+    assert "set PROBING_MAX_MEMORY in the target's environment" in r.stderr
+    r = run(probing_bin, data, "-t", p.pid, "config", "probing.max_memory")
+    assert r.returncode == 0 and "probing.max_memory" in r.stdout and "0" in r.stdout, r.stderr
+
+
+def test_seed_remote_setup_without_a_token(probing_bin, tmp_path):
+    """`PROBING_PORT=8080 python your_training_script.py` (002), no token: the server listens
+    (with a token it made) and says so; `probing $ENDPOINT ...` on the same host needs none."""
+    import subprocess
+    import time
+
+    from conftest import BUILD, TARGETS
+
+    data = tmp_path / "data"
+    port = free_port()
+    env = dict(os.environ, PROBING="1", PROBING_DATA_DIR=str(data), PROBING_PORT=str(port),
+               PYTHONUSERBASE=str(BUILD / "pyuser"), PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    env.pop("PROBING_AUTH_TOKEN", None)
+    p = subprocess.Popen(["/usr/bin/python3", str(TARGETS / "web_train.py"), "300"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        endpoint = "127.0.0.1:%d" % port
+        deadline = time.time() + 30
+        while True:
+            r = run(probing_bin, data, endpoint, "eval", "print('hello')")  # probing $ENDPOINT eval
+            if r.returncode == 0 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.returncode == 0 and "hello" in r.stdout, r.stderr
+        r = run(probing_bin, data, "-t", endpoint, "query",
+                "SELECT module, AVG(duration) FROM python.torch_trace GROUP BY module")
+        assert r.returncode == 0 and "AVG(duration)" in r.stdout, r.stderr
+    finally:
+        p.kill()
+        p.wait()
+    err = p.stderr.read()
+    assert "probing: server listening on 0.0.0.0:%d" % port in err, err
+
+
 NOT_YET = [
     ("SELECT avg(gpu_util) FROM gpu_metrics WHERE timestamp > now() - 60",
      "gpu_metrics: no NVML reader yet"),
     ("SELECT function_name, sum(allocated_bytes) as total_alloc FROM memory_allocations WHERE "
      "timestamp > now() - interval '1 hour' GROUP BY function_name ORDER BY total_alloc DESC",
      "memory_allocations: allocations are not traced yet"),
-    ("probing config probing.max_memory=1GB", "probing.max_memory is not a setting yet"),
-    ("PROBING_PORT=8080 python your_training_script.py (no token)",
-     "a TCP server without a token (a generated one) is not built yet"),
 ]
 
 

@@ -94,8 +94,10 @@ def test_errors_name_what_a_target_cannot_do(served_tcp, tmp_path, probing_bin):
     r = probing(probing_bin, "-t", addr, "query", "SELECT count(*) FROM python.stacks",
                 token="wrong")
     assert r.returncode == 1
-    assert r.stderr == ("probing: a valid token is required: send Authorization: Bearer "
-                        "<PROBING_AUTH_TOKEN>\n")
+    assert r.stderr == ("probing: a valid token is required: send Authorization: Bearer <token> "
+                        "(probing --token or PROBING_AUTH_TOKEN); a recorder started without "
+                        "PROBING_AUTH_TOKEN made one, in the file token of its ring directory, "
+                        "readable by its user only\n")
     r = probing(probing_bin, "-t", addr, "query", "SELECT count(*) FROM python.stacks")
     assert r.returncode == 1 and "a valid token is required" in r.stderr
     rec = tmp_path / "r.ptrace"

@@ -934,7 +934,10 @@ int Run(int argc, char** argv) {
   app.add_option("-t,--target", o.target,
                  "the target: a pid, host:port, a ring directory, or a .ptrace recording")
       ->envname("PROBING_TARGET");
-  app.add_option("--token", o.token, "token for a host:port target")->envname("PROBING_AUTH_TOKEN");
+  app.add_option("--token", o.token,
+                 "token for a host:port target (none: a recorder of yours on this host that "
+                 "made its own lends it)")
+      ->envname("PROBING_AUTH_TOKEN");
   app.add_option("--format", o.format, "how rows are printed: table, csv, json, jsonl")
       ->check(CLI::IsMember({"table", "csv", "json", "jsonl"}));
   app.add_option("--timeout", o.timeout,

@@ -1,8 +1,12 @@
 #include "probing/live/session.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
-#include <unistd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -11,6 +15,7 @@
 #include <regex>
 
 #include "probing/base/files.h"
+#include "probing/live/recorders.h"
 
 namespace probing::live {
 namespace {
@@ -73,6 +78,59 @@ Status CheckRingOwner(const std::string& dir, pid_t pid) {
       "itself as the target to read it anyway)");
 }
 
+// Whether `host` names this machine: a loopback address, localhost, its host name, or one of
+// its interfaces' addresses (as written: no name is looked up).
+bool IsThisHost(const std::string& host) {
+  if (host == "localhost" || host == "::1" || host == "0.0.0.0" || host == "::") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) return true;
+  char name[256] = {0};
+  if (gethostname(name, sizeof name - 1) == 0 && Lower(host) == Lower(name)) return true;
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) return false;
+  bool found = false;
+  for (ifaddrs* i = all; i != nullptr && !found; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    char text[INET6_ADDRSTRLEN] = {0};
+    const int family = i->ifa_addr->sa_family;
+    const void* addr =
+        family == AF_INET    ? static_cast<const void*>(
+                                &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr)
+        : family == AF_INET6 ? static_cast<const void*>(
+                                   &reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr)
+                             : nullptr;
+    if (addr != nullptr && inet_ntop(family, addr, text, sizeof text) != nullptr)
+      found = Lower(host) == text;
+  }
+  freeifaddrs(all);
+  return found;
+}
+
+// The token a recorder of ours on this host made for its TCP port (protocol::kTokenFile in its
+// ring directory) when `endpoint` is that recorder: this host, the port its process.json names,
+// the process alive. "" when there is none to read: the file must be a regular file (never
+// through a symbolic link) of this user, readable by nobody else.
+std::string LocalToken(const Endpoint& endpoint, const std::string& data_dir) {
+  if (!IsThisHost(endpoint.host)) return "";
+  for (const RecorderEntry& e : ListRecorders(data_dir)) {
+    if (!e.alive || e.tcp_port != endpoint.port) continue;
+    auto fd = OpenRegular(e.dir + "/" + std::string(protocol::kTokenFile), Follow::kNo);
+    if (!fd.ok()) continue;
+    struct stat st;
+    if (fstat(fd->get(), &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 077) != 0 ||
+        st.st_size > 1024)
+      continue;
+    std::string token(1024, '\0');
+    const ssize_t n = read(fd->get(), token.data(), token.size());
+    if (n <= 0) continue;
+    token.resize(static_cast<size_t>(n));
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
+      token.pop_back();
+    if (!token.empty()) return token;
+  }
+  return "";
+}
+
 // What a seal request may take before the query goes on without it (the data is then at most
 // about a second old).
 constexpr double kSealTimeoutS = 2;
@@ -132,7 +190,10 @@ Result<std::unique_ptr<Session>> Session::Open(const std::string& target,
   if (errno == EACCES) return CannotOpen(target, EACCES);
   if (auto endpoint = ParseHostPort(target)) {
     s->kind_ = TargetKind::kRemote;
-    s->control_ = std::make_unique<ControlClient>(*endpoint, options.token, timeout);
+    // No token given: a recorder of ours on this host that made its own lends it.
+    if (s->options_.token.empty())
+      s->options_.token = LocalToken(*endpoint, s->options_.data_dir);
+    s->control_ = std::make_unique<ControlClient>(*endpoint, s->options_.token, timeout);
     return s;
   }
   if (target.find('/') != std::string::npos || target.find(".ptrace") != std::string::npos)

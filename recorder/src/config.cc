@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <sstream>
@@ -37,6 +39,40 @@ bool ParseBool(const std::string& s, bool* out) {
   return false;
 }
 
+// A size with a unit: "512MB", "1.5GiB", "1 GB", "1048576" (bytes). KB, MB, GB, TB are 1000-based
+// and KiB, MiB, GiB, TiB 1024-based (IEC); units in any case. False when it is none of these.
+bool ParseSize(const std::string& s, uint64_t* out) {
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  double number;
+  if (i == 0 || !ParseDouble(s.substr(0, i), &number)) return false;
+  size_t u = i;
+  while (u < s.size() && s[u] == ' ') ++u;
+  std::string unit;
+  for (char c : s.substr(u)) unit += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  static const struct {
+    const char* name;
+    double bytes;
+  } kUnits[] = {{"", 1},
+                {"b", 1},
+                {"kb", 1e3},
+                {"mb", 1e6},
+                {"gb", 1e9},
+                {"tb", 1e12},
+                {"kib", 1024.0},
+                {"mib", 1048576.0},
+                {"gib", 1073741824.0},
+                {"tib", 1099511627776.0}};
+  for (const auto& k : kUnits) {
+    if (unit != k.name) continue;
+    const double bytes = number * k.bytes;
+    if (!(bytes >= 0 && bytes < 1.8e19)) return false;
+    *out = static_cast<uint64_t>(bytes);
+    return true;
+  }
+  return false;
+}
+
 std::string DefaultDataDir() { return "/dev/shm/probing-" + std::to_string(getuid()); }
 
 std::string FormatDouble(double d) {
@@ -60,6 +96,11 @@ Config::Config() {
        "total size of the recorder's rings, in KiB (1024 to 4194304); read-only at run time "
        "(PROBING_BUFFER_SIZE at start)",
        "PROBING_BUFFER_SIZE", true},
+      {"probing.max_memory", "0", "0",
+       "cap on the recorder's rings together, with a unit: KB, MB, GB, TB (1000-based) or KiB, "
+       "MiB, GiB, TiB (1024-based), e.g. 512MB, 1.5GiB; 0: no cap; the rings take the smaller "
+       "of this and probing.buffer_size; read-only at run time (PROBING_MAX_MEMORY at start)",
+       "PROBING_MAX_MEMORY", true},
       {"probing.server.port", "0", "0",
        "TCP port of the control server (0 = Unix socket only); read-only at run time "
        "(PROBING_PORT at start)",
@@ -114,6 +155,12 @@ Config::Config() {
        "where the rings live: <data_dir>/<pid>/ (set with PROBING_DATA_DIR at start)",
        "PROBING_DATA_DIR", true},
   };
+}
+
+uint64_t Config::ring_bytes() const {
+  const uint64_t buffer = static_cast<uint64_t>(buffer_kib()) * 1024;
+  const uint64_t cap = max_memory();
+  return cap == 0 ? buffer : std::min(buffer, cap);
 }
 
 std::string Config::torch_exprs() const {
@@ -183,6 +230,14 @@ std::string Config::SetLocked(const std::string& key, const std::string& value, 
       return key + " must be a whole number of KiB from 1024 to 4194304, not '" + value + "'";
     buffer_kib_ = n;
     entry->value = std::to_string(n);
+  } else if (key == "probing.max_memory") {
+    uint64_t n;
+    if (!ParseSize(value, &n) || (n != 0 && (n < kMinMaxMemory || n > kMaxMaxMemory)))
+      return key + " must be 0 (no cap) or a size from 1MiB to 1PiB with a unit: KB, MB, GB, "
+             "TB (1000-based) or KiB, MiB, GiB, TiB (1024-based), e.g. 512MB or 1.5GiB, not '" +
+             value + "'";
+    max_memory_ = n;
+    entry->value = value;
   } else if (key == "probing.server.port") {
     long n;
     if (!ParseLong(value, &n) || n < 0 || n > 65535)

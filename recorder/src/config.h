@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -29,6 +30,10 @@ struct ConfigEntry {
   // environment variable sets it, and setting it at run time is refused, never pretended.
   bool read_only = false;
 };
+
+// probing.max_memory's bounds (other than 0, no cap): 1 MiB, the least buffer_size takes, to 1 PiB.
+inline constexpr uint64_t kMinMaxMemory = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxMaxMemory = uint64_t{1} << 50;
 
 class Config {
  public:
@@ -54,6 +59,11 @@ class Config {
   long locals_value_size() const { return locals_value_size_.load(std::memory_order_relaxed); }
   long locals_frame_size() const { return locals_frame_size_.load(std::memory_order_relaxed); }
   long buffer_kib() const { return buffer_kib_.load(std::memory_order_relaxed); }
+  // probing.max_memory in bytes; 0: no cap.
+  uint64_t max_memory() const { return max_memory_.load(std::memory_order_relaxed); }
+  // What the rings may take together, their headers included: the smaller of
+  // probing.buffer_size and probing.max_memory.
+  uint64_t ring_bytes() const;
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
   // The most of the interpreter's time that control requests needing the GIL may take.
@@ -80,6 +90,7 @@ class Config {
   std::atomic<long> locals_value_size_{200};
   std::atomic<long> locals_frame_size_{4000};
   std::atomic<long> buffer_kib_{10000};
+  std::atomic<uint64_t> max_memory_{0};
   std::atomic<int> hang_seconds_{60};
   live::Retention retention_;  // under mu_
   std::atomic<int> server_port_{0};

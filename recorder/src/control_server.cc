@@ -1,11 +1,13 @@
 #include "control_server.h"
 
 #include <Python.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <sys/socket.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -186,6 +188,51 @@ std::string RandomHex() {
   return out;
 }
 
+// A token for TCP clients when PROBING_AUTH_TOKEN gives none: 32 random bytes from the kernel, as
+// hex. False when the kernel has none to give (then TCP stays closed: a guessable token is none).
+bool GenerateToken(std::string* token, std::string* why) {
+  unsigned char bytes[32];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      *why = std::string("no random bytes for a token: ") + std::strerror(errno);
+      return false;
+    }
+    got += static_cast<size_t>(n);
+  }
+  token->clear();
+  char hex[3];
+  for (unsigned char b : bytes) {
+    std::snprintf(hex, sizeof hex, "%02x", b);
+    *token += hex;
+  }
+  return true;
+}
+
+// Writes `token` to `path`, a new file only its owner can read (0600). Never follows a symbolic
+// link and never writes into a file that was there: one left by an earlier recorder of the same
+// pid (in our own private directory) is removed first.
+bool WriteTokenFile(const std::string& path, const std::string& token, std::string* why) {
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  UniqueFd fd(open(path.c_str(), flags, 0600));
+  if (!fd.valid() && errno == EEXIST && unlink(path.c_str()) == 0)
+    fd = UniqueFd(open(path.c_str(), flags, 0600));
+  if (!fd.valid()) {
+    *why = "cannot create " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  const std::string text = token + "\n";
+  if (fchmod(fd.get(), 0600) != 0 ||
+      write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    *why = "cannot write " + path + ": " + std::strerror(errno);
+    unlink(path.c_str());
+    return false;
+  }
+  return true;
+}
+
 // Starts `fn` on a thread of its own; false (with why) when the system has none to give.
 bool StartThread(std::function<void()> fn, std::string* why) {
   try {
@@ -233,14 +280,28 @@ bool ControlServer::Start(std::string* why) {
   // rank, the address it registers in the job's store.
   if (port != 0 && ctx_.process.local_rank > 0) port += ctx_.process.local_rank;
   if (port != 0) {
+    // Never without a token: TCP without one would let anyone who reaches the port run code
+    // here. Without PROBING_AUTH_TOKEN the server makes its own and leaves it, for its owner
+    // only, in the ring directory, where probing on this host finds it (live/session.cc).
     const char* token = std::getenv("PROBING_AUTH_TOKEN");
-    if (token == nullptr || *token == '\0') {
-      Log("TCP control server not started on port " + std::to_string(port) +
-          ": PROBING_AUTH_TOKEN is not set, and TCP without a token would let anyone run code "
-          "here");
-      return true;
+    if (token != nullptr && *token != '\0') {
+      token_ = token;
+    } else {
+      std::string token_why;
+      const std::string path = ctx_.data_dir + "/" + std::string(protocol::kTokenFile);
+      if (!GenerateToken(&token_, &token_why) || !WriteTokenFile(path, token_, &token_why)) {
+        Log("TCP control server not started on port " + std::to_string(port) + ": " + token_why);
+        token_.clear();
+        return true;
+      }
+      token_file_ = path;
     }
-    token_ = token;
+    // Undoes the TCP part: TCP stays closed, and a token made for it is gone.
+    auto close_tcp = [this] {
+      token_.clear();
+      if (!token_file_.empty()) unlink(token_file_.c_str());
+      token_file_.clear();
+    };
     int tfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1, zero = 0;
     setsockopt(tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -254,12 +315,14 @@ bool ControlServer::Start(std::string* why) {
       Log("TCP control server not started on port " + std::to_string(port) + ": " +
           std::strerror(errno));
       if (tfd >= 0) close(tfd);
+      close_tcp();
       return true;
     }
     std::string thread_why;
     if (!StartThread([this, tfd] { AcceptLoop(tfd, true); }, &thread_why)) {
       Log("TCP control server not started: no thread: " + thread_why);
       close(tfd);
+      close_tcp();
       return true;
     }
     tcp_port_ = port;
@@ -432,7 +495,11 @@ void ControlServer::Serve(int fd, bool tcp, bool trusted) {
       keep = false;
     } else if (tcp && !SameToken(BearerToken(std::string(req[http::field::authorization])),
                                  token_)) {
-      reply = Error(401, "a valid token is required: send Authorization: Bearer <PROBING_AUTH_TOKEN>");
+      reply = Error(401,
+                    "a valid token is required: send Authorization: Bearer <token> (probing "
+                    "--token or PROBING_AUTH_TOKEN); a recorder started without "
+                    "PROBING_AUTH_TOKEN made one, in the file token of its ring directory, "
+                    "readable by its user only");
       keep = false;
     } else if (tcp && !trusted) {
       // Shown the token: counted with the trusted from now on, if there is room.

@@ -1,6 +1,7 @@
 // The recorder's control server: HTTP/1.1 + JSON on the abstract Unix socket @probing-<pid>,
 // answering only the same uid or root (SO_PEERCRED, checked on every connection), and on TCP
-// only when a port is configured and PROBING_AUTH_TOKEN is set (every request must carry it).
+// only when a port is configured, every request carrying the token: PROBING_AUTH_TOKEN, or
+// one it makes and leaves for its owner in <ring dir>/token.
 // Endpoints and wire format: docs/protocol.md and live/protocol.h, whose structs both ends
 // use. HTTP parsing is Boost.Beast's; the accept loops
 // are ours, so credentials are checked before a byte is read.
@@ -60,6 +61,9 @@ class ControlServer {
   std::string socket_name() const;
   // The TCP port it listens on (PROBING_PORT + the local rank); 0 when TCP is off.
   int tcp_port() const { return tcp_port_.load(); }
+  // The file holding the token this server made (no PROBING_AUTH_TOKEN), "<ring dir>/token";
+  // "" when it made none. Constant after Start.
+  const std::string& token_file() const { return token_file_; }
   // The process's identity changed (its rank became known): /info says so from now on.
   void SetProcess(const format::ProcessInfo& process);
   // The job's members as its store lists them (JSON), for GET /cluster.
@@ -96,6 +100,7 @@ class ControlServer {
 
   ServerContext ctx_;
   std::string token_;
+  std::string token_file_;
   std::atomic<int> tcp_port_{0};
   mutable std::mutex identity_mu_;  // guards ctx_.process after start, and members_
   std::string members_;

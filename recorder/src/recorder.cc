@@ -368,9 +368,12 @@ bool Recorder::CreateRings(std::string* why) {
   if (!EnsurePrivateDir(base, why)) return false;
   dir_ = base + "/" + std::to_string(pid_);
   if (!EnsurePrivateDir(dir_, why)) return false;
-  long kib = Config::Get().buffer_kib();
+  // The rings' files together take at most Config::ring_bytes() (probing.buffer_size, capped by
+  // probing.max_memory), their headers included; each ring takes its share of the rest.
+  constexpr int kRings = 6;
+  const uint64_t total = Config::Get().ring_bytes() - kRings * format::kRingHeaderSize;
   auto make = [&](StreamWriter* w, const char* name, Stream stream, uint32_t slot, double share) {
-    uint64_t bytes = static_cast<uint64_t>(static_cast<double>(kib) * 1024 * share);
+    uint64_t bytes = static_cast<uint64_t>(static_cast<double>(total) * share);
     uint32_t count = static_cast<uint32_t>(std::max<uint64_t>(2, bytes / slot));
     auto ring =
         RingWriter::Create(dir_ + "/" + name, {stream, slot, count, static_cast<uint32_t>(pid_)});
@@ -384,7 +387,7 @@ bool Recorder::CreateRings(std::string* why) {
     w->opened_ns = MonotonicNs();
     return true;
   };
-  // Shares of probing.buffer_size.
+  // Shares of `total` (kRings of them).
   return make(&stacks_, "stacks.ring", Stream::kStacks, kStackSlot, 0.65) &&
          make(&memory_, "memory.ring", Stream::kMemory, kMemorySlot, 0.10) &&
          make(&torch_, "torch.ring", Stream::kTorch, kTorchSlot, 0.15) &&
@@ -510,6 +513,17 @@ int Recorder::Start() {
   if (Config::Get().banner())
     Log("enabled for process " + std::to_string(pid_) + " (probing -t " + std::to_string(pid_) +
         " backtrace, query, ...; PROBING_BANNER=off hides this line)");
+  if (Config::Get().banner() && server_->tcp_port() != 0) {
+    const std::string port = std::to_string(server_->tcp_port());
+    Log("server listening on 0.0.0.0:" + port +
+        (server_->token_file().empty()
+             ? std::string(" (clients give its PROBING_AUTH_TOKEN)")
+             : "; its token, made now, is in " + server_->token_file() +
+                   " (readable by this user only): probing on this host finds it by itself "
+                   "(probing -t 127.0.0.1:" + port +
+                   " ...), other users and hosts give it with --token or "
+                   "PROBING_AUTH_TOKEN"));
+  }
   return 0;
 }
 
@@ -519,6 +533,8 @@ void Recorder::Shutdown() {
   if (gil_) gil_->Stop();
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_.exchange(true)) return;
+  // The token dies with the process: nobody may learn it from the rings it leaves.
+  if (server_ && !server_->token_file().empty()) unlink(server_->token_file().c_str());
   DrainTorch();
   int64_t now = MonotonicNs();
   if (stacks_.builder) SettleNames(now, true);  // what waited for a name is written as it is

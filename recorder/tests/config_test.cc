@@ -101,6 +101,57 @@ TEST(Config, EnvironmentSetsKeysAndRejectsBadValues) {
   EXPECT_EQ(Config::Get().server_port(), 0);
 }
 
+TEST(Config, MaxMemoryTakesUnitsIsReadOnlyAtRunTimeAndCapsTheRings) {
+  Config& c = Config::Get();
+  std::string v;
+  ASSERT_TRUE(c.Lookup("probing.max_memory", &v));
+  EXPECT_EQ(v, "0");
+  EXPECT_EQ(c.max_memory(), 0u);
+  EXPECT_EQ(c.Set("probing.max_memory", "1GB"),
+            "probing.max_memory is read-only at run time: it was fixed when the recorder started "
+            "(set PROBING_MAX_MEMORY in the target's environment)");
+  struct Case {
+    const char* text;
+    uint64_t bytes;  // 0: refused
+  } cases[] = {{"512MB", 512000000},   {"1GB", 1000000000},  {"1.5GiB", 1610612736},
+               {"2 MiB", 2097152},     {"4mb", 4000000},     {"1048576", 1048576},
+               {"3000KB", 3000000},    {"1TiB", uint64_t{1} << 40},
+               {"1MB", 0},             {"12", 0},            {"1GBs", 0},
+               {"GB", 0},              {"-1GB", 0},          {"1e9", 0},
+               {"2PB", 0},             {"", 0},              {"1.2.3MB", 0}};
+  for (const Case& k : cases) {
+    setenv("PROBING_MAX_MEMORY", k.text, 1);
+    auto errors = c.LoadEnvironment();
+    if (k.bytes == 0) {
+      if (*k.text == '\0') continue;  // unset: nothing to say
+      ASSERT_EQ(errors.size(), 1u) << k.text;
+      EXPECT_EQ(errors[0], std::string("PROBING_MAX_MEMORY=") + k.text +
+                               " ignored: probing.max_memory must be 0 (no cap) or a size from "
+                               "1MiB to 1PiB with a unit: KB, MB, GB, TB (1000-based) or KiB, "
+                               "MiB, GiB, TiB (1024-based), e.g. 512MB or 1.5GiB, not '" +
+                               k.text + "'");
+    } else {
+      EXPECT_TRUE(errors.empty()) << k.text << ": " << errors[0];
+      EXPECT_EQ(c.max_memory(), k.bytes) << k.text;
+      ASSERT_TRUE(c.Lookup("probing.max_memory", &v));
+      EXPECT_EQ(v, k.text);
+    }
+  }
+  // The rings take the smaller of the two.
+  setenv("PROBING_MAX_MEMORY", "2MiB", 1);
+  setenv("PROBING_BUFFER_SIZE", "10000", 1);
+  EXPECT_TRUE(c.LoadEnvironment().empty());
+  EXPECT_EQ(c.ring_bytes(), 2u << 20);
+  setenv("PROBING_BUFFER_SIZE", "1024", 1);
+  EXPECT_TRUE(c.LoadEnvironment().empty());
+  EXPECT_EQ(c.ring_bytes(), 1u << 20);
+  setenv("PROBING_MAX_MEMORY", "0", 1);
+  EXPECT_TRUE(c.LoadEnvironment().empty());
+  EXPECT_EQ(c.ring_bytes(), 1u << 20);
+  unsetenv("PROBING_MAX_MEMORY");
+  unsetenv("PROBING_BUFFER_SIZE");
+}
+
 TEST(SafeReader, ReadsValidMemoryAndFailsOnBadAddresses) {
   SafeReader r;
   ASSERT_TRUE(r.Available()) << r.why_unavailable();

@@ -41,6 +41,11 @@ inline std::string SocketName(int64_t pid) {
   return std::string(kSocketPrefix) + std::to_string(pid);
 }
 
+// The file in a recorder's ring directory holding the TCP token it made when PROBING_PORT came
+// without PROBING_AUTH_TOKEN: the token and a newline, mode 0600. Clients on the same host read
+// it for a host:port target that is this recorder (Session::Open); it is removed at exit.
+inline constexpr std::string_view kTokenFile = "token";
+
 // Paths (GET unless noted).
 inline constexpr std::string_view kInfoPath = "/info";
 inline constexpr std::string_view kEvalPath = "/eval";  // POST

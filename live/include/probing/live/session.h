@@ -45,7 +45,10 @@ enum class TargetKind {
 const char* TargetKindName(TargetKind kind);  // "process", "ring directory", ...
 
 struct SessionOptions {
-  std::string token;      // for host:port targets (and for nothing else)
+  // For host:port targets (and for nothing else). Empty and the target a live recorder of this
+  // user on this host that made its own token (PROBING_PORT without PROBING_AUTH_TOKEN): that
+  // one, read from its ring directory under data_dir (docs/protocol.md).
+  std::string token;
   double timeout_s = 30;  // every request to a control server, and every SQL query
   std::string data_dir;   // where local recorders write; empty: DefaultDataDir()
 };
