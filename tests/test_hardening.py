@@ -3,15 +3,17 @@ what an adversarial run found, against the real binaries and real targets. Targe
 rings under tmp_path (never /dev/shm) and are killed on every path."""
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
 
-from conftest import FIXTURES, TARGETS, run_probing
+from conftest import BUILD, FIXTURES, TARGETS, run_probing
 
 PY = "/usr/bin/python3"
 NOBODY = 65534
@@ -389,3 +391,61 @@ def test_root_reads_only_rings_of_the_process_user(served, probing_bin, tmp_path
         os.chown(rings, 0, 0)
     r = run_probing(probing_bin, "-t", pid, "query", "SELECT count(*) FROM python.stacks")
     assert r.returncode == 0, r.stderr
+
+
+def recorded_env(data_dir):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update({"PROBING": "1", "PROBING_DATA_DIR": str(data_dir),
+                "PYTHONUSERBASE": str(BUILD / "pyuser"), "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def test_no_threads_to_be_had_turns_the_parts_off_and_the_program_runs():
+    """As nobody with RLIMIT_NPROC at 1 (the kernel enforces it on users without privileges;
+    the process itself uses it up) the recorder gets none of its threads: every part that
+    needs one says so in a line on stderr and stays off, and the program runs to its end."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the target as nobody")
+    # tmp_path's parents are root's (0700); the recorder wants a data directory of its own user.
+    data = tempfile.mkdtemp(prefix="probing-nproc-")
+    os.chown(data, NOBODY, NOBODY)
+
+    def one_process_for_nobody():
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+        as_nobody()
+
+    try:
+        r = subprocess.run([PY, str(TARGETS / "busy.py"), "1", "3"], env=recorded_env(data),
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=one_process_for_nobody)
+        if "Permission denied" in r.stderr and "probing" not in r.stderr:
+            pytest.skip("nobody cannot read this checkout")
+        assert r.returncode == 3, r.stderr
+        assert r.stdout.startswith("ready"), (r.stdout, r.stderr)
+        for off in ("no thread for the recorder's Python work",
+                    "thread names, Python memory figures and PyTorch tracing are off",
+                    "no thread for requests that need the GIL",
+                    "eval, locals and custom tables are off",
+                    "control server off: no thread for the control server",
+                    "no thread for the sampler"):
+            assert off in r.stderr, r.stderr
+        assert "the control server still answers" not in r.stderr, r.stderr  # it is off too
+        # The recorder itself started (its rings are there); only its threads are missing.
+        assert os.listdir(data), r.stderr
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_rings_that_cannot_be_made_leave_the_recorder_off_and_the_program_running(tmp_path):
+    # Under a regular file no directory can be made, not even by root.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = subprocess.run([PY, str(TARGETS / "busy.py"), "0.5", "3"],
+                       env=recorded_env(blocker / "data"), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.startswith("ready"), (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "recorder not started" in lines[0] and str(blocker) in lines[0], \
+        r.stderr

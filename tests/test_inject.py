@@ -193,6 +193,24 @@ def test_no_such_process(probing_bin, env):
     one_line_error(inject(probing_bin, env, 4000000), "no such process 4000000")
 
 
+def test_pid_1_as_root_is_refused_with_the_reason(probing_bin, env):
+    """Root may not trace the namespace's init: the reason in one line, never "run probing as
+    root" to root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    try:
+        init = os.path.basename(os.readlink("/proc/1/exe"))
+    except OSError:
+        init = ""
+    if init.startswith("python"):
+        pytest.skip("pid 1 is a Python process here: the test would inject into it")
+    r = inject(probing_bin, env, 1)
+    one_line_error(r, "process 1")
+    assert "pid 1, the namespace's init" in r.stderr or "not a Python process" in r.stderr, \
+        r.stderr
+    assert "as root" not in r.stderr, r.stderr
+
+
 def test_not_a_python_process(probing_bin, env):
     p = subprocess.Popen(["sleep", "30"])
     try:

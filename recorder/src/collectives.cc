@@ -22,7 +22,9 @@
 namespace probing::recorder {
 namespace {
 
-// Everything here but `progress` runs with the GIL held.
+// Everything here but `progress` runs with the GIL held. The references it holds are taken by
+// hand and kept for the life of the process (entries are never erased): never given back at
+// exit, when the interpreter may already be finalized.
 struct State {
   PythonSink* sink = nullptr;
   PyObject* seq_of = nullptr;  // seq_of(group) -> (group name, its sequence-number method); owned
@@ -64,39 +66,40 @@ uint64_t ThreadId() {
 // read once per call, its element size once per dtype.
 bool Describe(PyObject* t, uint64_t* bytes, uint64_t* numel, std::string* dtype) {
   if (t == nullptr) return false;
-  PyObject* d = PyObject_GetAttr(t, g.s_dtype);
-  if (d == nullptr) {
-    PyErr_Clear();
-    return false;
-  }
-  auto it = g.dtypes.find(d);
-  if (it == g.dtypes.end()) {
-    State::Dtype info;
-    PyObject* s = PyObject_Str(d);
-    const char* c = s != nullptr ? PyUnicode_AsUTF8(s) : nullptr;
-    info.name = c != nullptr ? c : "";
-    Py_XDECREF(s);
-    PyObject* e = PyObject_CallMethodObjArgs(t, g.s_element_size, nullptr);
-    if (e != nullptr && PyLong_Check(e)) info.element_size = PyLong_AsUnsignedLongLong(e);
-    Py_XDECREF(e);
-    if (PyErr_Occurred()) PyErr_Clear();
-    if (info.element_size == 0) {  // not a tensor's dtype
-      Py_DECREF(d);
+  State::Dtype* known;
+  {
+    PyRef d(PyObject_GetAttr(t, g.s_dtype));
+    if (!d) {
+      PyErr_Clear();
       return false;
     }
-    Py_INCREF(d);  // kept: the key must stay this dtype
-    it = g.dtypes.emplace(d, std::move(info)).first;
+    auto it = g.dtypes.find(d.get());
+    if (it == g.dtypes.end()) {
+      State::Dtype info;
+      {
+        PyRef s(PyObject_Str(d.get()));
+        const char* c = s ? PyUnicode_AsUTF8(s.get()) : nullptr;
+        info.name = c != nullptr ? c : "";
+      }
+      {
+        PyRef e(PyObject_CallMethodObjArgs(t, g.s_element_size, nullptr));
+        if (e && PyLong_Check(e.get())) info.element_size = PyLong_AsUnsignedLongLong(e.get());
+      }
+      if (PyErr_Occurred()) PyErr_Clear();
+      if (info.element_size == 0) return false;  // not a tensor's dtype
+      it = g.dtypes.emplace(d.get(), std::move(info)).first;
+      Py_INCREF(d.get());  // the map's, for ever: the key must stay this dtype
+    }
+    known = &it->second;
   }
-  Py_DECREF(d);
-  PyObject* n = PyObject_CallMethodObjArgs(t, g.s_numel, nullptr);
-  const bool ok = n != nullptr && PyLong_Check(n);
+  PyRef n(PyObject_CallMethodObjArgs(t, g.s_numel, nullptr));
+  const bool ok = n && PyLong_Check(n.get());
   if (ok) {
-    const uint64_t elements = PyLong_AsUnsignedLongLong(n);
+    const uint64_t elements = PyLong_AsUnsignedLongLong(n.get());
     *numel += elements;
-    *bytes += elements * it->second.element_size;
-    if (dtype->empty()) *dtype = it->second.name;
+    *bytes += elements * known->element_size;
+    if (dtype->empty()) *dtype = known->name;
   }
-  Py_XDECREF(n);
   if (PyErr_Occurred()) PyErr_Clear();
   return ok;
 }
@@ -127,42 +130,36 @@ PyObject* Arg(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames, Py_ssi
 // The process group a call names (none: the default one), known by name and sequence-number
 // method; null when there is none (not initialized) or it cannot be read. No error is left set.
 const State::Group* GroupOf(PyObject* group) {
-  PyObject* key = group;
-  if (key == nullptr || key == Py_None) {
+  PyRef world;  // the default group, when the call names none; `group` is borrowed otherwise
+  if (group == nullptr || group == Py_None) {
     if (g.world_owner == nullptr) return nullptr;
-    key = PyObject_GetAttr(g.world_owner, g.s_world);
-    if (key == nullptr || key == Py_None) {
-      Py_XDECREF(key);
+    world = PyRef(PyObject_GetAttr(g.world_owner, g.s_world));
+    if (!world || world.get() == Py_None) {
       PyErr_Clear();
       return nullptr;
     }
-  } else {
-    Py_INCREF(key);
+    group = world.get();
   }
-  auto it = g.groups.find(key);
-  if (it != g.groups.end()) {
-    Py_DECREF(key);
-    return &it->second;
-  }
-  if (g.seq_of == nullptr) {
-    Py_DECREF(key);
-    return nullptr;
-  }
-  PyObject* r = PyObject_CallFunctionObjArgs(g.seq_of, key, nullptr);
-  const bool ok = r != nullptr && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 &&
-                  PyUnicode_Check(PyTuple_GET_ITEM(r, 0)) && PyCallable_Check(PyTuple_GET_ITEM(r, 1));
+  auto it = g.groups.find(group);
+  if (it != g.groups.end()) return &it->second;
+  if (g.seq_of == nullptr) return nullptr;
+  PyRef r(PyObject_CallFunctionObjArgs(g.seq_of, group, nullptr));
+  const bool ok = r && PyTuple_Check(r.get()) && PyTuple_GET_SIZE(r.get()) == 2 &&
+                  PyUnicode_Check(PyTuple_GET_ITEM(r.get(), 0)) &&
+                  PyCallable_Check(PyTuple_GET_ITEM(r.get(), 1));
   const State::Group* out = nullptr;
   if (ok) {
-    const char* name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(r, 0));
+    const char* name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(r.get(), 0));
     State::Group info;
     info.name = name != nullptr ? name : "";
-    info.seq = PyTuple_GET_ITEM(r, 1);
-    Py_INCREF(info.seq);
-    out = &g.groups.emplace(key, std::move(info)).first->second;  // keeps the reference to key
-  } else {
-    Py_DECREF(key);
+    info.seq = PyTuple_GET_ITEM(r.get(), 1);
+    auto [pos, added] = g.groups.emplace(group, std::move(info));
+    if (added) {  // the map's, for ever: the group's address is never reused while it is a key
+      Py_INCREF(group);
+      Py_INCREF(pos->second.seq);
+    }
+    out = &pos->second;
   }
-  Py_XDECREF(r);
   if (PyErr_Occurred()) PyErr_Clear();
   return out;
 }
@@ -171,13 +168,12 @@ const State::Group* GroupOf(PyObject* group) {
 bool SeqOf(PyObject* group, std::string* name, uint64_t* seq) {
   const State::Group* info = GroupOf(group);
   if (info == nullptr) return false;
-  PyObject* r = PyObject_CallObject(info->seq, nullptr);
-  const bool ok = r != nullptr && PyLong_Check(r);
+  PyRef r(PyObject_CallObject(info->seq, nullptr));
+  const bool ok = r && PyLong_Check(r.get());
   if (ok) {
     *name = info->name;
-    *seq = PyLong_AsUnsignedLongLong(r);
+    *seq = PyLong_AsUnsignedLongLong(r.get());
   }
-  Py_XDECREF(r);
   if (PyErr_Occurred()) {
     PyErr_Clear();
     return false;
@@ -327,6 +323,7 @@ void Record(CallObject* c, PyObject* const* args, Py_ssize_t n, PyObject* kwname
 void CollectiveCallDealloc(PyObject* self) {
   PyTypeObject* type = Py_TYPE(self);
   auto* c = reinterpret_cast<CallObject*>(self);
+  // The object's own references (NewCollectiveCall).
   Py_XDECREF(c->orig);
   Py_XDECREF(c->op);
   Py_XDECREF(c->payload_kw);
@@ -346,15 +343,20 @@ PyObject* NewCollectiveCall(PyObject*, PyObject* args) {
     return nullptr;
   auto* c = PyObject_New(CallObject, g.call_type);
   if (c == nullptr) return nullptr;
-  for (PyObject* o : {orig, op, payload_kw, group_kw, peer_kw}) Py_INCREF(o);
+  // The object's own references, until CollectiveCallDealloc; a keyword that is None is kept
+  // as null.
+  auto own_keyword = [](PyObject* o) -> PyObject* {
+    if (o == Py_None) return nullptr;
+    Py_INCREF(o);
+    return o;
+  };
+  Py_INCREF(orig);
   c->orig = orig;
+  Py_INCREF(op);
   c->op = op;
-  c->payload_kw = payload_kw == Py_None ? nullptr : payload_kw;
-  c->group_kw = group_kw == Py_None ? nullptr : group_kw;
-  c->peer_kw = peer_kw == Py_None ? nullptr : peer_kw;
-  if (payload_kw == Py_None) Py_DECREF(payload_kw);
-  if (group_kw == Py_None) Py_DECREF(group_kw);
-  if (peer_kw == Py_None) Py_DECREF(peer_kw);
+  c->payload_kw = own_keyword(payload_kw);
+  c->group_kw = own_keyword(group_kw);
+  c->peer_kw = own_keyword(peer_kw);
   c->payload_pos = payload_pos;
   c->group_pos = group_pos;
   c->peer_pos = peer_pos;
@@ -369,6 +371,7 @@ PyObject* NewCollectiveCall(PyObject*, PyObject* args) {
 PyObject* Configure(PyObject*, PyObject* args) {
   PyObject *seq_of, *owner;
   if (!PyArg_ParseTuple(args, "OO", &seq_of, &owner)) return nullptr;
+  // Kept for the life of the process (a later configure replaces them).
   Py_XDECREF(g.seq_of);
   Py_XDECREF(g.world_owner);
   Py_INCREF(seq_of);

@@ -498,7 +498,8 @@ int Recorder::Start() {
   ctx.sampler_counts = [this] { return SamplerCounts(); };
   server_ = std::make_unique<ControlServer>(std::move(ctx));
   std::string server_why;
-  if (!server_->Start(&server_why)) Log("control server off: " + server_why);
+  const bool serving = server_->Start(&server_why);
+  if (!serving) Log("control server off: " + server_why);
   {
     std::lock_guard<std::mutex> lock(mu_);
     WriteMetadata();  // again, with the TCP port it listens on
@@ -506,8 +507,8 @@ int Recorder::Start() {
   try {
     std::thread([this] { SamplerLoop(); }).detach();
   } catch (const std::exception& e) {
-    Log(std::string("no thread for the sampler (") + e.what() +
-        "): nothing is recorded; the control server still answers");
+    Log(std::string("no thread for the sampler (") + e.what() + "): nothing is recorded" +
+        (serving ? "; the control server still answers" : ""));
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (Config::Get().banner())

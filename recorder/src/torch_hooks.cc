@@ -44,6 +44,9 @@ struct Row {
   uint64_t allocated = 0, max_allocated = 0, cached = 0;
 };
 
+// Kept in State::modules, which lives as long as the process: its references are given back by
+// hand when an entry goes (LookupName), never at exit, when the interpreter may already be gone
+// (a PyRef here would decref at static destruction).
 struct ModuleName {
   PyObject* weakref;  // owned
   uint32_t name;
@@ -64,7 +67,10 @@ struct Edge {
   bool start;
 };
 
-// Everything below is touched with the GIL held only.
+// Everything below is touched with the GIL held only. The references it holds are taken by hand
+// and kept for the life of the process (the configured callables, the interned names, the two
+// types) or until the step ends (slots): never given back at exit, when the interpreter may
+// already be finalized.
 struct State {
   PythonSink* sink = nullptr;
   // Set once by configure().
@@ -84,7 +90,7 @@ struct State {
   bool backward_queued = false;
   std::vector<Row> rows, backward;
   std::vector<Edge> edges;
-  std::unordered_map<PyObject*, SlotObject*> slots;  // tensor -> slot (owned)
+  std::unordered_map<PyObject*, SlotObject*> slots;  // tensor -> slot (owned; ResetStep)
   std::unordered_map<PyObject*, ModuleName> modules;
   std::deque<std::string> names;  // interned, never removed: each distinct name once
   std::unordered_map<std::string, uint32_t> name_ids;
@@ -118,7 +124,7 @@ bool LookupName(PyObject* module, uint32_t* out) {
   auto it = g.modules.find(module);
   if (it == g.modules.end()) return false;
   if (compat::WeakTarget(it->second.weakref) != module) {  // freed, address reused
-    Py_DECREF(it->second.weakref);
+    Py_DECREF(it->second.weakref);  // the map's reference
     g.modules.erase(it);
     return false;
   }
@@ -130,19 +136,22 @@ bool LookupName(PyObject* module, uint32_t* out) {
 uint32_t NameOf(PyObject* module, const std::vector<int64_t>& stack) {
   uint32_t name;
   if (LookupName(module, &name)) return name;
-  PyObject* parent = Py_None;
+  PyRef parent;  // the innermost traced call's name; none (None to resolve) when outermost
   for (auto it = stack.rbegin(); it != stack.rend(); ++it) {
     if (*it >= 0) {
-      parent = PyUnicode_FromString(g.names[g.rows[static_cast<size_t>(*it)].name].c_str());
+      parent = PyRef(PyUnicode_FromString(g.names[g.rows[static_cast<size_t>(*it)].name].c_str()));
+      if (!parent) {  // no memory: named by its type, as when resolve fails
+        PyErr_Clear();
+        return Intern(Py_TYPE(module)->tp_name);
+      }
       break;
     }
   }
-  if (parent == Py_None) Py_INCREF(parent);
-  PyObject* pairs = PyObject_CallFunctionObjArgs(g.resolve, module, parent, nullptr);
-  Py_DECREF(parent);
-  if (pairs != nullptr && PyList_Check(pairs)) {
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs); ++i) {
-      PyObject* p = PyList_GET_ITEM(pairs, i);
+  PyRef pairs(PyObject_CallFunctionObjArgs(g.resolve, module, parent ? parent.get() : Py_None,
+                                           nullptr));
+  if (pairs && PyList_Check(pairs.get())) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pairs.get()); ++i) {
+      PyObject* p = PyList_GET_ITEM(pairs.get(), i);
       if (!PyTuple_Check(p) || PyTuple_GET_SIZE(p) != 2) continue;
       PyObject* m = PyTuple_GET_ITEM(p, 0);
       const char* n = PyUnicode_AsUTF8(PyTuple_GET_ITEM(p, 1));
@@ -152,15 +161,16 @@ uint32_t NameOf(PyObject* module, const std::vector<int64_t>& stack) {
       }
       uint32_t existing;
       if (LookupName(m, &existing)) continue;
-      PyObject* wr = PyWeakref_NewRef(m, nullptr);
-      if (wr == nullptr) {
+      PyRef wr(PyWeakref_NewRef(m, nullptr));
+      if (!wr) {
         PyErr_Clear();
         continue;
       }
-      g.modules[m] = {wr, Intern(n)};
+      g.modules[m] = {wr.get(), Intern(n)};
+      wr.release();  // to the map
     }
   }
-  Py_XDECREF(pairs);
+  pairs = PyRef();
   PyErr_Clear();
   if (LookupName(module, &name)) return name;
   return Intern(Py_TYPE(module)->tp_name);
@@ -184,67 +194,63 @@ PyObject* FirstTensor(PyObject* v) {  // borrowed or null
 }
 
 bool RequiresGrad(PyObject* t) {
-  PyObject* r = PyObject_GetAttr(t, g.s_requires_grad);
-  if (r == nullptr) {
+  PyRef r(PyObject_GetAttr(t, g.s_requires_grad));
+  if (!r) {
     PyErr_Clear();
     return false;
   }
-  bool yes = r == Py_True;
-  Py_DECREF(r);
-  return yes;
+  return r.get() == Py_True;
 }
 
-// The slot of `tensor` for this step, creating it and hooking it into autograd on first use.
+// The slot of `tensor` for this step, creating it and hooking it into autograd on first use;
+// null (and no error set) when it cannot. Borrowed: State::slots holds it until the step ends.
 SlotObject* SlotFor(PyObject* tensor) {
   auto it = g.slots.find(tensor);
   if (it != g.slots.end() && compat::WeakTarget(it->second->weakref) == tensor) return it->second;
-  auto* slot = PyObject_New(SlotObject, g.slot_type);
-  if (slot == nullptr) return nullptr;
+  PyRef owned(reinterpret_cast<PyObject*>(PyObject_New(SlotObject, g.slot_type)));
+  if (!owned) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  auto* slot = reinterpret_cast<SlotObject*>(owned.get());
   slot->generation = g.generation;
   slot->edges = -1;
-  slot->weakref = PyWeakref_NewRef(tensor, nullptr);
+  slot->weakref = PyWeakref_NewRef(tensor, nullptr);  // the slot's own (SlotDealloc)
   if (slot->weakref == nullptr) {
-    Py_DECREF(slot);
+    PyErr_Clear();
     return nullptr;
   }
   bool hooked = false;
   if (g.fast_hooks) {
     // What Tensor.register_hook does on torch 1.x, without its handle and checks.
-    PyObject* hooks = PyObject_GetAttr(tensor, g.s_backward_hooks);
-    if (hooks == Py_None) {
-      Py_DECREF(hooks);
-      hooks = PyDict_New();
-      PyObject* gf = nullptr;
-      if (hooks != nullptr && PyObject_SetAttr(tensor, g.s_backward_hooks, hooks) == 0 &&
-          (gf = PyObject_GetAttr(tensor, g.s_grad_fn)) != nullptr) {
-        if (gf != Py_None) {
-          PyObject* r = PyObject_CallMethodObjArgs(gf, g.s_register_hook_dict, tensor, nullptr);
-          Py_XDECREF(r);
+    PyRef hooks(PyObject_GetAttr(tensor, g.s_backward_hooks));
+    if (hooks.get() == Py_None) {
+      hooks = PyRef(PyDict_New());
+      if (hooks && PyObject_SetAttr(tensor, g.s_backward_hooks, hooks.get()) == 0) {
+        PyRef gf(PyObject_GetAttr(tensor, g.s_grad_fn));
+        if (gf && gf.get() != Py_None) {
+          PyRef r(PyObject_CallMethodObjArgs(gf.get(), g.s_register_hook_dict, tensor, nullptr));
         }
       }
-      Py_XDECREF(gf);
     }
-    hooked = hooks != nullptr && !PyErr_Occurred() && PyDict_Check(hooks) &&
-             PyDict_SetItem(hooks, reinterpret_cast<PyObject*>(slot),
-                            reinterpret_cast<PyObject*>(slot)) == 0;
-    Py_XDECREF(hooks);
+    hooked = hooks && !PyErr_Occurred() && PyDict_Check(hooks.get()) &&
+             PyDict_SetItem(hooks.get(), owned.get(), owned.get()) == 0;
     PyErr_Clear();
   }
   if (!hooked) {
-    PyObject* r = PyObject_CallMethodObjArgs(tensor, g.s_register_hook, slot, nullptr);
-    if (r == nullptr) {
+    PyRef r(PyObject_CallMethodObjArgs(tensor, g.s_register_hook, owned.get(), nullptr));
+    if (!r) {
       PyErr_Clear();
-      Py_DECREF(slot);
       return nullptr;
     }
-    Py_DECREF(r);
   }
   if (it != g.slots.end()) {
-    Py_DECREF(it->second);
+    Py_DECREF(it->second);  // the map's reference to the tensor's slot of an older step
     it->second = slot;
   } else {
     g.slots.emplace(tensor, slot);
   }
+  owned.release();  // to the map
   return slot;
 }
 
@@ -257,7 +263,7 @@ void ResetStep() {
   g.rows.clear();
   g.backward.clear();
   g.edges.clear();
-  for (auto& [t, s] : g.slots) Py_DECREF(s);
+  for (auto& [t, s] : g.slots) Py_DECREF(s);  // the map's references
   g.slots.clear();
   g.seq = 0;
   g.backward_queued = false;
@@ -269,7 +275,7 @@ void ResetStep() {
 void SlotDealloc(PyObject* self) {
   auto* s = reinterpret_cast<SlotObject*>(self);
   PyTypeObject* type = Py_TYPE(self);
-  Py_XDECREF(s->weakref);
+  Py_XDECREF(s->weakref);  // an object's own fields are given back by its dealloc
   PyObject_Free(self);
   Py_DECREF(type);  // instances of a heap type hold a reference to it
 }
@@ -281,8 +287,7 @@ PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
   const int64_t t = Now();
   if (!g.backward_queued && g.queue_callback != nullptr) {
     g.backward_queued = true;  // end of the backward pass: rows without an end get it
-    PyObject* r = PyObject_CallFunctionObjArgs(g.queue_callback, g.backward_done, nullptr);
-    Py_XDECREF(r);
+    PyRef r(PyObject_CallFunctionObjArgs(g.queue_callback, g.backward_done, nullptr));
     PyErr_Clear();
   }
   // Edges were added newest first: a module's row starts before those of modules inside it
@@ -309,15 +314,14 @@ PyObject* BackwardDone(PyObject*, PyObject*) {
 }
 
 void ReadMemory(Row* row) {
-  PyObject* r = CallNoArgs(g.memory);
+  PyRef r(CallNoArgs(g.memory));
   unsigned long long a, m, c;
-  if (r != nullptr && PyArg_ParseTuple(r, "KKK", &a, &m, &c)) {
+  if (r && PyArg_ParseTuple(r.get(), "KKK", &a, &m, &c)) {
     row->has_memory = true;
     row->allocated = a;
     row->max_allocated = m;
     row->cached = c;
   }
-  Py_XDECREF(r);
   PyErr_Clear();
 }
 
@@ -341,11 +345,10 @@ void Enter(PyObject* module) {
 void BackwardRow(uint32_t name, PyObject* input, PyObject* output) {
   PyObject* out = FirstTensor(output);
   if (out == nullptr || !RequiresGrad(out)) return;
-  PyObject* enabled = CallNoArgs(g.grad_enabled);
-  bool grad = enabled == Py_True;
-  Py_XDECREF(enabled);
-  PyErr_Clear();
-  if (!grad) return;
+  if (PyRef enabled(CallNoArgs(g.grad_enabled)); enabled.get() != Py_True) {
+    PyErr_Clear();
+    return;
+  }
   SlotObject* s = SlotFor(out);
   if (s == nullptr) return;
   Row row;
@@ -372,8 +375,7 @@ void Leave(PyObject* input, PyObject* output) {
     BackwardRow(g.rows[static_cast<size_t>(index)].name, input, output);
   }
   if (stack.empty() && !g.training && g.inference_end != nullptr) {
-    PyObject* r = CallNoArgs(g.inference_end);  // one outermost call: one step
-    Py_XDECREF(r);
+    PyRef r(CallNoArgs(g.inference_end));  // one outermost call: one step
     PyErr_Clear();
   }
 }
@@ -414,7 +416,7 @@ PyObject* ModuleCall(PyObject* self, PyObject* const* args, size_t nargsf, PyObj
 
 PyObject* ModuleCallGet(PyObject* self, PyObject* obj, PyObject*) {
   if (obj == nullptr || obj == Py_None) {
-    Py_INCREF(self);
+    Py_INCREF(self);  // a new reference to the caller
     return self;
   }
   return PyMethod_New(self, obj);
@@ -422,7 +424,7 @@ PyObject* ModuleCallGet(PyObject* self, PyObject* obj, PyObject*) {
 
 void ModuleCallDealloc(PyObject* self) {
   PyTypeObject* type = Py_TYPE(self);
-  Py_XDECREF(reinterpret_cast<CallObject*>(self)->orig);
+  Py_XDECREF(reinterpret_cast<CallObject*>(self)->orig);  // the object's own
   PyObject_Free(self);
   Py_DECREF(type);
 }
@@ -431,7 +433,7 @@ void ModuleCallDealloc(PyObject* self) {
 PyObject* NewModuleCall(PyObject*, PyObject* orig) {
   auto* c = PyObject_New(CallObject, g.call_type);
   if (c == nullptr) return nullptr;
-  Py_INCREF(orig);
+  Py_INCREF(orig);  // the object's own, until ModuleCallDealloc
   c->orig = orig;
   c->vectorcall = PROBING_CATCH_ALL(ModuleCall);
   return reinterpret_cast<PyObject*>(c);
@@ -444,6 +446,7 @@ PyObject* Configure(PyObject* self, PyObject* args) {
   if (!PyArg_ParseTuple(args, "OOO!OOOp", &resolve, &inference_end, &PyType_Type, &tensor,
                         &grad_enabled, &queue, &memory, &fast))
     return nullptr;
+  // Kept for the life of the process (a later configure replaces them).
   auto keep = [](PyObject** slot, PyObject* v) {
     Py_XDECREF(*slot);
     Py_INCREF(v);
