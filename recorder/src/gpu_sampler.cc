@@ -17,11 +17,11 @@ namespace {
 
 // The few NVML declarations we use, from the public NVML API reference (nvml.h). The ABI of
 // these versioned entry points is stable: NVML adds new names (_v3) instead of changing them.
-using NvmlReturn = int;  // nvmlReturn_t: 0 is NVML_SUCCESS
+using NvmlReturn = int;    // nvmlReturn_t: 0 is NVML_SUCCESS
 using NvmlDevice = void*;  // nvmlDevice_t, an opaque handle
-struct NvmlUtilization {  // nvmlUtilization_t
-  unsigned int gpu;     // percent of the last sample period a kernel ran
-  unsigned int memory;  // percent of it device memory was read or written
+struct NvmlUtilization {   // nvmlUtilization_t
+  unsigned int gpu;        // percent of the last sample period a kernel ran
+  unsigned int memory;     // percent of it device memory was read or written
 };
 struct NvmlMemory {  // nvmlMemory_t (v1)
   unsigned long long total;
@@ -31,13 +31,13 @@ struct NvmlMemory {  // nvmlMemory_t (v1)
 static_assert(sizeof(NvmlUtilization) == 8 && sizeof(NvmlMemory) == 24, "nvml.h layouts");
 
 struct Nvml {
-  NvmlReturn (*init)();                                   // nvmlInit_v2
-  NvmlReturn (*shutdown)();                               // nvmlShutdown
-  NvmlReturn (*count)(unsigned int*);                     // nvmlDeviceGetCount_v2
-  NvmlReturn (*handle)(unsigned int, NvmlDevice*);        // nvmlDeviceGetHandleByIndex_v2
+  NvmlReturn (*init)();                                     // nvmlInit_v2
+  NvmlReturn (*shutdown)();                                 // nvmlShutdown
+  NvmlReturn (*count)(unsigned int*);                       // nvmlDeviceGetCount_v2
+  NvmlReturn (*handle)(unsigned int, NvmlDevice*);          // nvmlDeviceGetHandleByIndex_v2
   NvmlReturn (*utilization)(NvmlDevice, NvmlUtilization*);  // nvmlDeviceGetUtilizationRates
-  NvmlReturn (*memory)(NvmlDevice, NvmlMemory*);          // nvmlDeviceGetMemoryInfo
-  const char* (*error)(NvmlReturn);                       // nvmlErrorString
+  NvmlReturn (*memory)(NvmlDevice, NvmlMemory*);            // nvmlDeviceGetMemoryInfo
+  const char* (*error)(NvmlReturn);                         // nvmlErrorString
 };
 
 // One dlopen handle, closed on every path.

@@ -8,14 +8,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <thread>
 #include <iterator>
+#include <thread>
 #include <utility>
 
 #include "config.h"
 #include "log.h"
-#include "probing/live/function_names_py.h"
 #include "probing/base/clock.h"
+#include "probing/live/function_names_py.h"
 #include "py_ref.h"
 
 extern "C" void probing_shutdown(void);
