@@ -171,7 +171,7 @@ def test_query_live_tables_and_the_seeds_examples(served, run, probing_bin):
     r = run(probing_bin, "-t", pid, "query", "SELEC 1")
     assert (r.returncode, r.stderr) == (1, 'probing: SQL: near "SELEC": syntax error\n')
     r = run(probing_bin, "-t", pid, "query", "SELECT * FROM python.nope")
-    assert r.returncode == 1 and "no such table: python.nope; known tables: python.backtrace" in r.stderr
+    assert r.returncode == 1 and "no such table: python.nope; known tables: python.allocations, python.backtrace" in r.stderr
     assert "memory_usage" in r.stderr and "own tables (@probing.table): broken, inventory" in r.stderr
 
 

@@ -1,14 +1,20 @@
 """Every command line and SQL example of the product documents the project grew from
 (../shared/seeds/), run as written against a real PyTorch training process; only the pid, the
-address and paths are adapted. A seed example that stops working fails here. Examples of what
-is not built yet are listed at the end, skipped with the reason."""
+address and paths are adapted. A seed example that stops working fails here. (The overhead
+budget of PyTorch tracing, issue 23's item 7, is not built: its promise is measured by
+bench/torch_overhead.py, not checked here.)"""
 import json
 import os
 import re
+import subprocess
+import time
 
 import pytest
 
 from conftest import free_port
+
+# Whether this machine has NVIDIA's management library (none of the test machines so far do).
+HAS_NVML = __import__("ctypes.util").util.find_library("nvidia-ml") is not None
 
 SEEDS_SQL = [
     # 000
@@ -52,6 +58,9 @@ SEEDS_SQL = [
     ("SELECT * FROM python.backtrace", lambda rows: len(rows) >= 3),
     ("SELECT hour(timestamp), avg(memory_mb) FROM memory_usage GROUP BY hour(timestamp)",
      lambda rows: rows and all(0 <= r["hour(timestamp)"] <= 23 for r in rows)),
+    ("SELECT avg(gpu_util) FROM gpu_metrics WHERE timestamp > now() - 60",
+     lambda rows: len(rows) == 1 and (rows[0]["avg(gpu_util)"] is None if not HAS_NVML
+                                      else 0 <= rows[0]["avg(gpu_util)"] <= 100)),
     # 004
     ("SELECT * FROM python.torch_trace", lambda rows: len(rows) > 10),
     ("""SELECT
@@ -227,15 +236,78 @@ def test_seed_remote_setup_without_a_token(probing_bin, tmp_path):
     assert "probing: server listening on 0.0.0.0:%d" % port in err, err
 
 
-NOT_YET = [
-    ("SELECT avg(gpu_util) FROM gpu_metrics WHERE timestamp > now() - 60",
-     "gpu_metrics: no NVML reader yet"),
-    ("SELECT function_name, sum(allocated_bytes) as total_alloc FROM memory_allocations WHERE "
-     "timestamp > now() - interval '1 hour' GROUP BY function_name ORDER BY total_alloc DESC",
-     "memory_allocations: allocations are not traced yet"),
-]
+
+MEMORY_ALLOCATIONS_SQL = (
+    "SELECT function_name, sum(allocated_bytes) as total_alloc FROM memory_allocations WHERE "
+    "timestamp > now() - interval '1 hour' GROUP BY function_name ORDER BY total_alloc DESC")
 
 
-@pytest.mark.parametrize("example,why", NOT_YET, ids=lambda v: v[:30])
-def test_seed_examples_not_built_yet(example, why):
-    pytest.skip(why)
+def test_seed_gpu_metrics_says_why_it_is_empty(training, probing_bin):
+    p, data, _ = training
+    r = run(probing_bin, data, "-t", p.pid, "info")
+    assert r.returncode == 0, r.stderr
+    if not HAS_NVML:
+        assert "gpu_metrics: no NVML (libnvidia-ml.so.1 not found)" in r.stdout, r.stdout
+    r = run(probing_bin, data, "-t", p.pid, "--format", "json", "query",
+            "SELECT count(*) AS n FROM gpu_metrics")
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)[0]["n"] == 0) == (not HAS_NVML)
+
+
+def test_seed_memory_allocations(training, probing_bin, tmp_path, analyze_bin):
+    p, data, _ = training
+    pid = str(p.pid)
+    tracing = "import tracemalloc; print(tracemalloc.is_tracing())"
+    # Off by default: empty, with a note, and tracemalloc never started.
+    r = run(probing_bin, data, "-t", pid, "--format", "json", "query", MEMORY_ALLOCATIONS_SQL)
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout + r.stderr
+    r = run(probing_bin, data, "-t", pid, "info")
+    assert "memory_allocations: off (probing.memory.allocations=false" in r.stdout, r.stdout
+    assert run(probing_bin, data, "-t", pid, "eval", tracing).stdout.strip() == "False"
+    for setting in ("probing.memory.allocations_interval=1", "probing.memory.allocations=true"):
+        r = run(probing_bin, data, "-t", pid, "config", setting)
+        assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.time() + 30
+        while True:
+            r = run(probing_bin, data, "-t", pid, "--format", "json", "query",
+                    MEMORY_ALLOCATIONS_SQL)
+            assert r.returncode == 0, r.stderr
+            rows = json.loads(r.stdout)
+            # prepare_batch holds its rows only while it runs (most of a step): a few
+            # snapshots catch it.
+            if (len(rows) >= 2 and any(r["function_name"] == "prepare_batch" for r in rows)) \
+                    or time.time() > deadline:
+                break
+            time.sleep(1)
+        # The program's own functions, largest first; none of the recorder's code.
+        assert len(rows) >= 2, rows
+        assert rows[0]["total_alloc"] >= rows[-1]["total_alloc"] > 0
+        names = {r["function_name"] for r in rows}
+        assert "<probing>" not in names and not any("probing" in n for n in names), names
+        r = run(probing_bin, data, "-t", pid, "--format", "json", "query",
+                "SELECT file, line, count FROM memory_allocations WHERE allocated_bytes > 0")
+        sites = json.loads(r.stdout)
+        # Blocks allocated with no Python frame on the stack are tracemalloc's "<unknown>", 0.
+        assert sites and all(s["count"] > 0 and (s["line"] > 0 or s["file"] == "<unknown>")
+                             for s in sites), sites
+        assert all("<probing" not in s["file"] for s in sites), sites
+        # The target's own batch building is a site, named by its function.
+        assert "prepare_batch" in names, names
+        assert "memory_allocations" not in run(probing_bin, data, "-t", pid, "info").stdout
+        assert run(probing_bin, data, "-t", pid, "eval", tracing).stdout.strip() == "True"
+        # Postmortem: a recording answers the same query.
+        out = tmp_path / "run.ptrace"
+        r = run(probing_bin, data, "record", "-t", pid, "-o", out, "--duration", "2")
+        assert r.returncode == 0, r.stderr
+    finally:
+        r = run(probing_bin, data, "-t", pid, "config", "probing.memory.allocations=false")
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(analyze_bin), str(out), "--format", "json", MEMORY_ALLOCATIONS_SQL],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout), r.stdout + r.stderr
+    # Off again: tracemalloc stopped (the recorder had started it).
+    deadline = time.time() + 10
+    while run(probing_bin, data, "-t", pid, "eval", tracing).stdout.strip() != "False":
+        assert time.time() < deadline, "tracemalloc still tracing after the setting went off"
+        time.sleep(0.5)

@@ -244,3 +244,29 @@ def test_inference_steps_are_outermost_forwards(tmp_path, target, analyze_bin):
     assert all(sorted(x["module"] for x in rs) == ["0", "1", "2", "Sequential"]
                for rs in steps.values())
     assert all(x["stage"] == "forward" for x in rows)
+
+
+@CALLS
+def test_cuda_memory_is_read_for_every_stage(tmp_path, target, analyze_bin, calls):
+    # torch.cuda's counters stood in by the target (no GPU here): every stage's rows carry them
+    # once CUDA counts as initialized (the tracer learns it at the end of the first step).
+    t = target(PY, "cuda_counters.py", extra_env={"PROBING_TORCH_CALLS": calls})
+    code, out, err = t.finish()
+    assert code == 0 and out.strip() == "done", err
+    rows = read_table(analyze_bin, [t.data_dir / str(t.proc.pid)], "python.torch_trace")
+    later = [r for r in rows if r["step"] >= 1]
+    assert {r["stage"] for r in later} == {"forward", "backward", "step"}
+    for r in later:
+        assert r["allocated"] is not None and r["allocated"] > 100, r
+        assert r["max_allocated"] == 500.0 and r["cached"] == 700.0, r
+    # Read when each row ended: a backward row later than the forward rows of its step, the
+    # step row last.
+    for step in range(1, 6):
+        rs = [r for r in later if r["step"] == step]
+        fwd = max(r["allocated"] for r in rs if r["stage"] == "forward")
+        bwd = [r["allocated"] for r in rs if r["stage"] == "backward"]
+        (opt,) = [r["allocated"] for r in rs if r["stage"] == "step"]
+        assert min(bwd) > fwd and opt > max(bwd), (step, rs)
+    # python.memory's CUDA columns come from the same counters.
+    mem = read_table(analyze_bin, [t.data_dir / str(t.proc.pid)], "python.memory")
+    assert all(m["cuda_reserved"] in (None, 700 * 1024 * 1024) for m in mem)

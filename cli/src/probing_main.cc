@@ -127,8 +127,13 @@ int CmdInfo(const Options& o) {
   auto info = OrFail(Open(o, "info")->Info());
   std::vector<std::vector<Cell>> rows;
   const protocol::Json j = protocol::ToJson(info);
-  for (auto& [k, v] : j.items())
+  for (auto& [k, v] : j.items()) {
+    if (k == "notes" && v.is_array()) {  // one row each: why a table is empty
+      for (const auto& note : v) rows.push_back({std::string("note"), protocol::CellFromJson(note)});
+      continue;
+    }
     rows.push_back({k, v.is_object() ? Cell(v.dump()) : protocol::CellFromJson(v)});
+  }
   Print(o, {"key", "value"}, rows);
   return 0;
 }

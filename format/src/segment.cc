@@ -261,6 +261,36 @@ void SegmentBuilder::AddCollective(const CollectiveEvent& e) {
   has_events_ = true;
 }
 
+void SegmentBuilder::AddGpu(const GpuEvent& e) {
+  ByteWriter g;
+  g.PutZigzag(e.ts);
+  g.PutVarint(e.gpu);
+  g.PutByte(static_cast<uint8_t>((e.gpu_util ? 1 : 0) | (e.memory_util ? 2 : 0) |
+                                 (e.memory_used ? 4 : 0) | (e.memory_total ? 8 : 0)));
+  if (e.gpu_util) g.PutVarint(*e.gpu_util);
+  if (e.memory_util) g.PutVarint(*e.memory_util);
+  if (e.memory_used) g.PutVarint(*e.memory_used);
+  if (e.memory_total) g.PutVarint(*e.memory_total);
+  BeginRecord(static_cast<RecordKind>(kGpuRecordKind));
+  payload_.PutLengthPrefixed(g.view());
+  NoteTime(e.ts);
+  has_events_ = true;
+}
+
+void SegmentBuilder::AddAllocation(const AllocationEvent& e) {
+  ByteWriter a;
+  a.PutZigzag(e.ts);
+  a.PutVarint(e.func);
+  a.PutVarint(e.file);
+  a.PutVarint(e.line);
+  a.PutVarint(e.bytes);
+  a.PutVarint(e.count);
+  BeginRecord(static_cast<RecordKind>(kAllocationRecordKind));
+  payload_.PutLengthPrefixed(a.view());
+  NoteTime(e.ts);
+  has_events_ = true;
+}
+
 void SegmentBuilder::AddSamplerStats(const SamplerStatsEvent& e) {
   // Skippable: kind, length, then the fields; a reader takes the fields it knows and ignores
   // any that a later version appends.
@@ -444,6 +474,56 @@ class RecordDecoder {
     return Status::Ok();  // later fields, from newer writers, are ignored
   }
 
+  // A GPU reading: length-prefixed, its time absolute; later fields are ignored.
+  Status Gpu() {
+    std::string_view body;
+    if (!r_.GetLengthPrefixed(&body, kMaxRawSegmentSize)) return Truncated();
+    ByteReader g(body);
+    GpuEvent e;
+    uint64_t gpu = 0;
+    uint8_t present = 0;
+    if (!g.GetZigzag(&e.ts) || !g.GetVarint(&gpu) || !g.GetByte(&present) ||
+        gpu > std::numeric_limits<uint32_t>::max())
+      return DataLoss("gpu record too short");
+    e.gpu = static_cast<uint32_t>(gpu);
+    auto percent = [&](std::optional<uint32_t>* out) {
+      uint64_t v;
+      if (!g.GetVarint(&v) || v > 100) return false;
+      *out = static_cast<uint32_t>(v);
+      return true;
+    };
+    auto bytes = [&](std::optional<uint64_t>* out) {
+      uint64_t v;
+      if (!g.GetVarint(&v)) return false;
+      *out = v;
+      return true;
+    };
+    if (((present & 1) && !percent(&e.gpu_util)) || ((present & 2) && !percent(&e.memory_util)) ||
+        ((present & 4) && !bytes(&e.memory_used)) || ((present & 8) && !bytes(&e.memory_total)))
+      return DataLoss("gpu record too short or a percentage over 100");
+    seg_->gpus.push_back(e);
+    return Status::Ok();
+  }
+
+  // An allocation site of a tracemalloc snapshot.
+  Status Allocation() {
+    std::string_view body;
+    if (!r_.GetLengthPrefixed(&body, kMaxRawSegmentSize)) return Truncated();
+    ByteReader a(body);
+    AllocationEvent e;
+    uint64_t func = 0, file = 0, line = 0;
+    if (!a.GetZigzag(&e.ts) || !a.GetVarint(&func) || !a.GetVarint(&file) ||
+        !a.GetVarint(&line) || !a.GetVarint(&e.bytes) || !a.GetVarint(&e.count))
+      return DataLoss("allocation record too short");
+    if (func >= seg_->strings.size() || file >= seg_->strings.size()) return BadRef("string");
+    if (line > std::numeric_limits<uint32_t>::max()) return DataLoss("line out of range");
+    e.func = static_cast<uint32_t>(func);
+    e.file = static_cast<uint32_t>(file);
+    e.line = static_cast<uint32_t>(line);
+    seg_->allocations.push_back(e);
+    return Status::Ok();
+  }
+
   // What the stack sampler dropped or read twice since the writer's previous such record.
   Status SamplerStats() {
     std::string_view body;
@@ -619,6 +699,8 @@ class RecordDecoder {
     if (kind == kJobRecordKind) return Job();
     if (kind == kCollectiveRecordKind) return Collective();
     if (kind == kSamplerStatsKind) return SamplerStats();
+    if (kind == kGpuRecordKind) return Gpu();
+    if (kind == kAllocationRecordKind) return Allocation();
     if (kind >= kFirstSkippableKind && kind <= kLastSkippableKind) {
       std::string_view skipped;
       if (!r_.GetLengthPrefixed(&skipped, kMaxRawSegmentSize)) return Truncated();

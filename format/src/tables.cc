@@ -121,6 +121,27 @@ constexpr Column kSettingsColumns[] = {
     {"value", kText, "current value"},
 };
 
+constexpr Column kGpuColumns[] = {
+    {"timestamp", kReal, "when read, seconds since the Unix epoch"},
+    {"gpu", kInteger, "device index (NVML's, as nvidia-smi numbers them)"},
+    {"gpu_util", kInteger, "percent of the driver's last sample period a kernel was running; NULL when the driver would not say"},
+    {"memory_util", kInteger, "percent of that period device memory was read or written; NULL as gpu_util"},
+    {"memory_used", kInteger, "device memory in use, bytes (all processes); NULL when the driver would not say"},
+    {"memory_total", kInteger, "device memory, bytes; NULL as memory_used"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
+};
+constexpr Column kAllocationsColumns[] = {
+    {"timestamp", kReal, "the tracemalloc snapshot, seconds since the Unix epoch"},
+    {"function_name", kText, "the function around the line (Class.method, <module>); empty when its source could not be read"},
+    {"file", kText, "source file"},
+    {"line", kInteger, "line that allocated"},
+    {"allocated_bytes", kInteger, "bytes allocated at that line and not yet freed at the snapshot"},
+    {"count", kInteger, "memory blocks those bytes are in"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
+};
+
 constexpr TableSchema kTables[] = {
     {TableId::kStacks, "python.stacks", TableSource::kRing,
      "stack samples: one row per frame of each sampled thread", kStacksColumns},
@@ -140,7 +161,16 @@ constexpr TableSchema kTables[] = {
      "a fresh backtrace of every thread (live only)", kBacktraceColumns},
     {TableId::kSettings, "information_schema.df_settings", TableSource::kControl,
      "configuration keys and values (live only)", kSettingsColumns},
+    {TableId::kGpu, "system.gpu", TableSource::kRing,
+     "GPU utilization and memory per device, once a second (NVML); the seeds' gpu_metrics",
+     kGpuColumns},
+    {TableId::kAllocations, "python.allocations", TableSource::kRing,
+     "the largest tracemalloc allocation sites, one snapshot every probing.memory.interval "
+     "seconds while probing.memory.allocations is on; the seeds' memory_allocations",
+     kAllocationsColumns},
 };
+static_assert(std::size(kTables) == static_cast<size_t>(TableId::kAllocations) + 1,
+              "kTables is indexed by TableId");
 
 double Seconds(int64_t ns) { return static_cast<double>(ns) / 1e9; }
 Value Mb(const std::optional<uint64_t>& bytes) {
@@ -206,6 +236,8 @@ std::optional<Stream> TableStream(TableId id) {
     case TableId::kMemory: return Stream::kMemory;
     case TableId::kMetrics: return Stream::kMetrics;
     case TableId::kCollectives: return Stream::kCollectives;
+    case TableId::kGpu:
+    case TableId::kAllocations: return Stream::kMemory;
     case TableId::kProcess:
     case TableId::kBacktrace:
     case TableId::kSettings: return std::nullopt;
@@ -349,6 +381,35 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
         row[8] = number(p.local_rank);
         row[9] = text(p.node);
         row[10] = text(p.role);
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kGpu: {
+      std::array<Value, 7> row;
+      row[6] = int64_t{seg.info.pid};
+      auto opt = [](const auto& v) { return v ? Value{static_cast<int64_t>(*v)} : Value{}; };
+      for (const GpuEvent& e : seg.gpus) {
+        row[0] = Seconds(e.ts);
+        row[1] = int64_t{e.gpu};
+        row[2] = opt(e.gpu_util);
+        row[3] = opt(e.memory_util);
+        row[4] = opt(e.memory_used);
+        row[5] = opt(e.memory_total);
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kAllocations: {
+      std::array<Value, 7> row;
+      row[6] = int64_t{seg.info.pid};
+      for (const AllocationEvent& e : seg.allocations) {
+        row[0] = Seconds(e.ts);
+        row[1] = seg.String(e.func);
+        row[2] = seg.String(e.file);
+        row[3] = int64_t{e.line};
+        row[4] = static_cast<int64_t>(e.bytes);
+        row[5] = static_cast<int64_t>(e.count);
         emit(row);
       }
       return;

@@ -95,6 +95,50 @@ TEST_F(TablesTest, ProcessIsOneRowPerProcess) {
   EXPECT_EQ(Rows(seg_, TableId::kMetrics, ctx_).size(), 1u);
 }
 
+TEST(GpuAndAllocations, RoundTripIntoRows) {
+  SegmentBuilder b(Stream::kMemory, 42);
+  GpuEvent g;
+  g.ts = testing::kBaseTs;
+  g.gpu = 1;
+  g.gpu_util = 87;
+  g.memory_used = 3u << 30;
+  g.memory_total = 80ull << 30;  // memory_util absent: NULL
+  b.AddGpu(g);
+  AllocationEvent a;
+  a.ts = testing::kBaseTs + 1'000'000'000;
+  a.func = b.InternString("Model.forward");
+  a.file = b.InternString("train.py");
+  a.line = 12;
+  a.bytes = 4096;
+  a.count = 3;
+  b.AddAllocation(a);
+  std::string bytes;
+  ASSERT_TRUE(b.Seal(Codec::kLz4, 0, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  ASSERT_EQ(seg->gpus.size(), 1u);
+  EXPECT_EQ(seg->gpus[0], g);
+  EXPECT_EQ(seg->skipped_records, 0u);
+  RowContext ctx;
+  auto gpu = Rows(*seg, TableId::kGpu, ctx);
+  ASSERT_EQ(gpu.size(), 1u);
+  EXPECT_EQ(std::get<int64_t>(gpu[0][1]), 1);
+  EXPECT_EQ(std::get<int64_t>(gpu[0][2]), 87);
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(gpu[0][3]));
+  EXPECT_EQ(std::get<int64_t>(gpu[0][5]), int64_t{80} << 30);
+  EXPECT_EQ(std::get<int64_t>(gpu[0][6]), 42);
+  auto sites = Rows(*seg, TableId::kAllocations, ctx);
+  ASSERT_EQ(sites.size(), 1u);
+  EXPECT_EQ(std::get<std::string_view>(sites[0][1]), "Model.forward");
+  EXPECT_EQ(std::get<std::string_view>(sites[0][2]), "train.py");
+  EXPECT_EQ(std::get<int64_t>(sites[0][3]), 12);
+  EXPECT_EQ(std::get<int64_t>(sites[0][4]), 4096);
+  EXPECT_EQ(std::get<int64_t>(sites[0][5]), 3);
+  EXPECT_DOUBLE_EQ(std::get<double>(sites[0][0]), testing::kBaseTs / 1e9 + 1);
+  EXPECT_EQ(TableStream(TableId::kGpu), Stream::kMemory);
+  EXPECT_EQ(TableStream(TableId::kAllocations), Stream::kMemory);
+}
+
 // docs/tables.md lists every table and column: this keeps the doc and the code in step.
 TEST(TablesDoc, EveryColumnIsDocumented) {
   std::ifstream in(std::string(PROBING_SOURCE_DIR) + "/docs/tables.md");

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "probing/live/function_names_py.h"
 #include "probing/live/session.h"
 
 namespace probing::live {
@@ -69,49 +70,6 @@ def start(key, guard_s):
         end(key)
         raise
     print(json.dumps({"was_tracing": was and not ours}))
-
-
-def functions_of(filename, cache):
-    """[(first line, last line, qualified name)] of the functions in a source file; None when
-    its source cannot be read."""
-    if filename in cache:
-        return cache[filename]
-    spans = None
-    try:
-        import ast, linecache
-        source = "".join(linecache.getlines(filename))
-        if 0 < len(source) <= 4 << 20:
-            found = []
-
-            def visit(node, prefix):
-                for child in ast.iter_child_nodes(node):
-                    if isinstance(child, ast.ClassDef):
-                        visit(child, prefix + child.name + ".")
-                    elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                        first = min([child.lineno] + [d.lineno for d in child.decorator_list])
-                        last = getattr(child, "end_lineno", None) or child.lineno
-                        found.append((first, last, prefix + child.name))
-                        visit(child, prefix + child.name + ".<locals>.")
-                    else:
-                        visit(child, prefix)
-
-            visit(ast.parse(source, filename), "")
-            spans = found
-    except Exception:
-        spans = None
-    cache[filename] = spans
-    return spans
-
-
-def function_at(filename, line, cache):
-    spans = functions_of(filename, cache)
-    if spans is None:
-        return ""
-    best = None
-    for first, last, name in spans:
-        if first <= line <= last and (best is None or first >= best[0]):
-            best = (first, name)
-    return best[1] if best else "<module>"
 
 
 def step(key, which, limit):
@@ -201,7 +159,7 @@ Result<AllocationTrace> AllocationTrace::Start(Session& session, double guard_s,
   trace.open_ = false;  // nothing to end in the target until start ran
   // The module, then start; `exec` in the module's own namespace leaves __main__ untouched.
   const std::string define =
-      "exec(compile(" + json(std::string(kTargetCode)).dump() +
+      "exec(compile(" + json(std::string(kTargetCode) + kFunctionNamesPython).dump() +
       ", '<probing memory --top>', 'exec'), __import__('sys').modules.setdefault("
       "'_probing_memory_top', __import__('types').ModuleType('_probing_memory_top')).__dict__)\n";
   PROBING_ASSIGN_OR_RETURN(

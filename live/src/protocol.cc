@@ -251,6 +251,7 @@ void to_json(Json& j, const InfoReply& v) {
         {"read_twice", v.stack_samples->read_twice},
         {"waiting_for_thread_name", v.stack_samples->waiting_for_thread_name}};
   PutOptional(j, "stack_reads", v.stack_reads);
+  PutOptional(j, "notes", v.notes);
 }
 void from_json(const Json& j, InfoReply& v) {
   j.at("pid").get_to(v.pid);
@@ -289,6 +290,7 @@ void from_json(const Json& j, InfoReply& v) {
     v.stack_samples = ss;
   }
   GetOptional(j, "stack_reads", v.stack_reads);
+  GetOptional(j, "notes", v.notes);
 }
 
 void to_json(Json& j, const EvalRequest& v) { j = Json{{"code", v.code}, {"timeout", v.timeout}}; }
@@ -583,6 +585,7 @@ std::vector<MessageFields> AllMessageFields() {
   info.tcp_port = 0;
   info.stack_samples = InfoReply::StackSamples{};
   info.stack_reads = "";
+  info.notes = std::vector<std::string>{};
   EvalReply eval;
   eval.value = "";
   eval.exception = EvalException{};

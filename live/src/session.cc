@@ -439,8 +439,8 @@ Result<sql::QueryResult> Session::Query(const std::string& sql, const MoreTables
                                      std::regex::icase);
   // Not the names the statement defines itself (WITH x AS (...)), nor the seeds' views.
   static const std::regex defined(R"(([A-Za-z_][A-Za-z_0-9]*)\s+as\s*\()", std::regex::icase);
-  std::vector<std::string> own = {"comm_metrics", "memory_usage", "profiling_data",
-                                  "training_logs"};
+  std::vector<std::string> own = {"comm_metrics",   "memory_usage",       "profiling_data",
+                                  "training_logs",  "gpu_metrics",        "memory_allocations"};
   for (auto it = std::sregex_iterator(sql.begin(), sql.end(), defined);
        it != std::sregex_iterator(); ++it)
     own.push_back(Lower((*it)[1].str()));

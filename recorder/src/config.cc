@@ -119,6 +119,18 @@ Config::Config() {
        "variables recorded once per traced step into python.variables: name@function, "
        "comma-separated (e.g. loss@train,acc1@train)",
        "PROBE_TORCH_EXPRS", false},
+      {"probing.memory.allocations", "false", "false",
+       "record the largest tracemalloc allocation sites into python.allocations "
+       "(memory_allocations) every probing.memory.allocations_interval seconds (true/false); "
+       "starts tracemalloc, which slows allocation-heavy Python code 12-23x, and stops it again "
+       "when turned off unless the program had started it (docs/memory.md)",
+       "PROBING_MEMORY_ALLOCATIONS", false},
+      {"probing.memory.allocations_interval", "10", "10",
+       "seconds between allocation snapshots, 1 to 3600", "PROBING_MEMORY_ALLOCATIONS_INTERVAL",
+       false},
+      {"probing.memory.allocations_top", "20", "20",
+       "allocation sites recorded of each snapshot (the largest by bytes held), 1 to 1000",
+       "PROBING_MEMORY_ALLOCATIONS_TOP", false},
       {"probing.sampler.hz", "100", "100", "stack samples per second per thread, 1 to 10000",
        "PROBING_SAMPLER_HZ", false},
       {"probing.hang.seconds", "60", "60",
@@ -280,6 +292,21 @@ std::string Config::SetLocked(const std::string& key, const std::string& value, 
       return key + " must be a whole number of characters from " + std::to_string(lo) + " to " +
              std::to_string(hi) + ", not '" + value + "'";
     (per_value ? locals_value_size_ : locals_frame_size_) = n;
+    entry->value = std::to_string(n);
+  } else if (key == "probing.memory.allocations") {
+    bool b;
+    if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
+    allocations_ = b;
+    entry->value = b ? "true" : "false";
+  } else if (key == "probing.memory.allocations_interval" ||
+             key == "probing.memory.allocations_top") {
+    const bool interval = key == "probing.memory.allocations_interval";
+    const long hi = interval ? 3600 : 1000;
+    long n;
+    if (!ParseLong(value, &n) || n < 1 || n > hi)
+      return key + " must be a whole number " + (interval ? "of seconds " : "") + "from 1 to " +
+             std::to_string(hi) + ", not '" + value + "'";
+    (interval ? allocations_interval_ : allocations_top_) = static_cast<int>(n);
     entry->value = std::to_string(n);
   } else if (key == "probing.sampler.hz") {
     long n;

@@ -68,6 +68,10 @@ class Config {
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
   // The most of the interpreter's time that control requests needing the GIL may take.
   double gil_share() const { return gil_share_.load(std::memory_order_relaxed); }
+  // Allocation snapshots (python.allocations): on, seconds between them, sites kept of each.
+  bool allocations() const { return allocations_.load(std::memory_order_relaxed); }
+  int allocations_interval() const { return allocations_interval_.load(std::memory_order_relaxed); }
+  int allocations_top() const { return allocations_top_.load(std::memory_order_relaxed); }
   std::string data_dir() const;
   // How long and how much dead processes' data is kept (applied once as the recorder starts).
   live::Retention retention() const;
@@ -96,6 +100,9 @@ class Config {
   std::atomic<int> server_port_{0};
   std::atomic<bool> torch_enabled_{true};
   std::atomic<double> gil_share_{0.05};
+  std::atomic<bool> allocations_{false};
+  std::atomic<int> allocations_interval_{10};
+  std::atomic<int> allocations_top_{20};
   std::atomic<uint64_t> generation_{0};
 };
 

@@ -670,6 +670,7 @@ ControlServer::Reply ControlServer::Info() {
   r.enabled.tcp = !token_.empty();
   if (ctx_.sampler_counts) r.stack_samples = ctx_.sampler_counts();
   if (sampler_ != nullptr) r.stack_reads = sampler_->read_mode();
+  if (ctx_.notes) r.notes = ctx_.notes();
   TorchState t = GetTorchState();  // as of the tracer's last step end
   r.torch.tracing = t.installed;
   r.torch.step = static_cast<int64_t>(t.step);

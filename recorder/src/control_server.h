@@ -50,6 +50,8 @@ struct ServerContext {
   std::function<bool()> ours_busy;
   // The stack sampler's counters (stored, dropped, ...), for /info.
   std::function<protocol::InfoReply::StackSamples()> sampler_counts;
+  // Why a table gets no rows (no NVML, allocation tracking off), for /info's notes.
+  std::function<std::vector<std::string>()> notes;
 };
 
 class ControlServer {

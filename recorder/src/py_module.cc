@@ -186,7 +186,10 @@ void* RunPythonSource(const char* source, std::initializer_list<PyGlobal> global
   PyDict_SetItemString(ns.get(), "__builtins__", PyEval_GetBuiltins());
   for (const PyGlobal& g : globals)
     PyDict_SetItemString(ns.get(), g.name, static_cast<PyObject*>(g.value));
-  PyRef r(PyRun_String(source, Py_file_input, ns.get(), ns.get()));
+  // Named "<probing>" so that what this code allocates is told apart from the program's
+  // (tracemalloc filters, python.allocations) and tracebacks say whose it is.
+  PyRef code(Py_CompileString(source, "<probing>", Py_file_input));
+  PyRef r(code ? PyEval_EvalCode(code.get(), ns.get(), ns.get()) : nullptr);
   if (!r) {
     PyObject *raw_type, *raw_value, *raw_trace;
     PyErr_Fetch(&raw_type, &raw_value, &raw_trace);

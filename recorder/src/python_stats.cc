@@ -8,10 +8,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <thread>
+#include <utility>
 
+#include "config.h"
 #include "log.h"
 #include "probing/base/clock.h"
+#include "probing/live/function_names_py.h"
 #include "py_ref.h"
 
 extern "C" void probing_shutdown(void);
@@ -69,6 +73,35 @@ def _probing_collect():
         except Exception:
             metrics = []
     return names, counts, collections, sys.getallocatedblocks(), cuda, metrics
+
+_probing_sources = {}  # function_at's cache: {file: spans}
+
+def _probing_allocations(top, on, ours):
+    """With on: the `top` largest allocation sites of a tracemalloc snapshot, as
+    (started, [(function, file, line, bytes, blocks)]); tracemalloc is started first when it is
+    not tracing (started: True, and no snapshot yet: it has seen nothing). With on False: stops
+    tracemalloc when `ours` (we started it). Imported only when asked for."""
+    import tracemalloc
+    if not on:
+        if ours and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        _probing_sources.clear()
+        return (False, [])
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(1)
+        return (True, [])
+    snapshot = tracemalloc.take_snapshot().filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<probing*"),
+    ])
+    if len(_probing_sources) > 1000:
+        _probing_sources.clear()
+    sites = []
+    for stat in snapshot.statistics("lineno")[:top]:
+        frame = stat.traceback[0]
+        sites.append((function_at(frame.filename, frame.lineno, _probing_sources),
+                      frame.filename, frame.lineno, stat.size, stat.count))
+    return (False, sites)
 )PY";
 
 // The exit and fork hooks, as Python callables. The GIL is let go around them (as ctypes did):
@@ -174,9 +207,10 @@ bool PythonWorker::Setup() {
   std::string why;
   PyRef shutdown(PyCFunction_New(&kShutdownDef, nullptr));
   PyRef after_fork(PyCFunction_New(&kAfterForkDef, nullptr));
+  const std::string source = std::string(kSetupSource) + live::kFunctionNamesPython;
   PyRef ns(shutdown && after_fork
                ? static_cast<PyObject*>(RunPythonSource(
-                     kSetupSource,
+                     source.c_str(),
                      {{"_probing_shutdown", shutdown.get()},
                       {"_probing_after_fork_child", after_fork.get()}},
                      &why))
@@ -192,6 +226,9 @@ bool PythonWorker::Setup() {
   PyObject* names = PyDict_GetItemString(ns.get(), "_probing_names");  // borrowed
   Py_XINCREF(names);  // kept for the life of the process
   names_fn_ = names;
+  PyObject* allocations = PyDict_GetItemString(ns.get(), "_probing_allocations");  // borrowed
+  Py_XINCREF(allocations);  // kept for the life of the process
+  allocations_fn_ = allocations;
   if (!InstallPython(sink_, &why)) Log(why + "; PyTorch tracing is off");
   return fn != nullptr;
 }
@@ -233,8 +270,100 @@ bool PythonWorker::CollectNames() {
   return true;
 }
 
+std::vector<AllocationSite> PythonWorker::TakeAllocations() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::exchange(allocations_, {});
+}
+
+std::string PythonWorker::AllocationsNote() const {
+  if (!Config::Get().allocations())
+    return "memory_allocations: off (probing.memory.allocations=false; tracemalloc's cost: "
+           "docs/memory.md)";
+  std::lock_guard<std::mutex> lock(mu_);
+  return allocations_failure_.empty() ? "" : "memory_allocations: " + allocations_failure_;
+}
+
+void PythonWorker::Allocations() {
+  const Config& config = Config::Get();
+  const bool on = config.allocations() && failed_generation_ != config.generation();
+  auto* fn = static_cast<PyObject*>(allocations_fn_);
+  if (fn == nullptr || (!on && !tracing_ours_)) return;
+  const int64_t now = MonotonicNs();
+  if (on && now < next_snapshot_ns_) return;
+  const int64_t ts = RealtimeNs();
+  PyRef r(PyObject_CallFunction(fn, "iOO", config.allocations_top(), on ? Py_True : Py_False,
+                                tracing_ours_ ? Py_True : Py_False));
+  if (!on) {  // stopped (or it failed to stop: never tried again either way)
+    PyErr_Clear();
+    tracing_ours_ = false;
+    return;
+  }
+  next_snapshot_ns_ = now + int64_t{config.allocations_interval()} * 1'000'000'000;
+  PyObject* sites = r && PyTuple_Check(r.get()) && PyTuple_GET_SIZE(r.get()) == 2
+                        ? PyTuple_GET_ITEM(r.get(), 1)
+                        : nullptr;
+  if (sites == nullptr || !PyList_Check(sites)) {
+    // Off until the settings change; tracemalloc stopped if we started it.
+    std::string why = "tracemalloc snapshot failed";
+    if (PyErr_Occurred()) {
+      PyObject *type, *value, *tb;
+      PyErr_Fetch(&type, &value, &tb);
+      PyRef t(type), v(value), b(tb);
+      PyRef text(v ? PyObject_Str(v.get()) : nullptr);
+      const char* msg = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+      if (t) why += std::string(": ") + reinterpret_cast<PyTypeObject*>(t.get())->tp_name;
+      if (msg != nullptr && *msg != '\0') why += std::string(": ") + msg;
+      PyErr_Clear();
+    }
+    failed_generation_ = config.generation();
+    Log(why + "; memory_allocations is off until a setting changes");
+    if (tracing_ours_) {
+      PyRef stop(PyObject_CallFunction(fn, "iOO", 0, Py_False, Py_True));
+      PyErr_Clear();
+      tracing_ours_ = false;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    allocations_failure_ = why + " (off until a setting changes)";
+    return;
+  }
+  if (PyTuple_GET_ITEM(r.get(), 0) == Py_True) {
+    tracing_ours_ = true;
+    next_snapshot_ns_ = now + 1'000'000'000;  // the first snapshot soon, once it has seen some
+  }
+  std::vector<AllocationSite> out;
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sites); ++i) {
+    PyObject* s = PyList_GET_ITEM(sites, i);  // borrowed: (function, file, line, bytes, blocks)
+    if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) != 5) continue;
+    const char* func = PyUnicode_Check(PyTuple_GET_ITEM(s, 0))
+                           ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(s, 0))
+                           : nullptr;
+    const char* file = PyUnicode_Check(PyTuple_GET_ITEM(s, 1))
+                           ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(s, 1))
+                           : nullptr;
+    if (func == nullptr || file == nullptr) {
+      PyErr_Clear();
+      continue;
+    }
+    AllocationSite a;
+    a.ts = ts;
+    a.function = func;
+    a.file = file;
+    a.line = static_cast<uint32_t>(AsU64(PyTuple_GET_ITEM(s, 2)));
+    a.bytes = AsU64(PyTuple_GET_ITEM(s, 3));
+    a.count = AsU64(PyTuple_GET_ITEM(s, 4));
+    out.push_back(std::move(a));
+  }
+  PyErr_Clear();
+  std::lock_guard<std::mutex> lock(mu_);
+  allocations_failure_.clear();
+  if (allocations_.size() < 10000)  // never unbounded, should the sampler stop taking them
+    allocations_.insert(allocations_.end(), std::make_move_iterator(out.begin()),
+                        std::make_move_iterator(out.end()));
+}
+
 bool PythonWorker::Collect() {
   PollPython();
+  Allocations();
   const int64_t started = MonotonicNs();  // the names below are as of this moment or later
   auto* fn = static_cast<PyObject*>(collect_fn_);
   PyRef result(PyObject_CallObject(fn, nullptr));

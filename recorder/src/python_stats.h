@@ -24,6 +24,14 @@ struct MetricReading {
   int64_t ts = 0;  // CLOCK_REALTIME ns, when read
 };
 
+// One allocation site of a tracemalloc snapshot (python.allocations).
+struct AllocationSite {
+  int64_t ts = 0;  // CLOCK_REALTIME ns of the snapshot
+  std::string function, file;
+  uint32_t line = 0;
+  uint64_t bytes = 0, count = 0;
+};
+
 struct PythonStats {
   int64_t taken_ns = 0;    // CLOCK_MONOTONIC when gathered; 0 = never
   int64_t started_ns = 0;  // CLOCK_MONOTONIC when gathering began (the GIL was had)
@@ -57,6 +65,10 @@ class PythonWorker {
   bool busy() const { return busy_.load(); }
   // Changes each time a new snapshot is published.
   uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  // The allocation sites of the snapshots taken since the last call (probing.memory.allocations).
+  std::vector<AllocationSite> TakeAllocations();
+  // Why python.allocations gets no rows ("" while snapshots are taken), for `probing info`.
+  std::string AllocationsNote() const;
   // Gathers the thread names again as soon as the GIL can be had (the rest keeps its pace of
   // once a second).
   void RequestSoon();
@@ -66,6 +78,9 @@ class PythonWorker {
   bool Setup();
   bool Collect();
   bool CollectNames();
+  // Under the GIL: takes a snapshot when one is due, or stops tracemalloc when the setting went
+  // off (only if we started it).
+  void Allocations();
 
   std::string library_path_;
   PythonSink* sink_;
@@ -80,6 +95,13 @@ class PythonWorker {
   bool wake_requested_ = false;  // under wake_mu_
   void* collect_fn_ = nullptr;  // PyObject*, owned
   void* names_fn_ = nullptr;    // PyObject*, owned
+  void* allocations_fn_ = nullptr;  // PyObject*, owned
+  // Allocation snapshots: the worker's thread only, but for the queue and the note (under mu_).
+  int64_t next_snapshot_ns_ = 0;  // CLOCK_MONOTONIC
+  bool tracing_ours_ = false;     // tracemalloc was started by us
+  uint64_t failed_generation_ = ~0ull;  // the settings generation the last failure happened in
+  std::vector<AllocationSite> allocations_;  // under mu_
+  std::string allocations_failure_;          // under mu_
 };
 
 }  // namespace probing::recorder

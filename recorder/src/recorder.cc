@@ -29,6 +29,7 @@
 #include "config.h"
 #include "control_server.h"
 #include "gil_executor.h"
+#include "gpu_sampler.h"
 #include "collectives.h"
 #include "log.h"
 #include "probing/base/clock.h"
@@ -292,6 +293,7 @@ class Recorder : public PythonSink {
   std::unique_ptr<SafeReader> reader_;
   std::unique_ptr<StackSampler> sampler_;
   std::unique_ptr<PythonWorker> worker_;
+  std::unique_ptr<GpuSampler> gpus_;  // gpu_metrics
   std::unique_ptr<GilExecutor> gil_;
   std::unique_ptr<ControlServer> server_;
   std::mutex mu_;
@@ -481,6 +483,8 @@ int Recorder::Start() {
   std::string thread_why;
   if (!worker_->Start(&thread_why))
     Log(thread_why + "; thread names, Python memory figures and PyTorch tracing are off");
+  gpus_ = std::make_unique<GpuSampler>();
+  gpus_->Start();
   gil_ = std::make_unique<GilExecutor>();
   if (!gil_->Start(&thread_why)) Log(thread_why + "; eval, locals and custom tables are off");
   ServerContext ctx;
@@ -496,6 +500,12 @@ int Recorder::Start() {
   ctx.seal = [this] { return SealNow(); };
   ctx.ours_busy = [this] { return worker_->busy(); };
   ctx.sampler_counts = [this] { return SamplerCounts(); };
+  ctx.notes = [this] {
+    std::vector<std::string> notes;
+    if (std::string gpu = gpus_->note(); !gpu.empty()) notes.push_back("gpu_metrics: " + gpu);
+    if (std::string a = worker_->AllocationsNote(); !a.empty()) notes.push_back(a);
+    return notes;
+  };
   server_ = std::make_unique<ControlServer>(std::move(ctx));
   std::string server_why;
   const bool serving = server_->Start(&server_why);
@@ -531,6 +541,7 @@ int Recorder::Start() {
 void Recorder::Shutdown() {
   if (forked_child_.load() || getpid() != pid_) return;  // a child never writes our rings
   if (worker_) worker_->Stop(1000);
+  if (gpus_) gpus_->Stop();
   if (gil_) gil_->Stop();
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_.exchange(true)) return;
@@ -927,6 +938,18 @@ void Recorder::SampleMemory(int64_t now_real) {
     e.cuda_reserved = s.cuda_reserved;
   }
   memory_.builder->AddMemory(e);
+  SegmentBuilder& b = *memory_.builder;
+  for (const format::GpuEvent& g : gpus_->Take()) b.AddGpu(g);
+  for (const AllocationSite& a : worker_->TakeAllocations()) {
+    format::AllocationEvent r;
+    r.ts = a.ts;
+    r.func = b.InternString(a.function);
+    r.file = b.InternString(a.file);
+    r.line = a.line;
+    r.bytes = a.bytes;
+    r.count = a.count;
+    b.AddAllocation(r);
+  }
   // @probing.metric readings: each snapshot's once (a snapshot may be reused while the GIL is
   // not to be had; its readings are not repeated).
   if (s.taken_ns != 0 && s.taken_ns != metrics_taken_ns_) {

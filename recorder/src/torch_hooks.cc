@@ -280,6 +280,24 @@ void SlotDealloc(PyObject* self) {
   Py_DECREF(type);  // instances of a heap type hold a reference to it
 }
 
+void ReadMemory(Row* row);
+
+// CUDA memory at the end of a backward or step row too, as forward rows have it: read at most
+// once per hook call (`*read`), before any row is touched (the read runs Python), and given to
+// every row the call ends.
+void ReadMemoryOnce(Row* memory, bool* read) {
+  if (*read || !g.cuda || g.memory == nullptr) return;
+  *read = true;
+  ReadMemory(memory);
+}
+
+void CopyMemory(const Row& from, Row* to) {
+  to->has_memory = from.has_memory;
+  to->allocated = from.allocated;
+  to->max_allocated = from.max_allocated;
+  to->cached = from.cached;
+}
+
 // Autograd calls this with the gradient once it is ready. Returns None: the gradient is kept.
 PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
   auto* s = reinterpret_cast<SlotObject*>(self);
@@ -290,6 +308,8 @@ PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
     PyRef r(PyObject_CallFunctionObjArgs(g.queue_callback, g.backward_done, nullptr));
     PyErr_Clear();
   }
+  Row memory;
+  bool read = false;
   // Edges were added newest first: a module's row starts before those of modules inside it
   // that share its output (the order their forward rows have).
   for (int32_t i = s->edges; i >= 0; i = g.edges[static_cast<size_t>(i)].next) {
@@ -300,6 +320,9 @@ PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
       row.seq = g.seq++;
     } else if (!e.start && row.end < 0) {
       row.end = t;
+      const uint32_t index = e.row;
+      ReadMemoryOnce(&memory, &read);
+      CopyMemory(memory, &g.backward[index]);  // the read ran Python: index again
     }
   }
   Py_RETURN_NONE;
@@ -308,8 +331,14 @@ PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
 PyObject* BackwardDone(PyObject*, PyObject*) {
   const int64_t t = Now();
   g.backward_queued = false;
+  Row memory;
+  bool read = false;
+  ReadMemoryOnce(&memory, &read);
   for (Row& row : g.backward)
-    if (row.start >= 0 && row.end < 0) row.end = t;
+    if (row.start >= 0 && row.end < 0) {
+      row.end = t;
+      CopyMemory(memory, &row);
+    }
   Py_RETURN_NONE;
 }
 
@@ -495,6 +524,7 @@ PyObject* EndStep(PyObject*, PyObject* args) {
       row.stage = kStep;
       row.start = start;
       row.end = end;
+      if (g.cuda && g.memory != nullptr) ReadMemory(&row);
       g.rows.push_back(row);
     }
     const int64_t offset = Now(CLOCK_REALTIME) - Now();

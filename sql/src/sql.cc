@@ -526,6 +526,9 @@ Result<std::unique_ptr<Database>> Database::Create() {
   PROBING_RETURN_IF_ERROR(d->Exec(
       "CREATE TEMP VIEW profiling_data AS SELECT operation_name, stage, duration_ms, timestamp, "
       "step, seq, thread_id, rank, pid FROM python.torch_trace"));
+  PROBING_RETURN_IF_ERROR(d->Exec("CREATE TEMP VIEW gpu_metrics AS SELECT * FROM system.gpu"));
+  PROBING_RETURN_IF_ERROR(
+      d->Exec("CREATE TEMP VIEW memory_allocations AS SELECT * FROM python.allocations"));
   PROBING_RETURN_IF_ERROR(d->Exec(
       "CREATE TEMP VIEW training_logs AS SELECT step, "
       "max(CASE WHEN name = 'epoch' THEN CAST(value AS INTEGER) END) AS epoch, "

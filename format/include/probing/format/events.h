@@ -56,6 +56,10 @@ inline constexpr uint8_t kJobRecordKind = 70;
 // kCollective: one torch.distributed collective or point-to-point call, or a run of them counted
 // from the process group's sequence number (issued from C++, as DDP's gradient all-reduce).
 inline constexpr uint8_t kCollectiveRecordKind = 71;
+// kGpu: one GPU's utilization and memory, as NVML reported it (memory stream).
+inline constexpr uint8_t kGpuRecordKind = 72;
+// kAllocation: one tracemalloc allocation site of a snapshot (memory stream).
+inline constexpr uint8_t kAllocationRecordKind = 73;
 
 enum class TorchStage : uint8_t { kForward = 0, kBackward = 1, kStep = 2 };
 inline constexpr uint8_t kMaxTorchStage = 2;
@@ -175,6 +179,29 @@ struct CollectiveEvent {
   bool operator==(const CollectiveEvent&) const = default;
 };
 
+// One GPU at one instant (gpu_metrics). A field the driver would not give is absent.
+struct GpuEvent {
+  int64_t ts = 0;
+  uint32_t gpu = 0;  // NVML device index
+  std::optional<uint32_t> gpu_util;     // percent of the last sample period a kernel ran
+  std::optional<uint32_t> memory_util;  // percent of it device memory was read or written
+  std::optional<uint64_t> memory_used;  // bytes
+  std::optional<uint64_t> memory_total;
+  bool operator==(const GpuEvent&) const = default;
+};
+
+// One allocation site of a tracemalloc snapshot (memory_allocations): what the lines of code at
+// (file, line) hold allocated at the snapshot.
+struct AllocationEvent {
+  int64_t ts = 0;     // the snapshot
+  uint32_t func = 0;  // string id: the function around the line ("" unknown)
+  uint32_t file = 0;  // string id
+  uint32_t line = 0;
+  uint64_t bytes = 0;  // allocated there and not yet freed
+  uint64_t count = 0;  // blocks
+  bool operator==(const AllocationEvent&) const = default;
+};
+
 struct LostEvent {
   Stream stream = Stream::kMixed;
   uint64_t segments = 0;
@@ -220,6 +247,8 @@ struct Segment {
   std::vector<MetricEvent> metrics;
   std::vector<ProcessEvent> processes;
   std::vector<CollectiveEvent> collectives;
+  std::vector<GpuEvent> gpus;
+  std::vector<AllocationEvent> allocations;
   std::vector<LostEvent> lost;
   std::vector<SamplerStatsEvent> sampler_stats;
   uint32_t skipped_records = 0;  // skippable kinds this build does not know

@@ -91,6 +91,9 @@ class SegmentBuilder {
   void AddLost(Stream stream, uint64_t segments);
   // A collective call (written as a skippable record: older readers skip it).
   void AddCollective(const CollectiveEvent& e);
+  // A GPU reading and an allocation site (skippable records: older readers skip them).
+  void AddGpu(const GpuEvent& e);
+  void AddAllocation(const AllocationEvent& e);
   // What the stack sampler dropped or read twice (skippable, format 1.1).
   void AddSamplerStats(const SamplerStatsEvent& e);
 

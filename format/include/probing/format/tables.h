@@ -45,6 +45,8 @@ enum class TableId {
   kProcess,
   kBacktrace,
   kSettings,
+  kGpu,
+  kAllocations,
 };
 
 struct TableSchema {

@@ -104,6 +104,9 @@ struct InfoReply {
   std::optional<StackSamples> stack_samples;
   // How the last pass read interpreter memory: "fault guard" or "process_vm_readv (<why>)".
   std::optional<std::string> stack_reads;
+  // Why a table gets no rows, one line each ("gpu_metrics: no NVML (...)"); absent from older
+  // recorders.
+  std::optional<std::vector<std::string>> notes;
 };
 
 struct EvalRequest {
