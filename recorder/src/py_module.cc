@@ -1,6 +1,8 @@
 #include "py_module.h"
 
 #include <Python.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <exception>
@@ -23,7 +25,10 @@ PyObject* g_namespace = nullptr;  // the tracer's globals (owned, never freed)
 // Set (with the GIL) before the tracer's source runs. Running it can release the GIL (imports),
 // and the program's thread (probing_python_setup) and the recorder's own thread both install:
 // without this, both could run the source and two tracers would wrap every module call twice.
-bool g_installing = false;
+// The worker may get there first, while the start-up hook has let the GIL go in a ctypes call;
+// g_installer is the thread that installs.
+std::atomic<bool> g_installing{false};
+std::atomic<long> g_installer{0};
 
 bool ToI64(PyObject* o, int64_t* out) {
   if (!PyLong_Check(o)) return false;
@@ -208,7 +213,20 @@ bool InstallPython(PythonSink* sink, std::string* why) {
   g_sink = sink;  // a forked child's new recorder takes over
   SetTorchSink(sink);
   SetCollectivesSink(sink);
-  if (g_namespace != nullptr || g_installing) return true;
+  if (g_namespace != nullptr) return true;
+  const long self = static_cast<long>(syscall(SYS_gettid));
+  if (g_installing.load()) {
+    if (g_installer.load() == self) return true;  // from inside the installation
+    // Another thread installs, and gave the GIL away meanwhile (its Python runs in turns with
+    // ours). Returning now would let the program import torch before the import hook is in
+    // place: wait for it, without the GIL, at most 5 s.
+    PyThreadState* saved = PyEval_SaveThread();
+    for (int i = 0; i < 5000 && g_installing.load(); ++i) usleep(1000);
+    PyEval_RestoreThread(saved);
+    if (g_namespace == nullptr) *why = "another thread's installation of the PyTorch tracer failed";
+    return g_namespace != nullptr;
+  }
+  g_installer = self;
   g_installing = true;
   PyObject* modules = PyImport_GetModuleDict();  // borrowed
   if (PyDict_GetItemString(modules, "_probing_recorder") == nullptr) {
@@ -230,7 +248,8 @@ bool InstallPython(PythonSink* sink, std::string* why) {
     return false;
   }
   g_namespace = static_cast<PyObject*>(ns);
-  PollPython();
+  PollPython();  // the import hook in place before a waiting thread goes on
+  g_installing = false;
   return true;
 }
 
