@@ -51,6 +51,30 @@ std::vector<format::Segment> Fixture() {
   auto seg = format::DecodeSegment(bytes);
   EXPECT_TRUE(seg.ok());
   if (seg.ok()) out.push_back(std::move(seg).value());
+  // A GPU reading and a tracemalloc site, as the memory ring carries them.
+  format::SegmentBuilder m(format::Stream::kMemory, 4242);
+  m.SetProcess(format::ProcessInfo::Of(p.pid, p.start_ts, p.rank,
+                                       std::string(first.String(p.python_version)),
+                                       std::string(first.String(p.cmdline)),
+                                       std::string(first.String(p.host))));
+  format::GpuEvent g;
+  g.ts = 1'700'000'002'000'000'000;
+  g.gpu_util = 87;
+  g.memory_used = 1 << 30;
+  m.AddGpu(g);
+  format::AllocationEvent a;
+  a.ts = g.ts;
+  a.func = m.InternString("prepare_batch");
+  a.file = m.InternString("train.py");
+  a.line = 42;
+  a.bytes = 4096;
+  a.count = 3;
+  m.AddAllocation(a);
+  bytes.clear();
+  EXPECT_TRUE(m.Seal(format::Codec::kLz4, 0, &bytes).ok());
+  auto mem = format::DecodeSegment(bytes);
+  EXPECT_TRUE(mem.ok());
+  if (mem.ok()) out.push_back(std::move(mem).value());
   return out;
 }
 
@@ -104,7 +128,8 @@ TEST(Sql, ErrorsAreSqlitesOwnAndNameTheKnownTables) {
   EXPECT_EQ(r.status().message(), "SQL: near \"SELEC\": syntax error");
   r = db->Query("SELECT * FROM python.nope");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("no such table: python.nope; known tables: python.backtrace"),
+  EXPECT_NE(r.status().message().find(
+                "no such table: python.nope; known tables: python.allocations, python.backtrace"),
             std::string::npos)
       << r.status().message();
   EXPECT_NE(r.status().message().find("system.process"), std::string::npos);
@@ -169,7 +194,7 @@ TEST(Sql, VirtualTablesMatchLoadedOnes) {
       (*lazy)->Query("SELECT count(*) FROM python.stacks a JOIN python.stacks b USING (sample_id)");
   ASSERT_TRUE(twice.ok());
   EXPECT_EQ(std::get<int64_t>(twice->rows[0][0]), 6 * 9);  // 6 samples of 3 frames, squared each
-  EXPECT_EQ(loads, 7);  // one load per ring table, kept across scans
+  EXPECT_EQ(loads, 9);  // one load per ring table, kept across scans
 }
 
 TEST(Sql, AFailedLoadFailsTheQueryWithItsMessage) {
