@@ -2,6 +2,7 @@
 applies probing.retention.days and probing.retention.max_mb to the data directory as it starts,
 and `probing list --gc` does too; `--gc --all` removes every dead process's data. Real recorders
 in real processes; the ages are set with os.utime on their directories."""
+import json
 import os
 import subprocess
 import time
@@ -91,8 +92,11 @@ def test_a_running_process_is_never_removed(served, run, probing_bin, monkeypatc
     r = run(probing_bin, "list", "--gc")
     assert r.returncode == 0 and "removed the data of 0 dead process(es)" in r.stderr, r.stderr
     assert (mine / "process.json").exists()
-    r = run(probing_bin, "-t", served.proc.pid, "config", "probing.retention.days")
-    assert r.returncode == 0 and "7" in r.stdout, r.stdout + r.stderr
+    r = run(probing_bin, "-t", served.proc.pid, "--format", "json", "config",
+            "probing.retention.days")
+    assert r.returncode == 0, r.stderr
+    assert [(x["name"], x["value"]) for x in json.loads(r.stdout)] == [("probing.retention.days",
+                                                                        "7")]
 
 
 def test_bad_bounds_are_said_and_the_defaults_kept(run, probing_bin, tmp_path, monkeypatch):

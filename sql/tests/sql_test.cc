@@ -20,13 +20,14 @@ namespace {
 // timed all_reduce and one counted call.
 std::vector<format::Segment> Fixture() {
   auto out = format::testing::FixtureSegments();
-  format::SegmentBuilder b(format::Stream::kCollectives, 4242);
   const format::Segment& first = out.front();  // the same process
   const format::ProcessEvent& p = first.processes.front();
-  b.SetProcess(format::ProcessInfo::Of(p.pid, p.start_ts, p.rank,
-                                       std::string(first.String(p.python_version)),
-                                       std::string(first.String(p.cmdline)),
-                                       std::string(first.String(p.host))));
+  const auto process = format::ProcessInfo::Of(p.pid, p.start_ts, p.rank,
+                                               std::string(first.String(p.python_version)),
+                                               std::string(first.String(p.cmdline)),
+                                               std::string(first.String(p.host)));
+  format::SegmentBuilder b(format::Stream::kCollectives, 4242);
+  b.SetProcess(process);
   format::CollectiveEvent e;
   e.ts = 1'700'000'001'000'000'000;
   e.end_ts = e.ts + 2'000'000;
@@ -53,10 +54,7 @@ std::vector<format::Segment> Fixture() {
   if (seg.ok()) out.push_back(std::move(seg).value());
   // A GPU reading and a tracemalloc site, as the memory ring carries them.
   format::SegmentBuilder m(format::Stream::kMemory, 4242);
-  m.SetProcess(format::ProcessInfo::Of(p.pid, p.start_ts, p.rank,
-                                       std::string(first.String(p.python_version)),
-                                       std::string(first.String(p.cmdline)),
-                                       std::string(first.String(p.host))));
+  m.SetProcess(process);
   format::GpuEvent g;
   g.ts = 1'700'000'002'000'000'000;
   g.gpu_util = 87;
