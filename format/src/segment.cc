@@ -31,6 +31,15 @@ const char* TorchStageName(TorchStage s) {
   return "unknown";
 }
 
+const char* StepDecisionName(uint8_t decision) {
+  switch (decision) {
+    case kStepTraced: return "traced";
+    case kStepSampledOut: return "sample_rate";
+    case kStepOverBudget: return "budget";
+  }
+  return "unknown";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Builder
 
@@ -291,6 +300,21 @@ void SegmentBuilder::AddAllocation(const AllocationEvent& e) {
   has_events_ = true;
 }
 
+void SegmentBuilder::AddTorchStep(const TorchStepEvent& e) {
+  ByteWriter t;
+  t.PutZigzag(e.ts_ns);
+  t.PutVarint(e.duration_ns);
+  t.PutVarint(e.thread);
+  t.PutVarint(e.step);
+  t.PutByte(e.decision);
+  t.PutVarint(e.cost_ns);
+  t.PutVarint(e.budget_ppm);
+  BeginRecord(static_cast<RecordKind>(kTorchStepRecordKind));
+  payload_.PutLengthPrefixed(t.view());
+  NoteTime(e.ts_ns);
+  has_events_ = true;
+}
+
 void SegmentBuilder::AddSamplerStats(const SamplerStatsEvent& e) {
   // Skippable: kind, length, then the fields; a reader takes the fields it knows and ignores
   // any that a later version appends.
@@ -356,6 +380,7 @@ void ShiftTimes(Segment* seg, int64_t delta_ns) {
     e.ts += delta_ns;
     if (e.end_ts != 0) e.end_ts += delta_ns;
   }
+  for (auto& e : seg->torch_steps) e.ts_ns += delta_ns;
 }
 
 Result<SegmentInfo> ParseSegmentHeader(std::string_view bytes) {
@@ -521,6 +546,29 @@ class RecordDecoder {
     e.file = static_cast<uint32_t>(file);
     e.line = static_cast<uint32_t>(line);
     seg_->allocations.push_back(e);
+    return Status::Ok();
+  }
+
+  // A training step: length-prefixed, its time absolute; later fields are ignored.
+  Status TorchStep() {
+    std::string_view body;
+    if (!r_.GetLengthPrefixed(&body, kMaxRawSegmentSize)) return Truncated();
+    ByteReader t(body);
+    TorchStepEvent e;
+    uint64_t thread = 0, budget = 0;
+    if (!t.GetZigzag(&e.ts_ns) || !t.GetVarint(&e.duration_ns) || !t.GetVarint(&thread) ||
+        !t.GetVarint(&e.step) || !t.GetByte(&e.decision) || !t.GetVarint(&e.cost_ns) ||
+        !t.GetVarint(&budget))
+      return DataLoss("torch step record too short");
+    if (thread >= seg_->threads.size()) return BadRef("thread");
+    if (e.decision > kMaxStepDecision)
+      return DataLoss("torch step record: unknown decision " + std::to_string(e.decision) +
+                      " (0 traced, 1 sample_rate, 2 budget)");
+    if (budget > std::numeric_limits<uint32_t>::max())
+      return DataLoss("torch step record: budget out of range");
+    e.thread = static_cast<uint32_t>(thread);
+    e.budget_ppm = static_cast<uint32_t>(budget);
+    seg_->torch_steps.push_back(e);
     return Status::Ok();
   }
 
@@ -701,6 +749,7 @@ class RecordDecoder {
     if (kind == kSamplerStatsKind) return SamplerStats();
     if (kind == kGpuRecordKind) return Gpu();
     if (kind == kAllocationRecordKind) return Allocation();
+    if (kind == kTorchStepRecordKind) return TorchStep();
     if (kind >= kFirstSkippableKind && kind <= kLastSkippableKind) {
       std::string_view skipped;
       if (!r_.GetLengthPrefixed(&skipped, kMaxRawSegmentSize)) return Truncated();

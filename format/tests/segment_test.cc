@@ -308,6 +308,94 @@ TEST(SegmentDecode, SamplerStatsTakesKnownFieldsAndRefusesShortOnes) {
   EXPECT_NE(bad.status().message().find("sampler stats record too short"), std::string::npos);
 }
 
+// A payload of torch records (times as deltas) around a torch step record (kind 74, its time
+// absolute), with `step_kind` in place of 74: an older reader sees an unknown skippable kind.
+std::string TorchAroundAStep(uint8_t step_kind, std::string_view step_body) {
+  ByteWriter w;
+  w.PutByte(static_cast<uint8_t>(RecordKind::kString));
+  w.PutLengthPrefixed("MainThread");
+  w.PutByte(static_cast<uint8_t>(RecordKind::kString));
+  w.PutLengthPrefixed("fc");
+  w.PutByte(static_cast<uint8_t>(RecordKind::kThread));
+  w.PutVarint(4242);
+  w.PutVarint(1);
+  auto torch = [&](int64_t dt) {
+    w.PutByte(static_cast<uint8_t>(RecordKind::kTorch));
+    w.PutZigzag(dt);
+    w.PutVarint(1);  // thread
+    w.PutVarint(7);  // step
+    w.PutVarint(0);  // seq
+    w.PutVarint(2);  // module "fc"
+    w.PutByte(0);    // forward
+    w.PutVarint(1000);
+    w.PutByte(0);  // no CUDA values
+  };
+  torch(1'000'000);
+  w.PutByte(step_kind);
+  w.PutLengthPrefixed(step_body);
+  torch(500);
+  return SealRaw(w.view(), 6);
+}
+
+std::string StepBody(uint64_t thread, uint8_t decision) {
+  ByteWriter b;
+  b.PutZigzag(123'456'789);
+  b.PutVarint(2'000'000);
+  b.PutVarint(thread);
+  b.PutVarint(7);
+  b.PutByte(decision);
+  b.PutVarint(30'000);
+  b.PutVarint(10'000);
+  return std::string(b.view());
+}
+
+TEST(SegmentDecode, TorchStepsAreReadAndAnOlderReaderSkipsThem) {
+  auto seg = DecodeSegment(TorchAroundAStep(kTorchStepRecordKind, StepBody(1, kStepOverBudget)));
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  ASSERT_EQ(seg->torch_steps.size(), 1u);
+  EXPECT_EQ(seg->torch_steps[0],
+            (TorchStepEvent{123'456'789, 2'000'000, 1, 7, kStepOverBudget, 30'000, 10'000}));
+  ASSERT_EQ(seg->torch.size(), 2u);
+  EXPECT_EQ(seg->torch[1].ts, 1'000'500);  // the step's absolute time leaves the deltas alone
+  EXPECT_EQ(seg->skipped_records, 0u);
+  // A reader that predates kind 74 reads the same payload with the record skipped.
+  seg = DecodeSegment(TorchAroundAStep(kLastSkippableKind, StepBody(1, kStepOverBudget)));
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  EXPECT_TRUE(seg->torch_steps.empty());
+  EXPECT_EQ(seg->skipped_records, 1u);
+  ASSERT_EQ(seg->torch.size(), 2u);
+  EXPECT_EQ(seg->torch[0].ts, 1'000'000);
+  EXPECT_EQ(seg->torch[1].ts, 1'000'500);
+}
+
+TEST(SegmentDecode, TorchStepTakesKnownFieldsAndRefusesBadOnes) {
+  std::string later = StepBody(1, kStepTraced);
+  later += '\x05';  // a field a later writer appends
+  auto seg = DecodeSegment(TorchAroundAStep(kTorchStepRecordKind, later));
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  ASSERT_EQ(seg->torch_steps.size(), 1u);
+  EXPECT_EQ(seg->torch_steps[0].budget_ppm, 10'000u);
+
+  auto error = [](std::string_view body) {
+    auto bad = DecodeSegment(TorchAroundAStep(kTorchStepRecordKind, body));
+    return bad.ok() ? std::string("decoded") : bad.status().message();
+  };
+  const std::string body = StepBody(1, kStepTraced);
+  EXPECT_NE(error(body.substr(0, body.size() - 1)).find("torch step record too short"),
+            std::string::npos);
+  EXPECT_NE(error(StepBody(1, 3)).find("torch step record: unknown decision 3"), std::string::npos)
+      << error(StepBody(1, 3));
+  EXPECT_NE(error(StepBody(2, kStepTraced)).find("undefined thread"), std::string::npos);
+  // The length itself past the payload.
+  ByteWriter w;
+  w.PutByte(kTorchStepRecordKind);
+  w.PutVarint(100);
+  w.PutByte(0);
+  auto cut = DecodeSegment(SealRaw(w.view(), 1));
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.status().message().find("record truncated"), std::string::npos);
+}
+
 TEST(SegmentDecode, RandomGarbageNeverCrashes) {
   std::mt19937_64 rng(7);
   std::string base = SealAllKinds(Codec::kNone);

@@ -60,6 +60,8 @@ inline constexpr uint8_t kCollectiveRecordKind = 71;
 inline constexpr uint8_t kGpuRecordKind = 72;
 // kAllocation: one tracemalloc allocation site of a snapshot (memory stream).
 inline constexpr uint8_t kAllocationRecordKind = 73;
+// kTorchStep: one training step's time and whether its module calls were traced (torch stream).
+inline constexpr uint8_t kTorchStepRecordKind = 74;
 
 enum class TorchStage : uint8_t { kForward = 0, kBackward = 1, kStep = 2 };
 inline constexpr uint8_t kMaxTorchStage = 2;
@@ -202,6 +204,25 @@ struct AllocationEvent {
   bool operator==(const AllocationEvent&) const = default;
 };
 
+// TorchStepEvent::decision: why a step was or was not traced.
+inline constexpr uint8_t kStepTraced = 0;      // its module calls are in python.torch_trace
+inline constexpr uint8_t kStepSampledOut = 1;  // probing.sample_rate left it out
+inline constexpr uint8_t kStepOverBudget = 2;  // the overhead budget (probing.torch.budget) did
+inline constexpr uint8_t kMaxStepDecision = 2;
+const char* StepDecisionName(uint8_t decision);  // "traced", "sample_rate", "budget"
+
+// One training step (python.torch_steps), written at its end whether it was traced or not.
+struct TorchStepEvent {
+  int64_t ts_ns = 0;         // start of the step (the previous step's end), ns since the epoch
+  uint64_t duration_ns = 0;  // from the previous step's end to this step's end
+  uint32_t thread = 0;       // thread id (InternThread) of the thread that ended it; 0 unknown
+  uint64_t step = 0;
+  uint8_t decision = kStepTraced;  // kStepTraced, kStepSampledOut or kStepOverBudget
+  uint64_t cost_ns = 0;            // what the tracer's own code cost in this step (measured)
+  uint32_t budget_ppm = 0;         // probing.torch.budget per million of step time; 0 none
+  bool operator==(const TorchStepEvent&) const = default;
+};
+
 struct LostEvent {
   Stream stream = Stream::kMixed;
   uint64_t segments = 0;
@@ -249,6 +270,7 @@ struct Segment {
   std::vector<CollectiveEvent> collectives;
   std::vector<GpuEvent> gpus;
   std::vector<AllocationEvent> allocations;
+  std::vector<TorchStepEvent> torch_steps;
   std::vector<LostEvent> lost;
   std::vector<SamplerStatsEvent> sampler_stats;
   uint32_t skipped_records = 0;  // skippable kinds this build does not know

@@ -94,6 +94,9 @@ class SegmentBuilder {
   // A GPU reading and an allocation site (skippable records: older readers skip them).
   void AddGpu(const GpuEvent& e);
   void AddAllocation(const AllocationEvent& e);
+  // A training step's time and tracing decision (skippable: older readers skip it). Its thread
+  // is an id from InternThread, as TorchEvent's.
+  void AddTorchStep(const TorchStepEvent& e);
   // What the stack sampler dropped or read twice (skippable, format 1.1).
   void AddSamplerStats(const SamplerStatsEvent& e);
 
