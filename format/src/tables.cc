@@ -142,6 +142,26 @@ constexpr Column kAllocationsColumns[] = {
      "process id of the recorder that wrote the row (tells several recordings apart)"},
 };
 
+constexpr Column kTorchStepsColumns[] = {
+    {"step", kInteger, "training step (as python.torch_trace's step)"},
+    {"time", kReal, "start of the step (the previous step's end), seconds since the Unix epoch"},
+    {"duration", kReal, "seconds from the previous step's end to this step's end"},
+    {"traced", kInteger,
+     "1 when the step's module calls were traced (rows in python.torch_trace), else 0"},
+    {"decision", kText,
+     "traced, sample_rate (probing.sample_rate left it out) or budget (the overhead budget left "
+     "it out)"},
+    {"cost", kReal,
+     "seconds the tracer's own code took in this step (measured by the tracer, with its estimate "
+     "of what it cannot time)"},
+    {"budget", kReal,
+     "probing.torch.budget as a fraction of step time (0.01 for 1%); NULL when the budget is off"},
+    {"thread_id", kInteger, "OS thread id that ended the step"},
+    {"rank", kInteger, "distributed rank; NULL when unknown (as other tables fill it)"},
+    {"pid", kInteger,
+     "process id of the recorder that wrote the row (tells several recordings apart)"},
+};
+
 constexpr TableSchema kTables[] = {
     {TableId::kStacks, "python.stacks", TableSource::kRing,
      "stack samples: one row per frame of each sampled thread", kStacksColumns},
@@ -168,8 +188,12 @@ constexpr TableSchema kTables[] = {
      "the largest tracemalloc allocation sites, one snapshot every probing.memory.interval "
      "seconds while probing.memory.allocations is on; the seeds' memory_allocations",
      kAllocationsColumns},
+    {TableId::kTorchSteps, "python.torch_steps", TableSource::kRing,
+     "one row per training step, traced or not: its time, whether it was traced and why not, "
+     "and what tracing cost",
+     kTorchStepsColumns},
 };
-static_assert(std::size(kTables) == static_cast<size_t>(TableId::kAllocations) + 1,
+static_assert(std::size(kTables) == static_cast<size_t>(TableId::kTorchSteps) + 1,
               "kTables is indexed by TableId");
 
 double Seconds(int64_t ns) { return static_cast<double>(ns) / 1e9; }
@@ -231,7 +255,8 @@ void StackRow(const Segment& seg, size_t sample, uint32_t callsite, int64_t dept
 std::optional<Stream> TableStream(TableId id) {
   switch (id) {
     case TableId::kStacks: return Stream::kStacks;
-    case TableId::kTorchTrace: return Stream::kTorch;
+    case TableId::kTorchTrace:
+    case TableId::kTorchSteps: return Stream::kTorch;
     case TableId::kVariables: return Stream::kVariables;
     case TableId::kMemory: return Stream::kMemory;
     case TableId::kMetrics: return Stream::kMetrics;
@@ -410,6 +435,24 @@ void SegmentRows(const Segment& seg, TableId table, RowContext& ctx, const RowCa
         row[3] = int64_t{e.line};
         row[4] = static_cast<int64_t>(e.bytes);
         row[5] = static_cast<int64_t>(e.count);
+        emit(row);
+      }
+      return;
+    }
+    case TableId::kTorchSteps: {
+      const Value rank = Rank(seg);
+      std::array<Value, 10> row;
+      row[9] = int64_t{seg.info.pid};
+      for (const TorchStepEvent& e : seg.torch_steps) {
+        row[0] = static_cast<int64_t>(e.step);
+        row[1] = Seconds(e.ts_ns);
+        row[2] = static_cast<double>(e.duration_ns) / 1e9;
+        row[3] = int64_t{e.decision == kStepTraced ? 1 : 0};
+        row[4] = std::string_view(StepDecisionName(e.decision));
+        row[5] = static_cast<double>(e.cost_ns) / 1e9;
+        row[6] = e.budget_ppm == 0 ? Value{} : Value{e.budget_ppm / 1e6};
+        row[7] = e.thread == 0 ? Value{} : Value{thread_tid(e.thread)};
+        row[8] = rank;
         emit(row);
       }
       return;

@@ -139,6 +139,64 @@ TEST(GpuAndAllocations, RoundTripIntoRows) {
   EXPECT_EQ(TableStream(TableId::kAllocations), Stream::kMemory);
 }
 
+TEST(TorchSteps, RoundTripIntoRows) {
+  SegmentBuilder b(Stream::kTorch, 42);
+  b.SetProcess(ProcessInfo::Of(42, 0, 3, "3.11", "python train.py", "node7"));
+  TorchStepEvent traced;
+  traced.ts_ns = testing::kBaseTs;
+  traced.duration_ns = 250'000'000;
+  traced.thread = b.InternThread(4242, b.InternString("MainThread"));
+  traced.step = 7;
+  traced.decision = kStepTraced;
+  traced.cost_ns = 1'500'000;
+  traced.budget_ppm = 10'000;  // 1%
+  b.AddTorchStep(traced);
+  TorchStepEvent skipped = traced;
+  skipped.ts_ns = traced.ts_ns + traced.duration_ns;
+  skipped.step = 8;
+  skipped.decision = kStepOverBudget;
+  skipped.cost_ns = 2'000;
+  skipped.budget_ppm = 0;  // the budget off: NULL
+  b.AddTorchStep(skipped);
+  TorchStepEvent sampled = skipped;
+  sampled.step = 9;
+  sampled.decision = kStepSampledOut;
+  b.AddTorchStep(sampled);
+  std::string bytes;
+  ASSERT_TRUE(b.Seal(Codec::kLz4, 0, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  ASSERT_EQ(seg->torch_steps.size(), 3u);
+  EXPECT_EQ(seg->torch_steps[0], traced);
+  EXPECT_EQ(seg->torch_steps[1], skipped);
+  EXPECT_EQ(seg->torch_steps[2], sampled);
+  EXPECT_EQ(seg->skipped_records, 0u);
+  EXPECT_EQ(seg->info.first_ts, traced.ts_ns);
+  EXPECT_EQ(seg->info.last_ts, skipped.ts_ns);
+
+  RowContext ctx;
+  auto rows = Rows(*seg, TableId::kTorchSteps, ctx);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(std::get<int64_t>(rows[0][0]), 7);
+  EXPECT_DOUBLE_EQ(std::get<double>(rows[0][1]), testing::kBaseTs / 1e9);
+  EXPECT_DOUBLE_EQ(std::get<double>(rows[0][2]), 0.25);
+  EXPECT_EQ(std::get<int64_t>(rows[0][3]), 1);
+  EXPECT_EQ(std::get<std::string_view>(rows[0][4]), "traced");
+  EXPECT_DOUBLE_EQ(std::get<double>(rows[0][5]), 0.0015);
+  EXPECT_DOUBLE_EQ(std::get<double>(rows[0][6]), 0.01);
+  EXPECT_EQ(std::get<int64_t>(rows[0][7]), 4242);
+  EXPECT_EQ(std::get<int64_t>(rows[0][8]), 3);
+  EXPECT_EQ(std::get<int64_t>(rows[0][9]), 42);
+  EXPECT_EQ(std::get<int64_t>(rows[1][3]), 0);
+  EXPECT_EQ(std::get<std::string_view>(rows[1][4]), "budget");
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(rows[1][6]));
+  EXPECT_EQ(std::get<int64_t>(rows[2][3]), 0);
+  EXPECT_EQ(std::get<std::string_view>(rows[2][4]), "sample_rate");
+  EXPECT_EQ(TableStream(TableId::kTorchSteps), Stream::kTorch);
+  // The other torch table reads none of them.
+  EXPECT_TRUE(Rows(*seg, TableId::kTorchTrace, ctx).empty());
+}
+
 // docs/tables.md lists every table and column: this keeps the doc and the code in step.
 TEST(TablesDoc, EveryColumnIsDocumented) {
   std::ifstream in(std::string(PROBING_SOURCE_DIR) + "/docs/tables.md");

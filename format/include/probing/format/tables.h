@@ -47,6 +47,7 @@ enum class TableId {
   kSettings,
   kGpu,
   kAllocations,
+  kTorchSteps,
 };
 
 struct TableSchema {
