@@ -380,6 +380,8 @@ void ShiftTimes(Segment* seg, int64_t delta_ns) {
     e.ts += delta_ns;
     if (e.end_ts != 0) e.end_ts += delta_ns;
   }
+  for (auto& e : seg->gpus) e.ts += delta_ns;
+  for (auto& e : seg->allocations) e.ts += delta_ns;
   for (auto& e : seg->torch_steps) e.ts_ns += delta_ns;
 }
 

@@ -396,6 +396,38 @@ TEST(SegmentDecode, TorchStepTakesKnownFieldsAndRefusesBadOnes) {
   EXPECT_NE(cut.status().message().find("record truncated"), std::string::npos);
 }
 
+// A rank's clock offset moves every time it recorded, the skippable records' too.
+TEST(ShiftTimes, MovesEveryEventTime) {
+  SegmentBuilder b(Stream::kMixed, 1);
+  FillAllKinds(b);
+  CollectiveEvent c;
+  c.ts = 100;
+  c.end_ts = 150;
+  b.AddCollective(c);
+  GpuEvent g;
+  g.ts = 200;
+  b.AddGpu(g);
+  AllocationEvent a;
+  a.ts = 300;
+  b.AddAllocation(a);
+  TorchStepEvent t;
+  t.ts_ns = 400;
+  b.AddTorchStep(t);
+  std::string bytes;
+  ASSERT_TRUE(b.Seal(Codec::kNone, 0, &bytes).ok());
+  auto seg = DecodeSegment(bytes);
+  ASSERT_TRUE(seg.ok()) << seg.status().message();
+  ShiftTimes(&*seg, -7);
+  EXPECT_EQ(seg->samples[0].ts, testing::kBaseTs - 7);
+  EXPECT_EQ(seg->torch[0].ts, testing::kBaseTs + 1'000 - 7);
+  EXPECT_EQ(seg->memory[0].ts, testing::kBaseTs + 30'000'000 - 7);
+  EXPECT_EQ(seg->collectives[0].ts, 93);
+  EXPECT_EQ(seg->collectives[0].end_ts, 143);
+  EXPECT_EQ(seg->gpus[0].ts, 193);
+  EXPECT_EQ(seg->allocations[0].ts, 293);
+  EXPECT_EQ(seg->torch_steps[0].ts_ns, 393);
+}
+
 TEST(SegmentDecode, RandomGarbageNeverCrashes) {
   std::mt19937_64 rng(7);
   std::string base = SealAllKinds(Codec::kNone);
