@@ -4,7 +4,7 @@ Method (../shared/BENCHMARKING.md): one process under the recorder (PROBING=1), 
 off so that only tracing is measured. Each round runs one block in each mode, in an order drawn
 at random every round (a fixed seed), so that every mode follows every other as often:
 - plain: probing.torch.enabled=false (no wrapper, no hooks: nn.Module as torch made it);
-- traced: every step, every module (sample_rate 1);
+- traced: every step, every module (sample_rate 1, probing.torch.budget off);
 - idle: tracing on at sample_rate 0, so no step is traced: what the untraced steps of a lower
   sample_rate cost (the call wrapper stays in place and passes calls through);
 - torch.profiler (CPU activity), our tracing off.
@@ -21,6 +21,15 @@ left after its timed one (start-up and post-processing are not timed: its steady
 At sample_rate 0.1 one step in ten is traced and the rest are idle, so its figure is
 0.1 x traced + 0.9 x idle, from the two medians.
 
+The overhead budget (probing.torch.budget, on at 1% by default) is measured apart, with --budget
+(or --budget-only): rounds of two long blocks, plain and budget (sample_rate 1, the budget at
+its default), in random order; a block is three untimed steps, then --budget-steps timed ones
+(long, so that every block holds several traced steps: the budget traces few), and a round's
+figure is budget / plain; beside the median, the 10%-trimmed mean of the rounds with a
+bootstrap interval (the budget holds down a long-run average, which a median of blocks that
+hold one traced step more or less does not show). The budget's own account of those blocks (its measured cost over the
+step time, the share of steps it traced) is read from its accumulators and printed beside it.
+
 The cost of one traced module call is the median extra training-thread CPU time of a traced
 step over its round's plain step, divided by the module calls (forward and backward) in it;
 with the whole process's CPU time beside it (it includes the recorder thread, which encodes the
@@ -29,6 +38,7 @@ of a step, far above the noise.
 
     python3 bench/torch_overhead.py [--workload mlp|transformer|resnet|tiny|all] [--rounds N]
                                     [--steps N] [--calls auto|wrap|hooks]
+                                    [--budget | --budget-only] [--budget-steps N]
 
 Re-executes itself with PROBING=1 and the build tree's package when started without them.
 """
@@ -134,6 +144,7 @@ def measure(lib, name, rounds, steps):
         config(lib, "probing.torch.enabled", "false" if mode in ("plain", "torch.profiler")
                else "true")
         config(lib, "probing.sample_rate", "0" if mode == "idle" else "1")
+        config(lib, "probing.torch.budget", "off")
         prof = None
         if mode == "torch.profiler":
             prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
@@ -181,12 +192,108 @@ def measure(lib, name, rounds, steps):
     return result
 
 
+def measure_budget(lib, name, rounds, steps):
+    """plain against the budget at its default, in long blocks (see the docstring)."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model, x, y = WORKLOADS[name]()
+    rounds = rounds or max(20, ROUNDS[name] // 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    def block(mode):
+        config(lib, "probing.torch.enabled", "false" if mode == "plain" else "true")
+        config(lib, "probing.sample_rate", "1")
+        config(lib, "probing.torch.budget", "1%")
+        for _ in range(UNTIMED):
+            step()
+        w = time.perf_counter_ns()
+        for _ in range(steps):
+            step()
+        return time.perf_counter_ns() - w
+
+    for _ in range(2):  # warm-up
+        block("plain")
+        block("budget")
+    times = {"plain": [], "budget": []}
+    rng = random.Random(1)
+    for _ in range(rounds):
+        for m in rng.sample(sorted(times), 2):
+            times[m].append(block(m))
+    ratios = [b / p for b, p in zip(times["budget"], times["plain"])]
+    med, lo, hi = median_ci(ratios)
+    print("%s, budget 1%% (sample_rate 1): %d rounds of %d timed steps, %.2f ms/step plain" % (
+        name, rounds, steps, statistics.median(times["plain"]) / steps / 1e6))
+    tm, tlo, thi = trimmed_mean_ci(ratios)
+    print("  budget / plain: median %.4f (95%% CI %.4f-%.4f); 10%%-trimmed mean %.4f (95%% CI "
+          "%.4f-%.4f, bootstrap); min-max %.2f-%.2f" % (med, lo, hi, tm, tlo, thi, min(ratios),
+                                                       max(ratios)))
+    account = own_account()
+    if account:
+        print("  the budget's own account (python.torch_steps of its blocks): %d steps, %.1f%% "
+              "traced, cost / step time %.4f (traced steps %.4f, untraced %.4f)" % account)
+    return med
+
+
+def trimmed_mean(values, cut=0.1):
+    v = sorted(values)
+    k = int(len(v) * cut)
+    return statistics.mean(v[k:len(v) - k] or v)
+
+
+def trimmed_mean_ci(values, resamples=2000):
+    """The 10%-trimmed mean (the budget is about the long run, so a mean; trimmed, as a busy
+    machine's stalls land in single blocks) and a 95% bootstrap interval of it."""
+    rng = random.Random(2)
+    means = sorted(trimmed_mean([rng.choice(values) for _ in values]) for _ in range(resamples))
+    return trimmed_mean(values), means[int(0.025 * resamples)], means[int(0.975 * resamples)]
+
+
+def own_account():
+    """What python.torch_steps says of the steps run under the budget, read from this process's
+    rings by the CLI (as a user would), or None when it cannot be read."""
+    import json
+    import os
+    import subprocess
+
+    from probing_bench import ROOT
+
+    sql = ("SELECT count(*) AS n, avg(traced) AS traced, sum(cost) / sum(duration) AS share, "
+           "sum(CASE WHEN traced = 1 THEN cost END) / sum(CASE WHEN traced = 1 THEN duration END)"
+           " AS t, sum(CASE WHEN traced = 0 THEN cost END) / "
+           "sum(CASE WHEN traced = 0 THEN duration END) AS u "
+           "FROM python.torch_steps WHERE budget IS NOT NULL")
+    r = subprocess.run([os.path.join(ROOT, "build", "bin", "probing"), "-t", str(os.getpid()),
+                        "--format", "json", "query", sql], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0:
+        print("  (the budget's own account could not be read: %s)" % r.stderr.strip())
+        return None
+    row = json.loads(r.stdout)[0]
+    return (row["n"], 100 * (row["traced"] or 0), row["share"] or 0, row["t"] or 0,
+            row["u"] or 0)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=sorted(WORKLOADS) + ["all"], default="all")
     p.add_argument("--calls", choices=["auto", "wrap", "hooks"], default="auto",
                    help="probing.torch.calls: how module calls are seen (default auto)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per block (default 3)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--budget", action="store_true",
+                       help="also measure the overhead budget (probing.torch.budget 1%%)")
+    group.add_argument("--budget-only", action="store_true",
+                       help="measure only the overhead budget")
+    p.add_argument("--budget-steps", type=int, default=100,
+                   help="timed steps per block of the budget's measurement (default 100)")
     p.add_argument("--rounds", type=int, default=0,
                    help="rounds per workload (default: %s)" % ", ".join(
                        "%s %d" % kv for kv in sorted(ROUNDS.items())))
@@ -197,7 +304,10 @@ def main():
     config(lib, "probing.torch.calls", args.calls)
     names = sorted(WORKLOADS) if args.workload == "all" else [args.workload]
     for name in names:
-        measure(lib, name, args.rounds, args.steps)
+        if not args.budget_only:
+            measure(lib, name, args.rounds, args.steps)
+        if args.budget or args.budget_only:
+            measure_budget(lib, name, args.rounds, args.budget_steps)
 
 
 if __name__ == "__main__":

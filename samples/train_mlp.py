@@ -1,6 +1,7 @@
 """A small training job for the demo and the tests: an 8-layer MLP on synthetic data, CPU.
 
-    python3 samples/train_mlp.py [--steps N]     # default: run until killed
+    python3 samples/train_mlp.py [--steps N] [--width W] [--layers L] [--batch B]
+                                                 # default: 8 layers 128 wide, until killed
 
 Prints one line per 50 steps (step, loss, ms/step).
 """
@@ -33,13 +34,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=0, help="steps to run (0: until killed)")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--width", type=int, default=128, help="features of every layer")
+    p.add_argument("--layers", type=int, default=8, help="Linear layers (ReLU between them)")
     args = p.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = make_model()
+    model = make_model(args.width, args.layers)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(args.batch, 128)
+    x = torch.randn(args.batch, args.width)
     y = torch.randint(0, 10, (args.batch,))
     t = time.perf_counter()
     steps = range(args.steps) if args.steps else itertools.count()

@@ -21,10 +21,12 @@ SCHEMA = BUILD / "test-assets" / "speedscope-1.25.0" / "file-format-schema.json"
 
 
 def env_for(tmp_path):
+    """The recorded programs' environment: the overhead budget off, as these tests check that
+    every step's calls reach the recording (the budget's own tests: test_torch_trace.py)."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.update({"PROBING_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
-                "PYTHONUSERBASE": str(BUILD / "pyuser")})
+                "PYTHONUSERBASE": str(BUILD / "pyuser"), "PROBING_TORCH_BUDGET": "off"})
     return env
 
 

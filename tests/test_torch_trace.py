@@ -6,6 +6,7 @@ import collections
 import json
 import os
 import re
+import statistics
 import subprocess
 import time
 
@@ -25,12 +26,23 @@ def _has_torch():
 pytestmark = pytest.mark.skipif(not _has_torch(), reason="needs torch and torchvision for %s" % PY)
 
 
+# Tests that expect every step the sample rate picks to be traced turn the overhead budget off;
+# the budget's tests below run with it.
+NO_BUDGET = {"PROBING_TORCH_BUDGET": "off"}
+
+
 def run_sample(tmp_path, script, *args, probing="1", env=None, timeout=300):
+    """Runs samples/SCRIPT under the recorder; `env` over the budget off (a value of None
+    removes a variable: the recorder's default)."""
     e = dict(os.environ)
     e.pop("PYTHONPATH", None)
     e.update({"PROBING": probing, "PROBING_DATA_DIR": str(tmp_path / "data"),
-              "PYTHONUSERBASE": str(BUILD / "pyuser")})
-    e.update(env or {})
+              "PYTHONUSERBASE": str(BUILD / "pyuser"), **NO_BUDGET})
+    for k, v in (env or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
     r = subprocess.run([PY, str(ROOT / "samples" / script), *map(str, args)], capture_output=True,
                        text=True, env=e, timeout=timeout)
     assert r.returncode == 0, r.stderr
@@ -169,7 +181,7 @@ def test_a_raising_module_passes_its_exception_through(tmp_path, target, analyze
     plain = subprocess.run([PY, str(ROOT / "tests" / "targets" / "raising.py")],
                            capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0, plain.stderr
-    t = target(PY, "raising.py", extra_env={"PROBING_TORCH_CALLS": calls})
+    t = target(PY, "raising.py", extra_env={"PROBING_TORCH_CALLS": calls, **NO_BUDGET})
     code, out, err = t.finish()
     assert code == 0, err
     assert out == plain.stdout and out.count("caught ValueError flaky call") == 4
@@ -193,7 +205,7 @@ def test_a_raising_module_passes_its_exception_through(tmp_path, target, analyze
 
 def test_switching_how_calls_are_seen_at_run_time(tmp_path, probing_bin, run):
     e = dict(os.environ, PROBING="1", PROBING_DATA_DIR=str(tmp_path / "data"),
-             PYTHONUSERBASE=str(BUILD / "pyuser"))
+             PYTHONUSERBASE=str(BUILD / "pyuser"), **NO_BUDGET)
     p = subprocess.Popen([PY, str(ROOT / "samples" / "train_mlp.py")], env=e,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     call = ("import torch; m = torch.nn.Module; "
@@ -232,7 +244,7 @@ def test_switching_how_calls_are_seen_at_run_time(tmp_path, probing_bin, run):
 
 
 def test_inference_steps_are_outermost_forwards(tmp_path, target, analyze_bin):
-    t = target(PY, "infer.py", 50)
+    t = target(PY, "infer.py", 50, extra_env=NO_BUDGET)
     t.wait_ready()
     code, out, err = t.finish()
     assert code == 0, err
@@ -250,7 +262,7 @@ def test_inference_steps_are_outermost_forwards(tmp_path, target, analyze_bin):
 def test_cuda_memory_is_read_for_every_stage(tmp_path, target, analyze_bin, calls):
     # torch.cuda's counters stood in by the target (no GPU here): every stage's rows carry them
     # once CUDA counts as initialized (the tracer learns it at the end of the first step).
-    t = target(PY, "cuda_counters.py", extra_env={"PROBING_TORCH_CALLS": calls})
+    t = target(PY, "cuda_counters.py", extra_env={"PROBING_TORCH_CALLS": calls, **NO_BUDGET})
     code, out, err = t.finish()
     assert code == 0 and out.strip() == "done", err
     rows = read_table(analyze_bin, [t.data_dir / str(t.proc.pid)], "python.torch_trace")
@@ -270,3 +282,106 @@ def test_cuda_memory_is_read_for_every_stage(tmp_path, target, analyze_bin, call
     # python.memory's CUDA columns come from the same counters.
     mem = read_table(analyze_bin, [t.data_dir / str(t.proc.pid)], "python.memory")
     assert all(m["cuda_reserved"] in (None, 700 * 1024 * 1024) for m in mem)
+
+
+# The overhead budget (probing.torch.budget): many tiny modules, where tracing a step costs a
+# large share of it (8 features, 33 layers: 66 module calls in well under a millisecond).
+TINY = ["--width", 8, "--layers", 33, "--batch", 4]
+
+
+def steps_and_trace(analyze_bin, tmp_path):
+    d = [data_dir(tmp_path)]
+    return (read_table(analyze_bin, d, "python.torch_steps"),
+            read_table(analyze_bin, d, "python.torch_trace"))
+
+
+def test_the_budget_leaves_out_steps_of_tiny_modules_and_says_which(tmp_path, analyze_bin):
+    run_sample(tmp_path, "train_mlp.py", "--steps", 1500, *TINY,
+               env={"PROBING_TORCH_BUDGET": None})
+    steps, trace = steps_and_trace(analyze_bin, tmp_path)
+    # Every step is a row, once, with the default budget of 1%.
+    assert sorted(s["step"] for s in steps) == list(range(1500))
+    assert {s["budget"] for s in steps} == {0.01}
+    traced = {s["step"] for s in steps if s["traced"]}
+    # Exactly the traced steps have module rows, each with every module.
+    by_step = collections.defaultdict(set)
+    for r in trace:
+        by_step[r["step"]].add((r["module"], r["stage"]))
+    assert set(by_step) == traced
+    # 33 Linear and 32 ReLU named 0-64, Sequential, CrossEntropyLoss: forward and backward each;
+    # the optimizer step.
+    assert all(len(v) == 2 * 67 + 1 for v in by_step.values())
+    decisions = collections.Counter(s["decision"] for s in steps)
+    assert set(decisions) == {"traced", "budget"}, decisions
+    assert all(s["traced"] == (s["decision"] == "traced") for s in steps)
+    # Traced steps cost far more than the budget: few are traced, spread over the run (not all
+    # at the start), and what the tracer counted stays near the budget.
+    assert 0 < len(traced) < 0.5 * 1500, len(traced)
+    assert min(traced) < 100 and max(traced) > 1300, sorted(traced)
+    # The budget holds down what tracing adds: a traced step's cost beyond the bookkeeping that
+    # every step pays (an untraced step's cost).
+    later = [s for s in steps if s["step"] >= 100]
+    bookkeeping = statistics.median(s["cost"] for s in later if not s["traced"])
+    added = sum(s["cost"] - bookkeeping for s in later if s["traced"])
+    assert added / sum(s["duration"] for s in later) < 0.013, (added, bookkeeping)
+    costly = [s["cost"] / s["duration"] for s in later if s["traced"]]
+    assert min(costly) > 0.02, costly  # what made it leave the others out
+    for s in steps:
+        assert s["duration"] > 0 and s["cost"] >= 0 and s["thread_id"] > 0, s
+
+
+def test_without_a_budget_every_step_is_traced_and_its_cost_still_measured(tmp_path, analyze_bin):
+    run_sample(tmp_path, "train_mlp.py", "--steps", 300, *TINY,
+               env={"PROBING_TORCH_BUDGET": "off", "PROBING_SAMPLE_RATE": "0.5"})
+    steps, trace = steps_and_trace(analyze_bin, tmp_path)
+    assert sorted(s["step"] for s in steps) == list(range(300))
+    assert all(s["budget"] is None for s in steps)
+    traced = sorted(s["step"] for s in steps if s["traced"])
+    assert traced == list(range(1, 300, 2)) == sorted({r["step"] for r in trace})
+    assert {s["decision"] for s in steps if not s["traced"]} == {"sample_rate"}
+    # A traced step of tiny modules costs many times 1% of it; an untraced one far less.
+    cost = lambda t: statistics.median(s["cost"] / s["duration"] for s in steps
+                                       if s["traced"] == t and s["step"] >= 10)
+    assert cost(1) > 0.03 and cost(0) < cost(1) / 4, (cost(1), cost(0))
+
+
+def test_the_budget_is_shown_by_info_and_set_at_run_time(tmp_path, probing_bin, run):
+    e = dict(os.environ, PROBING="1", PROBING_DATA_DIR=str(tmp_path / "data"),
+             PYTHONUSERBASE=str(BUILD / "pyuser"))
+    e.pop("PROBING_TORCH_BUDGET", None)
+    p = subprocess.Popen([PY, str(ROOT / "samples" / "train_mlp.py"),
+                          *map(str, TINY)], env=e,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_server(p.pid)
+
+        def budget_after(steps):
+            start = request(p.pid, "GET", "/info")[1]["torch"]["step"]
+            deadline = time.time() + 60
+            while True:
+                torch = request(p.pid, "GET", "/info")[1]["torch"]
+                if torch["step"] >= start + steps:
+                    return torch["budget"]
+                assert time.time() < deadline
+                time.sleep(0.05)
+
+        b = budget_after(500)
+        assert b["fraction"] == 0.01 and b["calibrated"] is True
+        assert 0 < b["traced_share"] < 0.5 and b["left_out"] > 100, b
+        assert b["cost_share"] < 0.03 and b["traced_step_cost_ms"] > 0, b
+        assert b["wrap_call_ns"] >= 0 and b["hook_call_ns"] > 0 and b["grad_hook_ns"] >= 0, b
+        r = run(probing_bin, "-t", p.pid, "config", "probing.torch.budget=off")
+        assert r.returncode == 0, r.stderr
+        b = budget_after(300)
+        assert b["fraction"] is None and b["traced_share"] > 0.9, b
+        for bad in ("2x", "0.001%", "101", "-1"):
+            r = run(probing_bin, "-t", p.pid, "config", "probing.torch.budget=" + bad)
+            assert r.returncode != 0 and "from 0.01% to 100%" in r.stderr, (bad, r.stderr)
+        r = run(probing_bin, "-t", p.pid, "config", "probing.torch.budget=50")
+        assert r.returncode == 0, r.stderr
+        r = run(probing_bin, "-t", p.pid, "--format", "json", "config")
+        assert {"name": "probing.torch.budget", "value": "50%"}.items() <= next(
+            c for c in json.loads(r.stdout) if c["name"] == "probing.torch.budget").items()
+    finally:
+        p.kill()
+        p.wait()

@@ -239,6 +239,18 @@ void to_json(Json& j, const InfoReply& v) {
              {"step", v.torch.step},
              {"step_traced", v.torch.step_traced},
              {"hooks_installed", v.torch.hooks_installed}}}};
+  if (const auto& b = v.torch.budget) {
+    j["torch"]["budget"] = {{"fraction", b->fraction ? Json(*b->fraction) : Json(nullptr)},
+                            {"cost_share", b->cost_share},
+                            {"traced_share", b->traced_share},
+                            {"traced_step_cost_ms", b->traced_step_cost_ms},
+                            {"untraced_step_cost_ms", b->untraced_step_cost_ms},
+                            {"left_out", b->left_out},
+                            {"calibrated", b->calibrated},
+                            {"wrap_call_ns", b->wrap_call_ns},
+                            {"hook_call_ns", b->hook_call_ns},
+                            {"grad_hook_ns", b->grad_hook_ns}};
+  }
   PutOptional(j, "run_id", v.run_id);
   PutOptional(j, "world_size", v.world_size);
   PutOptional(j, "local_rank", v.local_rank);
@@ -280,6 +292,21 @@ void from_json(const Json& j, InfoReply& v) {
   t.at("step").get_to(v.torch.step);
   t.at("step_traced").get_to(v.torch.step_traced);
   t.at("hooks_installed").get_to(v.torch.hooks_installed);
+  v.torch.budget.reset();
+  if (auto it = t.find("budget"); it != t.end() && it->is_object()) {
+    InfoReply::Torch::Budget b;
+    GetOptional(*it, "fraction", b.fraction);
+    GetOr(*it, "cost_share", b.cost_share, 0.0);
+    GetOr(*it, "traced_share", b.traced_share, 0.0);
+    GetOr(*it, "traced_step_cost_ms", b.traced_step_cost_ms, 0.0);
+    GetOr(*it, "untraced_step_cost_ms", b.untraced_step_cost_ms, 0.0);
+    GetOr(*it, "left_out", b.left_out, uint64_t{0});
+    GetOr(*it, "calibrated", b.calibrated, false);
+    GetOr(*it, "wrap_call_ns", b.wrap_call_ns, 0.0);
+    GetOr(*it, "hook_call_ns", b.hook_call_ns, 0.0);
+    GetOr(*it, "grad_hook_ns", b.grad_hook_ns, 0.0);
+    v.torch.budget = b;
+  }
   v.stack_samples.reset();
   if (auto it = j.find("stack_samples"); it != j.end() && !it->is_null()) {
     InfoReply::StackSamples ss;
@@ -586,6 +613,8 @@ std::vector<MessageFields> AllMessageFields() {
   info.stack_samples = InfoReply::StackSamples{};
   info.stack_reads = "";
   info.notes = std::vector<std::string>{};
+  info.torch.budget = InfoReply::Torch::Budget{};
+  info.torch.budget->fraction = 0.01;
   EvalReply eval;
   eval.value = "";
   eval.exception = EvalException{};

@@ -115,6 +115,11 @@ Config::Config() {
        "how module calls are seen: wrap (nn.Module.__call__), hooks (global module hooks) or "
        "auto (wrap on torch 1.x, hooks on 2.x)",
        "PROBING_TORCH_CALLS", false},
+      {"probing.torch.budget", "1%", "1%",
+       "the most of step time PyTorch tracing may cost, in percent (0.01% to 100%), or off: "
+       "the tracer measures its own cost and traces fewer steps to stay within it "
+       "(docs/torch.md)",
+       "PROBING_TORCH_BUDGET", false},
       {"probing.torch.exprs", "", "",
        "variables recorded once per traced step into python.variables: name@function, "
        "comma-separated (e.g. loss@train,acc1@train)",
@@ -270,6 +275,19 @@ std::string Config::SetLocked(const std::string& key, const std::string& value, 
     if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";
     torch_enabled_ = b;
     entry->value = b ? "true" : "false";
+  } else if (key == "probing.torch.budget") {
+    double d = 0;
+    std::string number = value;
+    if (!number.empty() && number.back() == '%') number.pop_back();
+    if (value == "off" || value == "0" || value == "0%") {
+      entry->value = "off";
+    } else if (ParseDouble(number, &d) && d >= 0.01 && d <= 100) {
+      entry->value = FormatDouble(d) + "%";
+    } else {
+      return key + " must be a percent of step time from 0.01% to 100% (e.g. 1%), or off, not '" +
+             value + "'";
+    }
+    torch_budget_ = d / 100;
   } else if (key == "probing.banner") {
     bool b;
     if (!ParseBool(value, &b)) return key + " must be true/false (or on/off), not '" + value + "'";

@@ -66,6 +66,8 @@ class Config {
   uint64_t ring_bytes() const;
   int server_port() const { return server_port_.load(std::memory_order_relaxed); }
   bool torch_enabled() const { return torch_enabled_.load(std::memory_order_relaxed); }
+  // probing.torch.budget as a fraction of step time (0.01 for 1%); 0: no budget.
+  double torch_budget() const { return torch_budget_.load(std::memory_order_relaxed); }
   // The most of the interpreter's time that control requests needing the GIL may take.
   double gil_share() const { return gil_share_.load(std::memory_order_relaxed); }
   // Allocation snapshots (python.allocations): on, seconds between them, sites kept of each.
@@ -99,6 +101,7 @@ class Config {
   live::Retention retention_;  // under mu_
   std::atomic<int> server_port_{0};
   std::atomic<bool> torch_enabled_{true};
+  std::atomic<double> torch_budget_{0.01};
   std::atomic<double> gil_share_{0.05};
   std::atomic<bool> allocations_{false};
   std::atomic<int> allocations_interval_{10};

@@ -33,6 +33,7 @@
 #include "py_helpers.h"
 #include "py_module.h"
 #include "py_ref.h"
+#include "torch_hooks.h"
 
 namespace probing::recorder {
 namespace {
@@ -676,6 +677,20 @@ ControlServer::Reply ControlServer::Info() {
   r.torch.step = static_cast<int64_t>(t.step);
   r.torch.step_traced = t.traced;
   r.torch.hooks_installed = t.hooks;
+  if (t.installed) {
+    const TorchBudget b = GetTorchBudget();
+    protocol::InfoReply::Torch::Budget& out = r.torch.budget.emplace();
+    if (b.fraction > 0) out.fraction = b.fraction;
+    out.cost_share = b.step_ns > 0 ? b.cost_ns / b.step_ns : 0;
+    out.traced_share = b.steps > 0 ? b.traced / b.steps : 0;
+    out.traced_step_cost_ms = b.traced_cost_ns / 1e6;
+    out.untraced_step_cost_ms = b.untraced_cost_ns / 1e6;
+    out.left_out = b.left_out;
+    out.calibrated = b.calibrated;
+    out.wrap_call_ns = b.wrap_ns;
+    out.hook_call_ns = b.hooks_ns;
+    out.grad_hook_ns = b.grad_ns;
+  }
   return Ok(r);
 }
 

@@ -57,17 +57,17 @@ PyObject* BadRow(const char* what) {
   return nullptr;
 }
 
-// settings(generation) -> (torch enabled, sample rate, exprs, calls, generation), or None when
-// nothing changed since `generation`.
+// settings(generation) -> (torch enabled, sample rate, exprs, calls, generation, budget), or
+// None when nothing changed since `generation`.
 PyObject* Settings(PyObject*, PyObject* arg) {
   Config& c = Config::Get();
   const uint64_t generation = c.generation();
   const unsigned long long known = PyLong_AsUnsignedLongLongMask(arg);
   if (PyErr_Occurred()) return nullptr;
   if (known == generation) Py_RETURN_NONE;
-  return Py_BuildValue("(NdssK)", PyBool_FromLong(c.torch_enabled()), c.sample_rate(),
+  return Py_BuildValue("(NdssKd)", PyBool_FromLong(c.torch_enabled()), c.sample_rate(),
                        c.torch_exprs().c_str(), c.torch_calls().c_str(),
-                       static_cast<unsigned long long>(generation));
+                       static_cast<unsigned long long>(generation), c.torch_budget());
 }
 
 // state(step, traced, hooks): the tracer's state after each step, for `info` (read without the

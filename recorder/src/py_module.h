@@ -34,6 +34,16 @@ struct CollectiveRow {
   bool async_op = false, counted = false;
 };
 
+// One step as the tracer saw it (python.torch_steps): every step, traced or not.
+struct TorchStepRow {
+  uint64_t thread = 0, step = 0;
+  int64_t start_ns = 0;  // the previous step's end, Unix time
+  uint64_t duration_ns = 0;
+  uint8_t decision = 0;     // 0 traced, 1 left out by probing.sample_rate, 2 by the budget
+  uint64_t cost_ns = 0;     // the tracer's own cost in this step
+  uint32_t budget_ppm = 0;  // probing.torch.budget in parts per million; 0 off
+};
+
 struct VariableRow {
   int64_t ts_ns = 0;
   std::string func, name, value;
@@ -45,6 +55,8 @@ class PythonSink {
   // Takes a traced step's rows; called on the training thread with the GIL held, so it only
   // queues them.
   virtual void TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&& rows) = 0;
+  // One step's row; every step, so it only queues it (GIL held).
+  virtual void TorchStep(const TorchStepRow& row) = 0;
   virtual void VariableRows(uint64_t thread, uint64_t step,
                             const std::vector<VariableRow>& rows) = 0;
   // Collective calls; like TorchRows, called with the GIL held, so it only queues them.

@@ -243,6 +243,7 @@ class Recorder : public PythonSink {
   // kMinForcedSealIntervalNs, so a client asking in a loop cannot fill the rings with tiny
   // segments; returns how many segments it sealed.
   int64_t SealNow();
+  void TorchStep(const TorchStepRow& row) override;
   void VariableRows(uint64_t thread, uint64_t step, const std::vector<VariableRow>& rows) override;
   void CollectiveRows(std::vector<CollectiveRow>&& rows) override;
   Place JobIdentity(int64_t rank, int64_t world_size) override;
@@ -311,6 +312,7 @@ class Recorder : public PythonSink {
   };
   std::mutex pending_mu_;  // guards the three below; held only to move a batch in or out
   std::vector<PendingTorch> pending_torch_;
+  std::vector<TorchStepRow> pending_steps_;
   size_t pending_rows_ = 0;
   uint64_t pending_dropped_ = 0;
   int64_t metrics_taken_ns_ = 0;  // the snapshot whose metric readings were written last
@@ -625,6 +627,16 @@ void Recorder::TorchRows(uint64_t thread, uint64_t step, std::vector<TorchRow>&&
   pending_torch_.push_back({thread, step, std::move(rows)});
 }
 
+void Recorder::TorchStep(const TorchStepRow& row) {
+  if (stopping_.load() || forked_child_.load()) return;
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  if (pending_steps_.size() >= kMaxPendingTorchRows) {
+    if (++pending_dropped_ == 1) Log("torch_steps rows dropped: the recorder thread is behind");
+    return;
+  }
+  pending_steps_.push_back(row);
+}
+
 void Recorder::CollectiveRows(std::vector<CollectiveRow>&& rows) {
   if (stopping_.load() || forked_child_.load()) return;
   std::lock_guard<std::mutex> lock(pending_mu_);
@@ -662,10 +674,12 @@ void Recorder::WatchForHang(int64_t now_real) {
 void Recorder::DrainTorch() {
   std::vector<PendingTorch> batches;
   std::vector<CollectiveRow> collectives;
+  std::vector<TorchStepRow> steps;
   {
     std::lock_guard<std::mutex> lock(pending_mu_);
     batches.swap(pending_torch_);
     collectives.swap(pending_collectives_);
+    steps.swap(pending_steps_);
     pending_rows_ = 0;
   }
   if (!collectives_.failed && !collectives.empty()) {
@@ -691,6 +705,19 @@ void Recorder::DrainTorch() {
     }
   }
   if (torch_.failed) return;
+  for (const TorchStepRow& r : steps) {
+    SegmentBuilder& sb = *torch_.builder;  // a new one after each seal
+    format::TorchStepEvent e;
+    e.ts_ns = r.start_ns;
+    e.duration_ns = r.duration_ns;
+    e.thread = sb.InternThread(r.thread, sb.InternString(NameOf(r.thread)));
+    e.step = r.step;
+    e.decision = r.decision;
+    e.cost_ns = r.cost_ns;
+    e.budget_ppm = r.budget_ppm;
+    sb.AddTorchStep(e);
+    torch_.MaybeSeal(MonotonicNs(), false);  // full: seals before the slot overflows
+  }
   SegmentBuilder& b = *torch_.builder;
   for (const PendingTorch& p : batches) {
     const uint32_t tid = b.InternThread(p.thread, b.InternString(NameOf(p.thread)));

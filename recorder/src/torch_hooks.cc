@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <deque>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -67,6 +68,31 @@ struct Edge {
   bool start;
 };
 
+// The last `size` values, and their median.
+class Recent {
+ public:
+  explicit Recent(size_t size) : size_(size) {}
+  void Add(double v) {
+    if (values_.size() < size_)
+      values_.push_back(v);
+    else
+      values_[next_] = v;
+    next_ = (next_ + 1) % size_;
+  }
+  size_t count() const { return values_.size(); }
+  double Median() const {
+    if (values_.empty()) return 0;
+    std::vector<double> v = values_;
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  }
+  void Clear() { values_.clear(), next_ = 0; }
+
+ private:
+  size_t size_, next_ = 0;
+  std::vector<double> values_;
+};
+
 // Everything below is touched with the GIL held only. The references it holds are taken by hand
 // and kept for the life of the process (the configured callables, the interned names, the two
 // types) or until the step ends (slots): never given back at exit, when the interpreter may
@@ -96,9 +122,38 @@ struct State {
   std::unordered_map<std::string, uint32_t> name_ids;
   PyTypeObject* slot_type = nullptr;
   PyTypeObject* call_type = nullptr;
+  // probing.torch.budget (docs/torch.md#overhead-budget): what the tracer's own code costs in
+  // each step, and the balance that lets the coming step be traced or not.
+  struct {
+    double fraction = 0;       // of step time; 0: no budget
+    int64_t timed = 0;         // ns of our own code timed in the current step
+    uint64_t wrap_calls = 0;   // module calls through the wrapper (traced or passed through)
+    uint64_t hook_calls = 0;   // module calls through the global hooks
+    uint64_t grad_calls = 0;   // autograd's calls into our tensor hooks and end-of-backward
+    int64_t last_end = 0;      // Now() when the previous step ended; 0 before the first
+    int64_t closed_at = 0;     // Now() when the previous step's accounting was closed
+    bool decided = false;      // decide() ran and begin() has not yet
+    double balance = 0;        // ns of cost the budget has saved up; negative: owed
+    double traced_cost = 0;    // a traced step's cost, smoothed (ns)
+    double untraced_cost = 0;  // an untraced step's cost: the median of the last ones (ns)
+    // The last untraced steps' costs and durations (not counting a step right after a traced
+    // one), and what the last traced steps added, seen from outside: its duration and the next
+    // step's beyond twice the untraced ones' median (ns; Decide).
+    Recent untraced_costs{31}, untraced_durations{31}, traced_extra{9};
+    double after_traced = -1;              // the previous step's duration, when it was traced
+    uint8_t decision = 1;                  // of the current step: 0 traced, 1 sample_rate, 2 budget
+    uint64_t since_left_out = UINT64_MAX;  // steps since the budget last left one out
+    bool enabled = false;                  // tracing was on for the current step
+    // What calls cost that cannot be timed from inside them (calibrate()).
+    double wrap_ns = 0, hooks_ns = 0, grad_ns = 0;
+  } budget;
   PyObject *s_requires_grad, *s_backward_hooks, *s_grad_fn, *s_register_hook_dict, *s_register_hook;
 };
 State g;
+
+// For `info` (read without the GIL by the control server): the budget's recent figures.
+std::mutex g_budget_mu;
+TorchBudget g_budget_info;  // under g_budget_mu
 
 struct ThreadStack {
   uint64_t generation = 0;
@@ -301,6 +356,7 @@ void CopyMemory(const Row& from, Row* to) {
 // Autograd calls this with the gradient once it is ready. Returns None: the gradient is kept.
 PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
   auto* s = reinterpret_cast<SlotObject*>(self);
+  ++g.budget.grad_calls;
   if (s->generation != g.generation) Py_RETURN_NONE;
   const int64_t t = Now();
   if (!g.backward_queued && g.queue_callback != nullptr) {
@@ -325,11 +381,13 @@ PyObject* SlotCall(PyObject* self, PyObject*, PyObject*) {
       CopyMemory(memory, &g.backward[index]);  // the read ran Python: index again
     }
   }
+  g.budget.timed += Now() - t;
   Py_RETURN_NONE;
 }
 
 PyObject* BackwardDone(PyObject*, PyObject*) {
   const int64_t t = Now();
+  ++g.budget.grad_calls;
   g.backward_queued = false;
   Row memory;
   bool read = false;
@@ -339,6 +397,7 @@ PyObject* BackwardDone(PyObject*, PyObject*) {
       row.end = t;
       CopyMemory(memory, &row);
     }
+  g.budget.timed += Now() - t;
   Py_RETURN_NONE;
 }
 
@@ -355,11 +414,12 @@ void ReadMemory(Row* row) {
 }
 
 // The start of a module call: its row (or -1 in an untraced step) on this thread's stack.
-void Enter(PyObject* module) {
+// Returns the row's start (Now()), or 0 in an untraced step.
+int64_t Enter(PyObject* module) {
   std::vector<int64_t>& stack = Stack();
   if (!g.traced) {
     stack.push_back(-1);
-    return;
+    return 0;
   }
   Row row;
   row.seq = g.seq++;
@@ -368,6 +428,7 @@ void Enter(PyObject* module) {
   row.start = Now();
   g.rows.push_back(row);
   stack.push_back(static_cast<int64_t>(g.rows.size() - 1));
+  return row.start;
 }
 
 // Hooks the backward row of a call: its output's gradient starts it, its input's ends it.
@@ -390,16 +451,17 @@ void BackwardRow(uint32_t name, PyObject* input, PyObject* output) {
     if (SlotObject* e = SlotFor(input)) AddEdge(e, index, false);
 }
 
-// The end of a module call entered with Enter: `input` its first tensor argument (or null),
-// `output` what it returned, null when it raised (the row is then dropped).
-void Leave(PyObject* input, PyObject* output) {
+// The end of a module call entered with Enter, which returned at `end`: `input` its first
+// tensor argument (or null), `output` what it returned, null when it raised (the row is then
+// dropped).
+void Leave(PyObject* input, PyObject* output, int64_t end) {
   std::vector<int64_t>& stack = Stack();
   if (stack.empty()) return;  // tracing came on during this call
   const int64_t index = stack.back();
   stack.pop_back();
   if (output != nullptr && index >= 0 && static_cast<size_t>(index) < g.rows.size()) {
     Row& row = g.rows[static_cast<size_t>(index)];
-    row.end = Now();
+    row.end = end;
     if (g.cuda && g.memory != nullptr) ReadMemory(&row);
     BackwardRow(g.rows[static_cast<size_t>(index)].name, input, output);
   }
@@ -409,14 +471,34 @@ void Leave(PyObject* input, PyObject* output) {
   }
 }
 
+// Adds the time since `since` to the current step's own cost, unless the step ended meanwhile
+// (inference: Leave ended it), when only the time since the new one began counts.
+void Timed(int64_t since) {
+  const int64_t now = Now();
+  g.budget.timed += now - std::max(since, g.budget.closed_at);
+}
+
 // The global forward pre-hook and forward hook (torch 2.x).
 PyObject* Pre(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs >= 1) Enter(args[0]);
+  ++g.budget.hook_calls;
+  if (nargs >= 1 && g.traced) {
+    const int64_t t = Now();
+    g.budget.timed += Enter(args[0]) - t;
+  } else if (nargs >= 1) {
+    Enter(args[0]);
+  }
   Py_RETURN_NONE;
 }
 
 PyObject* Post(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs >= 3) Leave(FirstTensor(args[1]), args[2]);
+  if (nargs < 3) Py_RETURN_NONE;
+  if (!g.traced) {
+    Leave(FirstTensor(args[1]), args[2], 0);
+    Py_RETURN_NONE;
+  }
+  const int64_t end = Now();
+  Leave(FirstTensor(args[1]), args[2], end);
+  Timed(end);
   Py_RETURN_NONE;
 }
 
@@ -432,14 +514,22 @@ struct CallObject {
 PyObject* ModuleCall(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   PyObject* orig = reinterpret_cast<CallObject*>(self)->orig;
   const Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  ++g.budget.wrap_calls;
   if (n < 1 || !g.hooked || (!g.traced && g.training))
     return PyObject_Vectorcall(orig, args, nargsf, kwnames);
-  Enter(args[0]);
+  const bool traced = g.traced;
+  const int64_t entered = traced ? Now() : 0;
+  if (traced)
+    g.budget.timed += Enter(args[0]) - entered;
+  else
+    Enter(args[0]);
   PyObject* out = PyObject_Vectorcall(orig, args, nargsf, kwnames);
+  const int64_t end = traced ? Now() : 0;
   PyObject *type, *value, *tb;
   if (out == nullptr) PyErr_Fetch(&type, &value, &tb);  // our work must not see or lose it
-  Leave(FirstTensor(args + 1, n - 1), out);
+  Leave(FirstTensor(args + 1, n - 1), out, end);
   if (out == nullptr) PyErr_Restore(type, value, tb);
+  if (traced) Timed(end);
   return out;
 }
 
@@ -495,7 +585,8 @@ PyObject* Configure(PyObject* self, PyObject* args) {
   Py_RETURN_NONE;
 }
 
-// begin(traced, training, cuda, hooked): what the coming step does.
+// begin(traced, training, cuda, hooked): what the coming step does. The time since decide()
+// (the hooks put in place or taken out) is the coming step's cost.
 PyObject* Begin(PyObject*, PyObject* args) {
   int traced, training, cuda, hooked;
   if (!PyArg_ParseTuple(args, "pppp", &traced, &training, &cuda, &hooked)) return nullptr;
@@ -503,8 +594,158 @@ PyObject* Begin(PyObject*, PyObject* args) {
   g.traced = traced != 0;
   g.training = training != 0;
   g.cuda = cuda != 0;
+  if (g.budget.decided) {  // not after fail(), mid-step
+    g.budget.decided = false;
+    const int64_t now = Now();
+    g.budget.timed += now - g.budget.closed_at;
+    g.budget.closed_at = now;
+  }
   Py_RETURN_NONE;
 }
+
+uint64_t ThreadId() {
+  thread_local uint64_t tid = static_cast<uint64_t>(syscall(SYS_gettid));
+  return tid;
+}
+
+// How many steps after the budget last left one out it still counts as limiting tracing.
+constexpr uint64_t kLimitedSteps = 1000;
+
+// decide(next step, enabled, sample_rate, budget fraction, t0) -> (whether the next step is
+// traced, whether the budget limits tracing: it left out a step in the last kLimitedSteps).
+// Closes the step that ended (when t0 >= 0: perf_counter_ns when its end was seen, from which
+// on the tracer's bookkeeping ran): its cost is what was timed in it, the bookkeeping since t0,
+// and each call that cannot be timed from inside at its calibrated price; its row goes to
+// python.torch_steps. The budget is a balance: every step adds `fraction` of its time, a traced
+// step takes away what it cost beyond an untraced step (what tracing it added: the bookkeeping
+// every step pays, traced or not, is not the budget's to save), and a step the sample rate
+// picks is traced only while the balance is not negative, so over any stretch what tracing
+// added stays within the fraction but for one traced step.
+PyObject* Decide(PyObject*, PyObject* args) {
+  unsigned long long next;
+  int enabled;
+  double rate, fraction;
+  long long t0;
+  if (!PyArg_ParseTuple(args, "KpddL", &next, &enabled, &rate, &fraction, &t0)) return nullptr;
+  auto& b = g.budget;
+  const int64_t now = Now();
+  if (t0 >= 0 && b.last_end > 0 && b.enabled) {
+    const int64_t duration = std::max<int64_t>(now - b.last_end, 0);
+    const double cost = static_cast<double>(b.timed + std::max<int64_t>(now - t0, 0)) +
+                        static_cast<double>(b.wrap_calls) * b.wrap_ns +
+                        static_cast<double>(b.hook_calls) * b.hooks_ns +
+                        static_cast<double>(b.grad_calls) * b.grad_ns;
+    const bool traced = b.decision == 0;
+    const auto d = static_cast<double>(duration);
+    // What tracing this step added: its measured cost beyond an untraced step's (the whole
+    // cost until an untraced step was seen); and once traced steps were seen between untraced
+    // ones, at least the median over the last of them of what each and the step after it took
+    // beyond two untraced steps, which sees what the clock inside cannot (torch's slow path
+    // with hooks, autograd's calls into Python, caches, the hooks' removal): the larger.
+    double added = 0;
+    if (traced) {
+      added = std::max(cost - b.untraced_cost, 0.0);
+      if (b.traced_extra.count() >= 3) added = std::max(added, b.traced_extra.Median());
+      b.traced_cost = b.traced_cost == 0 ? added : 0.75 * b.traced_cost + 0.25 * added;
+      b.after_traced = d;
+    } else {
+      if (b.after_traced >= 0) {
+        if (b.untraced_durations.count() >= 5)
+          b.traced_extra.Add(b.after_traced + d - 2 * b.untraced_durations.Median());
+      } else {
+        b.untraced_costs.Add(cost);
+        b.untraced_durations.Add(d);
+        b.untraced_cost = b.untraced_costs.Median();
+      }
+      b.after_traced = -1;
+    }
+    if (b.fraction > 0) {
+      const double per_step = b.traced_cost;
+      b.balance += b.fraction * static_cast<double>(duration) - added;
+      // At most one traced step saved up; at most four owed (a one-off cost, such as naming a
+      // model's modules on its first call, is paid back within bounds).
+      b.balance = std::clamp(b.balance, -4 * per_step, per_step);
+    }
+    TorchStepRow row;
+    row.thread = ThreadId();
+    row.step = next > 0 ? next - 1 : 0;
+    row.start_ns = b.last_end + (Now(CLOCK_REALTIME) - now);
+    row.duration_ns = static_cast<uint64_t>(duration);
+    row.decision = b.decision;
+    // A traced step's cost as the budget counts it: the bookkeeping and what tracing added.
+    row.cost_ns = static_cast<uint64_t>(traced ? b.untraced_cost + added : cost);
+    row.budget_ppm = static_cast<uint32_t>(b.fraction * 1e6 + 0.5);
+    if (g.sink != nullptr) g.sink->TorchStep(row);
+    std::lock_guard<std::mutex> lock(g_budget_mu);
+    TorchBudget& info = g_budget_info;
+    // Decayed sums over about the last 100 steps.
+    constexpr double kKeep = 0.99;
+    info.cost_ns = info.cost_ns * kKeep + static_cast<double>(row.cost_ns);
+    info.step_ns = info.step_ns * kKeep + static_cast<double>(duration);
+    info.traced = info.traced * kKeep + (traced ? 1 : 0);
+    info.steps = info.steps * kKeep + 1;
+    info.traced_cost_ns = b.traced_cost;
+    info.untraced_cost_ns = b.untraced_cost;
+    info.left_out += b.decision == 2 ? 1 : 0;
+  }
+  if (fraction != b.fraction) {
+    b.fraction = fraction;
+    b.balance = 0;
+    b.traced_extra.Clear();  // measured under other conditions
+    b.since_left_out = UINT64_MAX;
+  }
+  b.timed = 0;
+  b.wrap_calls = b.hook_calls = b.grad_calls = 0;
+  b.last_end = now;
+  b.enabled = enabled != 0;
+  const bool by_rate = enabled && static_cast<int64_t>(static_cast<double>(next + 1) * rate) >
+                                      static_cast<int64_t>(static_cast<double>(next) * rate);
+  b.decision = !by_rate ? 1 : (b.fraction > 0 && b.balance < 0) ? 2 : 0;
+  if (b.decision == 2)
+    b.since_left_out = 0;
+  else if (b.since_left_out != UINT64_MAX)
+    ++b.since_left_out;
+  const bool limited = b.fraction > 0 && b.since_left_out < kLimitedSteps;
+  {
+    std::lock_guard<std::mutex> lock(g_budget_mu);
+    g_budget_info.fraction = b.fraction;
+    g_budget_info.wrap_ns = b.wrap_ns;
+    g_budget_info.hooks_ns = b.hooks_ns;
+    g_budget_info.grad_ns = b.grad_ns;
+  }
+  b.closed_at = Now();
+  b.decided = true;
+  return Py_BuildValue("(NN)", PyBool_FromLong(enabled && b.decision == 0),
+                       PyBool_FromLong(limited));
+}
+
+// calibrate(wrap_ns, hooks_ns, grad_ns): what a call through the wrapper, a call through the
+// global hooks and autograd's call into a tensor hook cost beyond what can be timed inside them
+// (measured by torch_tracer.py when it starts).
+PyObject* Calibrate(PyObject*, PyObject* args) {
+  double w, h, gr;
+  if (!PyArg_ParseTuple(args, "ddd", &w, &h, &gr)) return nullptr;
+  auto sane = [](double v) { return v > 0 && v < 1e6 ? v : 0.0; };
+  g.budget.wrap_ns = sane(w);
+  g.budget.hooks_ns = sane(h);
+  g.budget.grad_ns = sane(gr);
+  std::lock_guard<std::mutex> lock(g_budget_mu);
+  g_budget_info.calibrated = true;
+  Py_RETURN_NONE;
+}
+
+// A tensor hook of no step (its generation is never current): what autograd's call into one
+// costs, for calibrate().
+PyObject* IdleSlot(PyObject*, PyObject*) {
+  auto* slot = PyObject_New(SlotObject, g.slot_type);
+  if (slot == nullptr) return nullptr;
+  slot->generation = 0;
+  slot->weakref = nullptr;
+  slot->edges = -1;
+  return reinterpret_cast<PyObject*>(slot);
+}
+
+PyObject* Noop(PyObject*, PyObject* const*, Py_ssize_t) { Py_RETURN_NONE; }
 
 // end_step(step, optimizer name or None, start_ns, end_ns) -> number of rows written.
 PyObject* EndStep(PyObject*, PyObject* args) {
@@ -559,16 +800,24 @@ PyObject* EndStep(PyObject*, PyObject* args) {
 
 PyMethodDef kHookMethods[] = {
     {"pre", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(PROBING_CATCH_ALL(Pre))),
-     METH_FASTCALL,
-     "global module forward pre-hook"},
+     METH_FASTCALL, "global module forward pre-hook"},
     {"post", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(PROBING_CATCH_ALL(Post))),
-     METH_FASTCALL,
-     "global module forward hook"},
+     METH_FASTCALL, "global module forward hook"},
     {"_backward_done", PROBING_CATCH_ALL(BackwardDone), METH_NOARGS, "end of a backward pass"},
-    {"module_call", PROBING_CATCH_ALL(NewModuleCall), METH_O, "nn.Module.__call__ timing calls around the original"},
+    {"module_call", PROBING_CATCH_ALL(NewModuleCall), METH_O,
+     "nn.Module.__call__ timing calls around the original"},
     {"configure", PROBING_CATCH_ALL(Configure), METH_VARARGS, "the tracer's callables, once"},
-    {"begin", PROBING_CATCH_ALL(Begin), METH_VARARGS, "(traced, training, cuda, hooked) for the coming step"},
-    {"end_step", PROBING_CATCH_ALL(EndStep), METH_VARARGS, "writes the step's rows; starts the next"},
+    {"begin", PROBING_CATCH_ALL(Begin), METH_VARARGS,
+     "(traced, training, cuda, hooked) for the coming step"},
+    {"end_step", PROBING_CATCH_ALL(EndStep), METH_VARARGS,
+     "writes the step's rows; starts the next"},
+    {"decide", PROBING_CATCH_ALL(Decide), METH_VARARGS,
+     "(next step, enabled, sample_rate, budget, t0): closes the step, says if the next is traced"},
+    {"calibrate", PROBING_CATCH_ALL(Calibrate), METH_VARARGS,
+     "(wrap_ns, hooks_ns, grad_ns): the calls' cost not timed from inside"},
+    {"idle_slot", PROBING_CATCH_ALL(IdleSlot), METH_NOARGS, "a tensor hook of no step"},
+    {"noop", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(PROBING_CATCH_ALL(Noop))),
+     METH_FASTCALL, "does nothing (a hook for calibrate)"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyType_Slot kSlotSlots[] = {{Py_tp_dealloc, reinterpret_cast<void*>(SlotDealloc)},
@@ -609,6 +858,11 @@ PyType_Spec kCallSpec = {
 }  // namespace
 
 void SetTorchSink(PythonSink* sink) { g.sink = sink; }
+
+TorchBudget GetTorchBudget() {
+  std::lock_guard<std::mutex> lock(g_budget_mu);
+  return g_budget_info;
+}
 
 bool AddTorchHooks(PyObject* module) {
   if (g.slot_type == nullptr) {

@@ -23,4 +23,17 @@ bool AddTorchHooks(PyObject* module);
 // Where end_step sends a step's rows.
 void SetTorchSink(PythonSink* sink);
 
+// The overhead budget's recent figures, for `info` (any thread).
+struct TorchBudget {
+  double fraction = 0;  // probing.torch.budget; 0: off
+  // Sums over about the last 100 steps (each older step weighs 1% less).
+  double cost_ns = 0, step_ns = 0, traced = 0, steps = 0;
+  double traced_cost_ns = 0;    // a traced step's cost, smoothed
+  double untraced_cost_ns = 0;  // an untraced step's (the bookkeeping every step pays)
+  uint64_t left_out = 0;        // steps the budget left out, in all
+  bool calibrated = false;
+  double wrap_ns = 0, hooks_ns = 0, grad_ns = 0;  // calibrate()'s prices
+};
+TorchBudget GetTorchBudget();
+
 }  // namespace probing::recorder

@@ -16,6 +16,7 @@ _VALUE_CAP = 200
 class _Tracer:
     def __init__(self, torch):
         self.torch = torch
+        self.torch1 = torch.__version__.startswith("1.")
         self.Tensor = torch.Tensor
         self.step = 0
         self.traced = False
@@ -24,6 +25,7 @@ class _Tracer:
         self.handles = None
         self.enabled = False
         self.rate = 1.0
+        self.budget = 0.0  # probing.torch.budget, a fraction of step time; 0: off
         self.exprs = []
         self.generation = -1
         self.failed = False
@@ -33,20 +35,25 @@ class _Tracer:
         # default on torch 1.x), or "hooks", global module hooks (the default on 2.x, where
         # torch.compile knows them).
         self.wrap_call = False
+        self.calls = "auto"  # probing.torch.calls
+        self.limited = False  # the budget leaves steps out
         # The rows, the per-call hooks and backward timing live in C (torch_hooks.cc).
         # torch 1.x: tensor hooks are added to _backward_hooks directly (what
         # Tensor.register_hook does, without building its handle); else through it.
         _rec.configure(self.resolve, self.inference_end, torch.Tensor, torch.is_grad_enabled,
                        torch.autograd.Variable._execution_engine.queue_callback, self.memory,
                        torch.__version__.startswith("1."))
+        self.calibrate()
         self.refresh()
 
     # -- settings and hooks ----------------------------------------------------------------
-    def refresh(self):
-        """Re-reads the settings when they changed; decides whether the coming step is traced."""
+    def refresh(self, t0=-1):
+        """Re-reads the settings when they changed; decides whether the coming step is traced.
+        At a step's end, `t0` is when it was seen to end (perf_counter_ns): the tracer's work
+        since then is the step's cost too (the budget, docs/torch.md#overhead-budget)."""
         settings = _rec.settings(self.generation)
         if settings is not None:
-            enabled, self.rate, exprs, calls, self.generation = settings
+            enabled, self.rate, exprs, calls, self.generation, self.budget = settings
             self.enabled = enabled and not self.failed
             self.exprs = []
             for item in exprs.split(","):
@@ -54,12 +61,18 @@ class _Tracer:
                 if "@" in item:
                     name, func = item.split("@", 1)
                     self.exprs.append((func.strip(), name.strip()))
-            wrap = calls == "wrap" or (calls == "auto" and self.torch.__version__.startswith("1."))
-            if wrap != self.wrap_call:
-                self.set_hooks(False)
-                self.wrap_call = wrap
-        s, r = self.step, self.rate
-        self.traced = self.enabled and int((s + 1) * r) > int(s * r)
+            self.calls = calls
+        self.traced, self.limited = _rec.decide(self.step, self.enabled, self.rate, self.budget,
+                                                t0)
+        # auto: the wrapper on torch 1.x, but in training while the budget leaves steps out,
+        # global hooks put in place for the traced steps only, so that the steps in between
+        # cost nothing (the wrapper costs a little in every call, and putting it in place and
+        # back changes nn.Module's type, which costs far more: docs/torch.md).
+        wrap = self.calls == "wrap" or (self.calls == "auto" and self.torch1 and
+                                        not (self.training and self.limited))
+        if wrap != self.wrap_call:
+            self.set_hooks(False)
+            self.wrap_call = wrap
         # Training: hooks only while a traced step runs (the wrapper stays while enabled and
         # passes calls straight through in other steps). Inference: always, to see step edges.
         self.set_hooks(self.enabled and (self.traced or not self.training or self.wrap_call))
@@ -100,7 +113,82 @@ class _Tracer:
             except Exception:
                 pass
 
-    # -- names (asked by the C hooks on a miss) ------------------------------------------------
+    def calibrate(self):
+        """What calls cost that the tracer cannot time from inside them, for the budget: a call
+        through the wrapper of nn.Module.__call__, a module call through the global hooks (torch
+        takes its slow path), and autograd's call into a tensor hook. Each is the difference
+        between two loops, one with and one without the call, measured here once (a few
+        milliseconds). On a failure the budget counts only what it times."""
+        try:
+            torch, perf = self.torch, _perf
+
+            def per_call(plain, hooked, n, rounds=7):
+                """(hooked - plain) / n, each the fastest of `rounds` runs in alternating
+                order: the least noisy estimate of a fixed cost on a busy machine."""
+                best = {plain: None, hooked: None}
+                for i in range(rounds):
+                    for f in ((plain, hooked) if i % 2 == 0 else (hooked, plain)):
+                        t = f(n)
+                        best[f] = t if best[f] is None else min(best[f], t)
+                return max(0.0, (best[hooked] - best[plain]) / n)
+
+            def call(self_, *args, **kwargs):  # nn.Module.__call__'s signature
+                return None
+
+            plain_type = type("_ProbingPlain", (), {"__call__": call})
+            wrapped_type = type("_ProbingWrapped", (), {"__call__": _rec.module_call(call)})
+            x = torch.zeros(1)
+
+            def calls(obj):
+                def run(n):
+                    t = perf()
+                    for _ in range(n):
+                        obj(x)
+                    return perf() - t
+                return run
+
+            wrap_ns = per_call(calls(plain_type()), calls(wrapped_type()), 2000)
+
+            m = self.torch.nn.modules.module
+            identity = torch.nn.Identity()
+
+            def modules(hooks):
+                def run(n):
+                    handles = ([m.register_module_forward_pre_hook(_rec.noop),
+                                m.register_module_forward_hook(_rec.noop)] if hooks else [])
+                    try:
+                        t = perf()
+                        for _ in range(n):
+                            identity(x)
+                        return perf() - t
+                    finally:
+                        for h in handles:
+                            h.remove()
+                return run
+
+            hooks_ns = per_call(modules(False), modules(True), 300)
+
+            def backward(hooks):
+                """Backward through n multiplications, with a tensor hook on each or not: its
+                time alone (the graph's building is left out)."""
+                def run(n):
+                    with torch.enable_grad():
+                        y = torch.zeros((), requires_grad=True)
+                        for _ in range(n):
+                            y = y * 1.0
+                            if hooks:
+                                y.register_hook(_rec.idle_slot())
+                        t = perf()
+                        y.backward()
+                        return perf() - t
+                return run
+
+            grad_ns = per_call(backward(False), backward(True), 32, rounds=9)
+            _rec.calibrate(wrap_ns, hooks_ns, grad_ns)
+        except Exception as e:
+            _rec.log("the PyTorch tracing budget counts only what it times (calibration failed: "
+                     "%s: %s)" % (type(e).__name__, e))
+
     def resolve(self, module, parent):
         """[(module, qualified name)] to remember: everything under an outermost module (itself
         named by its class), or one module called under a parent it is not registered in."""
@@ -111,7 +199,7 @@ class _Tracer:
     def inference_end(self):
         try:
             if not self.training:
-                self.end_step(None)
+                self.end_step(None, _perf())
         except Exception as e:
             self.fail(e)
 
@@ -131,11 +219,12 @@ class _Tracer:
         finally:
             self.in_step = False
             try:
-                self.end_step((type(args[0]).__name__, start, _perf()))
+                end = _perf()
+                self.end_step((type(args[0]).__name__, start, end), end)
             except Exception as e:
                 self.fail(e)
 
-    def end_step(self, step_row):
+    def end_step(self, step_row, t0):
         traced = self.traced
         if step_row is None:
             _rec.end_step(self.step, None, 0, 0)
@@ -155,7 +244,7 @@ class _Tracer:
             self.cuda = bool(self.torch.cuda.is_initialized())
         except Exception:
             self.cuda = False
-        self.refresh()
+        self.refresh(t0)
 
     def variables(self, offset):
         out = []

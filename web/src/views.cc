@@ -208,8 +208,12 @@ StepsReply Steps(const Segments& segments, size_t last) {
     bool has_optimizer = false;
   };
   std::map<std::pair<uint32_t, int64_t>, Acc> steps;  // (pid, step)
+  // Where python.torch_steps has the step: its start (the step before's end, traced or not).
+  std::map<std::pair<uint32_t, int64_t>, int64_t> began;
   bool training = false;
   for (const Segment* seg : segments) {
+    for (const auto& e : seg->torch_steps)
+      began[{seg->info.pid, static_cast<int64_t>(e.step)}] = e.ts_ns;
     for (const auto& e : seg->torch) {
       Acc& a = steps[{seg->info.pid, static_cast<int64_t>(e.step)}];
       a.start = std::min(a.start, e.ts);
@@ -246,11 +250,16 @@ StepsReply Steps(const Segments& segments, size_t last) {
     StepRow r;
     r.step = key.second;
     r.start = Seconds(a.start);
-    // From the end of the step before (data loading and the loop's own Python count), or,
-    // where that one was not traced, from this step's first call.
+    // From the end of the step before (data loading and the loop's own Python count): as
+    // python.torch_steps has it, else as the step before's last call, or, where that one was
+    // not traced either, from this step's first call.
     int64_t from = a.start;
     auto prev = steps.find({key.first, key.second - 1});
-    if (prev != steps.end() && prev->second.end < a.end) from = prev->second.end;
+    if (auto b = began.find(key); b != began.end() && b->second < a.end) {
+      from = b->second;
+    } else if (prev != steps.end() && prev->second.end < a.end) {
+      from = prev->second.end;
+    }
     r.wall = Seconds(a.end - from);
     r.forward = a.forward;
     r.backward = a.backward;

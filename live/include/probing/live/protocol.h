@@ -93,6 +93,19 @@ struct InfoReply {
     int64_t step = 0;
     bool step_traced = false;
     bool hooks_installed = false;
+    // The overhead budget (probing.torch.budget, docs/torch.md#overhead-budget): absent before
+    // the tracer installs and from older recorders.
+    struct Budget {
+      std::optional<double> fraction;  // of step time; null: off
+      double cost_share = 0;           // the tracer's cost over step time, about the last 100 steps
+      double traced_share = 0;         // steps traced, about the last 100
+      double traced_step_cost_ms = 0;  // what a traced step costs, smoothed
+      double untraced_step_cost_ms = 0;  // what an untraced step costs (the step's bookkeeping)
+      uint64_t left_out = 0;             // steps the budget left out, since the tracer started
+      bool calibrated = false;           // the untimed calls' prices were measured
+      double wrap_call_ns = 0, hook_call_ns = 0, grad_hook_ns = 0;  // those prices
+    };
+    std::optional<Budget> budget;
   } torch;
   // The stack sampler's thread samples since the recorder started (absent from older recorders).
   struct StackSamples {
