@@ -115,13 +115,13 @@ def median_ci(values):
     return statistics.median(v), v[lo], v[hi]
 
 
-def measure(lib, name, rounds, steps):
+def training(name):
+    """One training step of the workload, as a function (one thread, seeded)."""
     import torch
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model, x, y = WORKLOADS[name]()
-    rounds = rounds or ROUNDS[name]
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -129,6 +129,14 @@ def measure(lib, name, rounds, steps):
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
+    return step
+
+
+def measure(lib, name, rounds, steps):
+    import torch
+
+    step = training(name)
+    rounds = rounds or ROUNDS[name]
 
     # Module calls per step (forward; backward rows are as many), counted once.
     calls = [0]
@@ -194,19 +202,8 @@ def measure(lib, name, rounds, steps):
 
 def measure_budget(lib, name, rounds, steps):
     """plain against the budget at its default, in long blocks (see the docstring)."""
-    import torch
-
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model, x, y = WORKLOADS[name]()
+    step = training(name)
     rounds = rounds or max(20, ROUNDS[name] // 10)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
 
     def block(mode):
         config(lib, "probing.torch.enabled", "false" if mode == "plain" else "true")

@@ -616,11 +616,11 @@ constexpr uint64_t kLimitedSteps = 1000;
 // Closes the step that ended (when t0 >= 0: perf_counter_ns when its end was seen, from which
 // on the tracer's bookkeeping ran): its cost is what was timed in it, the bookkeeping since t0,
 // and each call that cannot be timed from inside at its calibrated price; its row goes to
-// python.torch_steps. The budget is a balance: every step adds `fraction` of its time, a traced
-// step takes away what it cost beyond an untraced step (what tracing it added: the bookkeeping
-// every step pays, traced or not, is not the budget's to save), and a step the sample rate
-// picks is traced only while the balance is not negative, so over any stretch what tracing
-// added stays within the fraction but for one traced step.
+// python.torch_steps. The budget is a balance: every step adds `fraction` of its time and takes
+// away the bookkeeping (an untraced step's cost, at most half of what it adds), a traced step
+// also what tracing it added, and a step the sample rate picks is traced only while the balance
+// is not negative, so over any stretch the cost stays within the fraction but for one traced
+// step (and but for bookkeeping over half of it).
 PyObject* Decide(PyObject*, PyObject* args) {
   unsigned long long next;
   int enabled;
@@ -660,8 +660,13 @@ PyObject* Decide(PyObject*, PyObject* args) {
       b.after_traced = -1;
     }
     if (b.fraction > 0) {
+      // Every step is charged the bookkeeping every step pays (an untraced step's cost), which
+      // enabling tracing adds too, but at most half its share: the rest is tracing's, even on
+      // steps so short that the bookkeeping alone is over the budget. A traced step is charged
+      // what it added on top.
+      const double share = b.fraction * d;
       const double per_step = b.traced_cost;
-      b.balance += b.fraction * static_cast<double>(duration) - added;
+      b.balance += share - std::min(b.untraced_cost, share / 2) - added;
       // At most one traced step saved up; at most four owed (a one-off cost, such as naming a
       // model's modules on its first call, is paid back within bounds).
       b.balance = std::clamp(b.balance, -4 * per_step, per_step);
