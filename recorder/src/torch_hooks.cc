@@ -101,7 +101,7 @@ struct State {
   PythonSink* sink = nullptr;
   // Set once by configure().
   PyObject* resolve = nullptr;          // resolve(module, parent name or None) -> [(module, name)]
-  PyObject* inference_end = nullptr;    // called when an outermost call ends in inference
+  PyObject* inference_end = nullptr;    // (end ns or 0) when an outermost call ends in inference
   PyTypeObject* tensor_type = nullptr;  // torch.Tensor
   PyObject* grad_enabled = nullptr;     // torch.is_grad_enabled
   PyObject* queue_callback = nullptr;   // the autograd engine's queue_callback
@@ -110,7 +110,9 @@ struct State {
   bool fast_hooks = false;              // torch 1.x: fill _backward_hooks directly
   // Per step.
   bool traced = false, training = false, cuda = false;
-  bool hooked = false;  // the module hooks or wrapper are on: calls are seen
+  bool hooked = false;      // the module hooks or wrapper are on: calls are seen
+  bool wrap_on = false;     // ...and it is the wrapper: an older wrapper still in the chain after
+                            // a switch to hooks passes calls through (else both would see them)
   uint64_t generation = 1;  // bumps at every step end; older stacks and slots are ignored
   uint64_t seq = 0;
   bool backward_queued = false;
@@ -466,7 +468,8 @@ void Leave(PyObject* input, PyObject* output, int64_t end) {
     BackwardRow(g.rows[static_cast<size_t>(index)].name, input, output);
   }
   if (stack.empty() && !g.training && g.inference_end != nullptr) {
-    PyRef r(CallNoArgs(g.inference_end));  // one outermost call: one step
+    // One outermost call: one step, which ended at `end` (0: untraced, not read).
+    PyRef r(PyObject_CallFunction(g.inference_end, "L", static_cast<long long>(end)));
     PyErr_Clear();
   }
 }
@@ -515,7 +518,7 @@ PyObject* ModuleCall(PyObject* self, PyObject* const* args, size_t nargsf, PyObj
   PyObject* orig = reinterpret_cast<CallObject*>(self)->orig;
   const Py_ssize_t n = PyVectorcall_NARGS(nargsf);
   ++g.budget.wrap_calls;
-  if (n < 1 || !g.hooked || (!g.traced && g.training))
+  if (n < 1 || !g.wrap_on || (!g.traced && g.training))
     return PyObject_Vectorcall(orig, args, nargsf, kwnames);
   const bool traced = g.traced;
   const int64_t entered = traced ? Now() : 0;
@@ -585,12 +588,13 @@ PyObject* Configure(PyObject* self, PyObject* args) {
   Py_RETURN_NONE;
 }
 
-// begin(traced, training, cuda, hooked): what the coming step does. The time since decide()
-// (the hooks put in place or taken out) is the coming step's cost.
+// begin(traced, training, cuda, hooked, wrap): what the coming step does. The time since
+// decide() (the hooks put in place or taken out) is the coming step's cost.
 PyObject* Begin(PyObject*, PyObject* args) {
-  int traced, training, cuda, hooked;
-  if (!PyArg_ParseTuple(args, "pppp", &traced, &training, &cuda, &hooked)) return nullptr;
+  int traced, training, cuda, hooked, wrap;
+  if (!PyArg_ParseTuple(args, "ppppp", &traced, &training, &cuda, &hooked, &wrap)) return nullptr;
   g.hooked = hooked != 0;
+  g.wrap_on = g.hooked && wrap != 0;
   g.traced = traced != 0;
   g.training = training != 0;
   g.cuda = cuda != 0;
@@ -813,7 +817,7 @@ PyMethodDef kHookMethods[] = {
      "nn.Module.__call__ timing calls around the original"},
     {"configure", PROBING_CATCH_ALL(Configure), METH_VARARGS, "the tracer's callables, once"},
     {"begin", PROBING_CATCH_ALL(Begin), METH_VARARGS,
-     "(traced, training, cuda, hooked) for the coming step"},
+     "(traced, training, cuda, hooked, wrap) for the coming step"},
     {"end_step", PROBING_CATCH_ALL(EndStep), METH_VARARGS,
      "writes the step's rows; starts the next"},
     {"decide", PROBING_CATCH_ALL(Decide), METH_VARARGS,

@@ -26,6 +26,8 @@ class _Tracer:
         self.enabled = False
         self.rate = 1.0
         self.budget = 0.0  # probing.torch.budget, a fraction of step time; 0: off
+        self.prices = [0.0, 0.0, 0.0]  # calibrate()'s: wrapper, hooks, autograd's hook call
+        self.grad_priced = False
         self.exprs = []
         self.generation = -1
         self.failed = False
@@ -76,7 +78,8 @@ class _Tracer:
         # Training: hooks only while a traced step runs (the wrapper stays while enabled and
         # passes calls straight through in other steps). Inference: always, to see step edges.
         self.set_hooks(self.enabled and (self.traced or not self.training or self.wrap_call))
-        _rec.begin(self.traced, self.training, self.cuda, self.handles is not None)
+        _rec.begin(self.traced, self.training, self.cuda, self.handles is not None,
+                   self.wrap_call)
         _rec.state(self.step, self.traced, self.handles is not None)
 
     def set_hooks(self, on):
@@ -109,16 +112,19 @@ class _Tracer:
             _rec.log("PyTorch tracing turned off after an error: %s: %s" % (type(e).__name__, e))
             try:
                 self.set_hooks(False)
-                _rec.begin(False, self.training, False, False)
+                _rec.begin(False, self.training, False, False, False)
             except Exception:
                 pass
 
-    def calibrate(self):
+    def calibrate(self, grad=False):
         """What calls cost that the tracer cannot time from inside them, for the budget: a call
         through the wrapper of nn.Module.__call__, a module call through the global hooks (torch
-        takes its slow path), and autograd's call into a tensor hook. Each is the difference
-        between two loops, one with and one without the call, measured here once (a few
-        milliseconds). On a failure the budget counts only what it times."""
+        takes its slow path), and (with `grad`) autograd's call into a tensor hook. Each is the
+        difference between two loops, one with and one without the call, measured once (a few
+        milliseconds). Autograd's is measured at the end of the first training step, never at
+        install: a first backward starts autograd's threads, after which a fork-based
+        multiprocessing child cannot use autograd, so only the program's own backward may.
+        On a failure the budget counts only what it times."""
         try:
             torch, perf = self.torch, _perf
 
@@ -131,6 +137,11 @@ class _Tracer:
                         t = f(n)
                         best[f] = t if best[f] is None else min(best[f], t)
                 return max(0.0, (best[hooked] - best[plain]) / n)
+
+            if grad:
+                self.prices[2] = self.grad_price(torch, perf, per_call)
+                _rec.calibrate(*self.prices)
+                return
 
             def call(self_, *args, **kwargs):  # nn.Module.__call__'s signature
                 return None
@@ -154,9 +165,11 @@ class _Tracer:
 
             def modules(hooks):
                 def run(n):
-                    handles = ([m.register_module_forward_pre_hook(_rec.noop),
-                                m.register_module_forward_hook(_rec.noop)] if hooks else [])
+                    handles = []
                     try:
+                        if hooks:
+                            handles.append(m.register_module_forward_pre_hook(_rec.noop))
+                            handles.append(m.register_module_forward_hook(_rec.noop))
                         t = perf()
                         for _ in range(n):
                             identity(x)
@@ -166,28 +179,31 @@ class _Tracer:
                             h.remove()
                 return run
 
-            hooks_ns = per_call(modules(False), modules(True), 300)
-
-            def backward(hooks):
-                """Backward through n multiplications, with a tensor hook on each or not: its
-                time alone (the graph's building is left out)."""
-                def run(n):
-                    with torch.enable_grad():
-                        y = torch.zeros((), requires_grad=True)
-                        for _ in range(n):
-                            y = y * 1.0
-                            if hooks:
-                                y.register_hook(_rec.idle_slot())
-                        t = perf()
-                        y.backward()
-                        return perf() - t
-                return run
-
-            grad_ns = per_call(backward(False), backward(True), 32, rounds=9)
-            _rec.calibrate(wrap_ns, hooks_ns, grad_ns)
+            hooks_ns = per_call(modules(False), modules(True), 200, rounds=5)
+            self.prices = [wrap_ns, hooks_ns, 0.0]
+            _rec.calibrate(*self.prices)
         except Exception as e:
             _rec.log("the PyTorch tracing budget counts only what it times (calibration failed: "
                      "%s: %s)" % (type(e).__name__, e))
+
+    @staticmethod
+    def grad_price(torch, perf, per_call):
+        def backward(hooks):
+            """Backward through n multiplications, with a tensor hook on each or not: its time
+            alone (the graph's building is left out)."""
+            def run(n):
+                with torch.enable_grad():
+                    y = torch.zeros((), requires_grad=True)
+                    for _ in range(n):
+                        y = y * 1.0
+                        if hooks:
+                            y.register_hook(_rec.idle_slot())
+                    t = perf()
+                    y.backward()
+                    return perf() - t
+            return run
+
+        return per_call(backward(False), backward(True), 32, rounds=9)
 
     def resolve(self, module, parent):
         """[(module, qualified name)] to remember: everything under an outermost module (itself
@@ -196,10 +212,12 @@ class _Tracer:
             return [(sub, qual or type(sub).__name__) for qual, sub in module.named_modules()]
         return [(module, parent + "." + type(module).__name__)]
 
-    def inference_end(self):
+    def inference_end(self, end):
+        """An outermost call ended in inference: a step, which ended at `end` (perf_counter_ns;
+        0 when it was not read), from which on the tracer's work is the step's cost."""
         try:
             if not self.training:
-                self.end_step(None, _perf())
+                self.end_step(None, end or _perf())
         except Exception as e:
             self.fail(e)
 
@@ -226,6 +244,9 @@ class _Tracer:
 
     def end_step(self, step_row, t0):
         traced = self.traced
+        if step_row is not None and not self.grad_priced:
+            self.grad_priced = True  # the program's backward has run: autograd's threads are up
+            self.calibrate(grad=True)
         if step_row is None:
             _rec.end_step(self.step, None, 0, 0)
         else:
@@ -325,8 +346,11 @@ def _wrap_optimizers(optim):
     def __init__(self, *args, **kwargs):
         init(self, *args, **kwargs)
         if _tracer is not None:
-            _tracer.training = True
-            _tracer.refresh()
+            try:
+                _tracer.training = True
+                _tracer.refresh()
+            except Exception as e:
+                _tracer.fail(e)
 
     if not getattr(init, "_probing_wrapped", False):
         __init__._probing_wrapped = True
