@@ -59,7 +59,11 @@ class Job:
                         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(self.store_port),
                         "TORCHELASTIC_RUN_ID": self.run_id, "PROBING": probing,
                         "PROBING_DATA_DIR": str(self.data), "PYTHONUNBUFFERED": "1",
-                        "PYTHONUSERBASE": str(BUILD / "pyuser"), "OMP_NUM_THREADS": "1"})
+                        "PYTHONUSERBASE": str(BUILD / "pyuser"), "OMP_NUM_THREADS": "1",
+                        # Per-step views across ranks compare the steps every rank traced; the
+                        # overhead budget decides on each rank alone (docs/torch.md), so these
+                        # tests, which count steps, trace them all.
+                        "PROBING_TORCH_BUDGET": "off"})
             env.update(extra_env)
             if tcp:
                 env.update({"PROBING_PORT": str(self.probing_port), "PROBING_AUTH_TOKEN": "jobtok"})
