@@ -39,7 +39,7 @@ struct TorchStepRow {
   uint64_t thread = 0, step = 0;
   int64_t start_ns = 0;  // the previous step's end, Unix time
   uint64_t duration_ns = 0;
-  uint8_t decision = 0;     // 0 traced, 1 left out by probing.sample_rate, 2 by the budget
+  uint8_t decision = 0;     // format::kStepTraced, kStepSampledOut or kStepOverBudget
   uint64_t cost_ns = 0;     // the tracer's own cost in this step
   uint32_t budget_ppm = 0;  // probing.torch.budget in parts per million; 0 off
 };

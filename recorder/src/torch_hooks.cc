@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "compat.h"
+#include "probing/format/events.h"
 #include "py_ref.h"
 
 #if PY_VERSION_HEX < 0x03090000  // vectorcall was provisional in 3.8
@@ -143,7 +144,7 @@ struct State {
     // step's beyond twice the untraced ones' median (ns; Decide).
     Recent untraced_costs{31}, untraced_durations{31}, traced_extra{9};
     double after_traced = -1;              // the previous step's duration, when it was traced
-    uint8_t decision = 1;                  // of the current step: 0 traced, 1 sample_rate, 2 budget
+    uint8_t decision = format::kStepSampledOut;  // of the current step (format::kStep*)
     uint64_t since_left_out = UINT64_MAX;  // steps since the budget last left one out
     bool enabled = false;                  // tracing was on for the current step
     // What calls cost that cannot be timed from inside them (calibrate()).
@@ -639,7 +640,7 @@ PyObject* Decide(PyObject*, PyObject* args) {
                         static_cast<double>(b.wrap_calls) * b.wrap_ns +
                         static_cast<double>(b.hook_calls) * b.hooks_ns +
                         static_cast<double>(b.grad_calls) * b.grad_ns;
-    const bool traced = b.decision == 0;
+    const bool traced = b.decision == format::kStepTraced;
     const auto d = static_cast<double>(duration);
     // What tracing this step added: its measured cost beyond an untraced step's (the whole
     // cost until an untraced step was seen); and once traced steps were seen between untraced
@@ -695,13 +696,15 @@ PyObject* Decide(PyObject*, PyObject* args) {
     info.steps = info.steps * kKeep + 1;
     info.traced_cost_ns = b.traced_cost;
     info.untraced_cost_ns = b.untraced_cost;
-    info.left_out += b.decision == 2 ? 1 : 0;
+    info.left_out += b.decision == format::kStepOverBudget ? 1 : 0;
   }
   if (fraction != b.fraction) {
     b.fraction = fraction;
     b.balance = 0;
     b.traced_extra.Clear();  // measured under other conditions
     b.since_left_out = UINT64_MAX;
+    std::lock_guard<std::mutex> lock(g_budget_mu);
+    g_budget_info.fraction = fraction;
   }
   b.timed = 0;
   b.wrap_calls = b.hook_calls = b.grad_calls = 0;
@@ -709,22 +712,17 @@ PyObject* Decide(PyObject*, PyObject* args) {
   b.enabled = enabled != 0;
   const bool by_rate = enabled && static_cast<int64_t>(static_cast<double>(next + 1) * rate) >
                                       static_cast<int64_t>(static_cast<double>(next) * rate);
-  b.decision = !by_rate ? 1 : (b.fraction > 0 && b.balance < 0) ? 2 : 0;
-  if (b.decision == 2)
+  b.decision = !by_rate                            ? format::kStepSampledOut
+               : (b.fraction > 0 && b.balance < 0) ? format::kStepOverBudget
+                                                   : format::kStepTraced;
+  if (b.decision == format::kStepOverBudget)
     b.since_left_out = 0;
   else if (b.since_left_out != UINT64_MAX)
     ++b.since_left_out;
   const bool limited = b.fraction > 0 && b.since_left_out < kLimitedSteps;
-  {
-    std::lock_guard<std::mutex> lock(g_budget_mu);
-    g_budget_info.fraction = b.fraction;
-    g_budget_info.wrap_ns = b.wrap_ns;
-    g_budget_info.hooks_ns = b.hooks_ns;
-    g_budget_info.grad_ns = b.grad_ns;
-  }
   b.closed_at = Now();
   b.decided = true;
-  return Py_BuildValue("(NN)", PyBool_FromLong(enabled && b.decision == 0),
+  return Py_BuildValue("(NN)", PyBool_FromLong(enabled && b.decision == format::kStepTraced),
                        PyBool_FromLong(limited));
 }
 
@@ -740,6 +738,9 @@ PyObject* Calibrate(PyObject*, PyObject* args) {
   g.budget.grad_ns = sane(gr);
   std::lock_guard<std::mutex> lock(g_budget_mu);
   g_budget_info.calibrated = true;
+  g_budget_info.wrap_ns = g.budget.wrap_ns;
+  g_budget_info.hooks_ns = g.budget.hooks_ns;
+  g_budget_info.grad_ns = g.budget.grad_ns;
   Py_RETURN_NONE;
 }
 

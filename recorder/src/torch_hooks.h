@@ -28,7 +28,7 @@ struct TorchBudget {
   double fraction = 0;  // probing.torch.budget; 0: off
   // Sums over about the last 100 steps (each older step weighs 1% less).
   double cost_ns = 0, step_ns = 0, traced = 0, steps = 0;
-  double traced_cost_ns = 0;    // a traced step's cost, smoothed
+  double traced_cost_ns = 0;    // what tracing a step adds, smoothed (the budget's charge)
   double untraced_cost_ns = 0;  // an untraced step's (the bookkeeping every step pays)
   uint64_t left_out = 0;        // steps the budget left out, in all
   bool calibrated = false;

@@ -99,7 +99,7 @@ struct InfoReply {
       std::optional<double> fraction;  // of step time; null: off
       double cost_share = 0;           // the tracer's cost over step time, about the last 100 steps
       double traced_share = 0;         // steps traced, about the last 100
-      double traced_step_cost_ms = 0;  // what a traced step costs, smoothed
+      double traced_step_cost_ms = 0;  // what tracing a step adds, smoothed
       double untraced_step_cost_ms = 0;  // what an untraced step costs (the step's bookkeeping)
       uint64_t left_out = 0;             // steps the budget left out, since the tracer started
       bool calibrated = false;           // the untimed calls' prices were measured
