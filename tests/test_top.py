@@ -75,18 +75,21 @@ def test_idle_threads_left_out_and_counted(target, run, probing_bin, data_env):
     t = target(PY, "waiters.py", "30")
     t.wait_ready()
     time.sleep(2.5)
-    r = run(probing_bin, "-t", t.proc.pid, "--format", "json", "top", "--once")
+    # The last 2 s: not the waiters' start, when they ran Python code or waited for the GIL (not
+    # idle), before they blocked.
+    r = run(probing_bin, "-t", t.proc.pid, "--format", "json", "top", "--window", "2", "--once")
     assert r.returncode == 0, r.stderr
     rows = rows_of(r.stdout)
     assert rows[("window", "idle_threads", "count")] == 2  # the event and queue waiters
     assert rows[("window", "idle_samples", "count")] > 50
     assert rows[("window", "threads", "count")] == 1
     assert not [f for f in functions(rows) if waiting(f[0])]
-    r = run(probing_bin, "-t", t.proc.pid, "top", "--once")
+    r = run(probing_bin, "-t", t.proc.pid, "top", "--window", "2", "--once")
     assert r.returncode == 0, r.stderr
     assert "(2 threads only waiting), --idle keeps them" in r.stdout
     # --idle keeps them: the waits are there, and every thread counts.
-    r = run(probing_bin, "-t", t.proc.pid, "--format", "json", "top", "--once", "--idle")
+    r = run(probing_bin, "-t", t.proc.pid, "--format", "json", "top", "--window", "2", "--once",
+            "--idle")
     rows = rows_of(r.stdout)
     assert rows[("window", "threads", "count")] == 3
     waits = [f for f in functions(rows) if waiting(f[0])]
