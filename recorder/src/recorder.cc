@@ -142,8 +142,14 @@ bool& StartedInForkChild() {
   return child;
 }
 
-// A directory we own with mode 0700 (created if missing). Refuses one that is not ours.
+// A directory we own with mode 0700 (created if missing, with its missing parents as mkdir -p
+// makes them). Refuses one that is not ours.
 bool EnsurePrivateDir(const std::string& path, std::string* why) {
+  if (mkdir(path.c_str(), 0700) != 0 && errno == ENOENT) {
+    for (size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1))
+      (void)mkdir(path.substr(0, at).c_str(), 0777);  // umask applies; EEXIST is fine
+    (void)mkdir(path.c_str(), 0700);
+  }
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
     *why = "cannot create " + path + ": " + std::strerror(errno);
     return false;
