@@ -246,6 +246,7 @@ void to_json(Json& j, const InfoReply& v) {
                             {"traced_step_cost_ms", b->traced_step_cost_ms},
                             {"untraced_step_cost_ms", b->untraced_step_cost_ms},
                             {"left_out", b->left_out},
+                            {"stride", b->stride},
                             {"calibrated", b->calibrated},
                             {"wrap_call_ns", b->wrap_call_ns},
                             {"hook_call_ns", b->hook_call_ns},
@@ -301,6 +302,7 @@ void from_json(const Json& j, InfoReply& v) {
     GetOr(*it, "traced_step_cost_ms", b.traced_step_cost_ms, 0.0);
     GetOr(*it, "untraced_step_cost_ms", b.untraced_step_cost_ms, 0.0);
     GetOr(*it, "left_out", b.left_out, uint64_t{0});
+    GetOr(*it, "stride", b.stride, uint64_t{1});
     GetOr(*it, "calibrated", b.calibrated, false);
     GetOr(*it, "wrap_call_ns", b.wrap_call_ns, 0.0);
     GetOr(*it, "hook_call_ns", b.hook_call_ns, 0.0);

@@ -686,6 +686,7 @@ ControlServer::Reply ControlServer::Info() {
     out.traced_step_cost_ms = b.traced_cost_ns / 1e6;
     out.untraced_step_cost_ms = b.untraced_cost_ns / 1e6;
     out.left_out = b.left_out;
+    out.stride = b.stride;
     out.calibrated = b.calibrated;
     out.wrap_call_ns = b.wrap_ns;
     out.hook_call_ns = b.hooks_ns;

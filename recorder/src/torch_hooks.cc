@@ -81,15 +81,19 @@ class Recent {
     next_ = (next_ + 1) % size_;
   }
   size_t count() const { return values_.size(); }
-  double Median() const {
-    if (values_.empty()) return 0;
-    std::vector<double> v = values_;
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
-    return v[v.size() / 2];
-  }
+  double Median() const { return At(values_.size() / 2); }
+  // The lower quartile: of 9 values, the third smallest.
+  double LowerQuartile() const { return values_.empty() ? 0 : At((values_.size() - 1) / 4); }
   void Clear() { values_.clear(), next_ = 0; }
 
  private:
+  // The value of rank `k` (0: the smallest).
+  double At(size_t k) const {
+    if (values_.empty()) return 0;
+    std::vector<double> v = values_;
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return v[k];
+  }
   size_t size_, next_ = 0;
   std::vector<double> values_;
 };
@@ -142,11 +146,21 @@ struct State {
     // The last untraced steps' costs and durations (not counting a step right after a traced
     // one), and what the last traced steps added, seen from outside: its duration and the next
     // step's beyond twice the untraced ones' median (ns; Decide).
-    Recent untraced_costs{31}, untraced_durations{31}, traced_extra{9};
-    double after_traced = -1;              // the previous step's duration, when it was traced
+    Recent untraced_costs{31}, untraced_durations{31}, traced_extra{9}, traced_inside{9};
+    double after_traced = -1;  // the previous step's duration, when it was traced; -2 after
+                               // the first traced step
     uint8_t decision = format::kStepSampledOut;  // of the current step (format::kStep*)
     uint64_t since_left_out = UINT64_MAX;  // steps since the budget last left one out
     bool enabled = false;                  // tracing was on for the current step
+    // Steps are traced on a stride of a power of two (of the steps the sample rate picks), so
+    // that ranks, each deciding alone, trace the same steps: strides nest, and every rank
+    // traces the multiples of the largest. Set at each traced step from what the balance took
+    // to fill up after the one before.
+    uint64_t stride = 1;
+    uint64_t last_traced = 0;         // the picked index of the last traced step
+    uint64_t full_from = UINT64_MAX;  // the picked index from which the balance was full
+    uint64_t shown_stride = 1;        // in g_budget_info
+    uint64_t traced_steps = 0;        // closed since the tracer started
     // What calls cost that cannot be timed from inside them (calibrate()).
     double wrap_ns = 0, hooks_ns = 0, grad_ns = 0;
   } budget;
@@ -615,6 +629,8 @@ uint64_t ThreadId() {
 
 // How many steps after the budget last left one out it still counts as limiting tracing.
 constexpr uint64_t kLimitedSteps = 1000;
+// The longest stride of traced steps (budget.stride).
+constexpr uint64_t kMaxStride = uint64_t{1} << 20;
 
 // decide(next step, enabled, sample_rate, budget fraction, t0) -> (whether the next step is
 // traced, whether the budget limits tracing: it left out a step in the last kLimitedSteps).
@@ -644,20 +660,32 @@ PyObject* Decide(PyObject*, PyObject* args) {
     const auto d = static_cast<double>(duration);
     // What tracing this step added: its measured cost beyond an untraced step's (the whole
     // cost until an untraced step was seen); and once traced steps were seen between untraced
-    // ones, at least the median over the last of them of what each and the step after it took
-    // beyond two untraced steps, which sees what the clock inside cannot (torch's slow path
-    // with hooks, autograd's calls into Python, caches, the hooks' removal): the larger.
+    // ones, at least the lower quartile over the last of them of what each and the step after
+    // it took beyond two untraced steps, which sees what the clock inside cannot (torch's slow
+    // path with hooks, autograd's calls into Python, caches, the hooks' removal): the larger.
+    // (The lower quartile, not the median: on a busy machine a third of the steps can be
+    // delayed by others' work, by milliseconds, and tracing is not to be charged for it.)
     double added = 0;
-    if (traced) {
+    const bool first = traced && b.traced_steps++ == 0;
+    if (first) {
+      // The first traced step: mostly start-up paid once (naming the model's modules, the
+      // rows' first strings), neither charged nor a sample of what tracing a step adds (nor is
+      // the step after it a sample of anything).
+      b.after_traced = -2;
+    } else if (traced) {
+      // Inside, at most twice the median of the last traced steps' (a step that others' work
+      // delayed inside the tracer's code is not all tracing's).
       added = std::max(cost - b.untraced_cost, 0.0);
-      if (b.traced_extra.count() >= 3) added = std::max(added, b.traced_extra.Median());
+      b.traced_inside.Add(added);
+      if (b.traced_inside.count() >= 3) added = std::min(added, 2 * b.traced_inside.Median());
+      if (b.traced_extra.count() >= 3) added = std::max(added, b.traced_extra.LowerQuartile());
       b.traced_cost = b.traced_cost == 0 ? added : 0.75 * b.traced_cost + 0.25 * added;
       b.after_traced = d;
     } else {
       if (b.after_traced >= 0) {
         if (b.untraced_durations.count() >= 5)
           b.traced_extra.Add(b.after_traced + d - 2 * b.untraced_durations.Median());
-      } else {
+      } else if (b.after_traced == -1) {
         b.untraced_costs.Add(cost);
         b.untraced_durations.Add(d);
         b.untraced_cost = b.untraced_costs.Median();
@@ -683,7 +711,7 @@ PyObject* Decide(PyObject*, PyObject* args) {
     row.duration_ns = static_cast<uint64_t>(duration);
     row.decision = b.decision;
     // A traced step's cost as the budget counts it: the bookkeeping and what tracing added.
-    row.cost_ns = static_cast<uint64_t>(traced ? b.untraced_cost + added : cost);
+    row.cost_ns = static_cast<uint64_t>(traced && !first ? b.untraced_cost + added : cost);
     row.budget_ppm = static_cast<uint32_t>(b.fraction * 1e6 + 0.5);
     if (g.sink != nullptr) g.sink->TorchStep(row);
     std::lock_guard<std::mutex> lock(g_budget_mu);
@@ -701,7 +729,10 @@ PyObject* Decide(PyObject*, PyObject* args) {
   if (fraction != b.fraction) {
     b.fraction = fraction;
     b.balance = 0;
+    b.stride = 1;
+    b.full_from = UINT64_MAX;
     b.traced_extra.Clear();  // measured under other conditions
+    b.traced_inside.Clear();
     b.since_left_out = UINT64_MAX;
     std::lock_guard<std::mutex> lock(g_budget_mu);
     g_budget_info.fraction = fraction;
@@ -710,11 +741,38 @@ PyObject* Decide(PyObject*, PyObject* args) {
   b.wrap_calls = b.hook_calls = b.grad_calls = 0;
   b.last_end = now;
   b.enabled = enabled != 0;
-  const bool by_rate = enabled && static_cast<int64_t>(static_cast<double>(next + 1) * rate) >
-                                      static_cast<int64_t>(static_cast<double>(next) * rate);
-  b.decision = !by_rate                            ? format::kStepSampledOut
-               : (b.fraction > 0 && b.balance < 0) ? format::kStepOverBudget
-                                                   : format::kStepTraced;
+  // The step's index among those the sample rate picks (the same on every rank).
+  const auto picked = static_cast<uint64_t>(static_cast<double>(next) * rate);
+  const bool by_rate =
+      enabled && static_cast<uint64_t>(static_cast<double>(next + 1) * rate) > picked;
+  if (b.fraction <= 0 || b.balance < b.traced_cost)
+    b.full_from = UINT64_MAX;
+  else if (b.full_from == UINT64_MAX)
+    b.full_from = picked;
+  if (!by_rate) {
+    b.decision = format::kStepSampledOut;
+  } else if (b.fraction <= 0) {
+    b.decision = format::kStepTraced;
+  } else if (picked % b.stride != 0 || b.balance < 0) {
+    b.decision = format::kStepOverBudget;
+  } else {
+    b.decision = format::kStepTraced;
+    // The next stride: the smallest power of two at least the picked steps the balance took
+    // to fill up again after the previous traced step (1 when it stayed full), or, when it has
+    // not filled up, at least the steps since that one (a stride point was owed).
+    const uint64_t took = b.full_from == UINT64_MAX     ? picked - b.last_traced
+                          : b.full_from > b.last_traced ? b.full_from - b.last_traced
+                                                        : 1;
+    uint64_t fits = 1;
+    while (fits < took && fits < kMaxStride) fits *= 2;
+    b.stride = fits;
+    b.last_traced = picked;
+  }
+  if (b.stride != b.shown_stride) {
+    b.shown_stride = b.stride;
+    std::lock_guard<std::mutex> lock(g_budget_mu);
+    g_budget_info.stride = b.stride;
+  }
   if (b.decision == format::kStepOverBudget)
     b.since_left_out = 0;
   else if (b.since_left_out != UINT64_MAX)

@@ -31,6 +31,7 @@ struct TorchBudget {
   double traced_cost_ns = 0;    // what tracing a step adds, smoothed (the budget's charge)
   double untraced_cost_ns = 0;  // an untraced step's (the bookkeeping every step pays)
   uint64_t left_out = 0;        // steps the budget left out, in all
+  uint64_t stride = 1;          // traced steps are multiples of it (of the picked steps)
   bool calibrated = false;
   double wrap_ns = 0, hooks_ns = 0, grad_ns = 0;  // calibrate()'s prices
 };

@@ -246,7 +246,9 @@ class _Tracer:
         traced = self.traced
         if step_row is not None and not self.grad_priced:
             self.grad_priced = True  # the program's backward has run: autograd's threads are up
+            before = _perf()
             self.calibrate(grad=True)
+            t0 += _perf() - before  # a cost paid once, not the step's: the budget leaves it out
         if step_row is None:
             _rec.end_step(self.step, None, 0, 0)
         else:

@@ -102,6 +102,7 @@ struct InfoReply {
       double traced_step_cost_ms = 0;  // what tracing a step adds, smoothed
       double untraced_step_cost_ms = 0;  // what an untraced step costs (the step's bookkeeping)
       uint64_t left_out = 0;             // steps the budget left out, since the tracer started
+      uint64_t stride = 1;  // traced steps are multiples of it (among those the rate picks)
       bool calibrated = false;           // the untimed calls' prices were measured
       double wrap_call_ns = 0, hook_call_ns = 0, grad_hook_ns = 0;  // those prices
     };
