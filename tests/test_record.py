@@ -667,10 +667,10 @@ def test_summary_answers_for_a_training_run(tmp_path, probing_bin, analyze_bin):
     r = analyze(analyze_bin, rec)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert re.search(r"Steps: 30 traced; step time p50 [0-9.]+ ms, p90 [0-9.]+ ms, max [0-9.]+ ms",
-                     out), out
+    assert re.search(r"Steps: 30 \(30 traced\); step time p50 [0-9.]+ ms, p90 [0-9.]+ ms, "
+                     r"max [0-9.]+ ms \(30 steps\)", out), out
     assert re.search(r"Slowest steps: \d+ \([0-9.]+ ms\)", out), out
-    assert re.search(r"Per step \(mean\): forward [0-9.]+ ms, backward [0-9.]+ ms, optimizer "
+    assert re.search(r"Per traced step \(mean of 30\): forward [0-9.]+ ms, backward [0-9.]+ ms, optimizer "
                      r"[0-9.e-]+ ms, the rest \(data loading, untraced\) [0-9.e-]+ ms", out), out
     assert "Top modules by self time" in out and "Top modules by total time" in out
     assert re.search(r"RSS\s+[0-9.]+ MB\s+[0-9.]+ MB\s+[0-9.]+ MB", out), out
@@ -682,7 +682,7 @@ def test_summary_answers_for_a_training_run(tmp_path, probing_bin, analyze_bin):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     fig = {(x["section"], x["name"], x["metric"]): x["value"] for x in rows}
-    assert fig[("steps", "steps", "count")] == 30
+    assert fig[("steps", "steps", "count")] == fig[("steps", "all_steps", "count")] == 30
     assert fig[("steps", "p50", "ms")] <= fig[("steps", "p90", "ms")] <= fig[("steps", "max", "ms")]
     parts = sum(fig[("step_parts", k, "mean_ms")] for k in ("forward", "backward", "optimizer", "rest"))
     assert parts >= fig[("steps", "p50", "ms")] * 0.5

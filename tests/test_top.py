@@ -61,7 +61,7 @@ def test_once_names_the_spinning_function_first(python, target, run, probing_bin
     rows = rows_of(r.stdout)
     samples = rows[("window", "samples", "count")]
     assert samples >= 50  # 100 Hz for 2 s, less what a loaded machine drops
-    assert rows[("window", "threads", "count")] == 1
+    assert rows[("window", "threads", "count")] == 1, r.stdout
     funcs = functions(rows)
     name, own, total = funcs[0]
     assert name == "inner_work (%s)" % (TARGETS / "busy.py")
@@ -82,7 +82,7 @@ def test_idle_threads_left_out_and_counted(target, run, probing_bin, data_env):
     rows = rows_of(r.stdout)
     assert rows[("window", "idle_threads", "count")] == 2  # the event and queue waiters
     assert rows[("window", "idle_samples", "count")] > 50
-    assert rows[("window", "threads", "count")] == 1
+    assert rows[("window", "threads", "count")] == 1, r.stdout
     assert not [f for f in functions(rows) if waiting(f[0])]
     r = run(probing_bin, "-t", t.proc.pid, "top", "--window", "2", "--once")
     assert r.returncode == 0, r.stderr

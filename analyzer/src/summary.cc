@@ -27,6 +27,7 @@ struct ProcessData {
   std::string description;
   int32_t rank = -1;
   std::vector<Call> calls;
+  std::map<uint64_t, uint64_t> step_ns;  // python.torch_steps: step -> its duration (ns)
   std::vector<format::MemoryEvent> memory;
   struct Counts {
     uint64_t own = 0, total = 0;
@@ -166,7 +167,11 @@ void SortTrim(std::vector<NamedCount>& v, size_t top, double NamedCount::*key) {
   if (v.size() > top) v.resize(top);
 }
 
-void StepsOf(const std::vector<Call>& calls, size_t slowest, ProcessSummary& p) {
+// Step times from python.torch_steps (`step_ns`: every step, traced or not) when the recording
+// has it, else from the traced calls: a traced step's first call to the next step's, for steps
+// followed by a traced one. The parts of a step are the means over the traced steps with a time.
+void StepsOf(const std::vector<Call>& calls, const std::map<uint64_t, uint64_t>& step_ns,
+             size_t slowest, ProcessSummary& p) {
   std::map<uint64_t, int64_t> start;  // step -> first call
   std::map<uint64_t, std::vector<std::pair<int64_t, int64_t>>> spans[3];
   for (const auto& c : calls) {
@@ -175,27 +180,36 @@ void StepsOf(const std::vector<Call>& calls, size_t slowest, ProcessSummary& p) 
     spans[static_cast<int>(c.stage)][c.step].push_back({c.ts, c.end});
   }
   p.steps = start.size();
-  if (start.empty()) return;
+  p.all_steps = step_ns.size();
   std::vector<StepTime> times;
+  if (!step_ns.empty()) {
+    for (const auto& [step, ns] : step_ns)
+      if (ns > 0) times.push_back({step, static_cast<double>(ns) / 1e6});
+  } else if (!start.empty()) {
+    for (auto it = start.begin(), next = std::next(it); next != start.end(); ++it, ++next)
+      if (next->first == it->first + 1)
+        times.push_back({it->first, static_cast<double>(next->second - it->second) / 1e6});
+  }
+  p.timed_steps = times.size();
+  if (times.empty()) return;
   double fwd = 0, bwd = 0, opt = 0, other = 0;
-  for (auto it = start.begin(), next = std::next(it); next != start.end(); ++it, ++next) {
-    if (next->first != it->first + 1) continue;
-    StepTime t{it->first, static_cast<double>(next->second - it->second) / 1e6};
-    times.push_back(t);
+  for (const auto& t : times) {
+    if (start.count(t.step) == 0) continue;
     const double f = UnionMs(spans[0][t.step]), b = UnionMs(spans[1][t.step]),
                  o = UnionMs(spans[2][t.step]);
     fwd += f;
     bwd += b;
     opt += o;
     other += std::max(0.0, t.ms - f - b - o);
+    ++p.parted_steps;
   }
-  p.timed_steps = times.size();
-  if (times.empty()) return;
-  const double n = static_cast<double>(times.size());
-  p.forward_ms = fwd / n;
-  p.backward_ms = bwd / n;
-  p.optimizer_ms = opt / n;
-  p.other_ms = other / n;
+  if (p.parted_steps > 0) {
+    const auto n = static_cast<double>(p.parted_steps);
+    p.forward_ms = fwd / n;
+    p.backward_ms = bwd / n;
+    p.optimizer_ms = opt / n;
+    p.other_ms = other / n;
+  }
   std::vector<double> ms;
   for (const auto& t : times) ms.push_back(t.ms);
   std::sort(ms.begin(), ms.end());
@@ -253,7 +267,8 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
     for (size_t t = 1; t < seg.threads.size(); ++t)
       threads.insert(std::to_string(seg.threads[t].tid) + " " +
                      std::string(seg.String(seg.threads[t].name)));
-    if (seg.samples.empty() && seg.torch.empty() && seg.memory.empty()) continue;
+    if (seg.samples.empty() && seg.torch.empty() && seg.memory.empty() && seg.torch_steps.empty())
+      continue;
     ProcessData& pd = data[seg.info.pid];
     std::unordered_map<uint32_t, uint64_t> by_callsite;
     for (const auto& smp : seg.samples) {
@@ -282,6 +297,8 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
       c.name = std::string(seg.String(e.module)) + " " + format::TorchStageName(e.stage);
       pd.calls.push_back(std::move(c));
     }
+    for (const auto& st : seg.torch_steps)
+      if (in_window(st.ts_ns)) pd.step_ns[st.step] = st.duration_ns;
     for (const auto& m : seg.memory)
       if (in_window(m.ts)) pd.memory.push_back(m);
   }
@@ -292,7 +309,7 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
     p.pid = pid;
     p.rank = pd.rank;
     p.description = pd.description;
-    StepsOf(pd.calls, options.slowest, p);
+    StepsOf(pd.calls, pd.step_ns, options.slowest, p);
     s.steps += p.steps;
     p.samples = pd.samples;
     p.idle_samples = pd.idle;

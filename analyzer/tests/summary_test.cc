@@ -101,6 +101,42 @@ TEST(Summarize, StepTimesAndWhereAStepGoes) {
   EXPECT_DOUBLE_EQ(p.other_ms, (20 + 20 + 120) / 3.0);
 }
 
+// The same process's python.torch_steps: steps 0-7, each 50 ms but step 3 (200 ms), steps 1-4
+// traced and the rest left out by the budget.
+format::Segment StepRows() {
+  SegmentBuilder b(Stream::kTorch, 7);
+  b.SetProcess(format::ProcessInfo::Of(7, kBaseTs, 0, "3.11.2", "python train.py", "h"));
+  uint32_t t = b.InternThread(7, b.InternString("MainThread"));
+  for (uint64_t step = 0; step < 8; ++step) {
+    format::TorchStepEvent e;
+    e.thread = t;
+    e.step = step;
+    e.ts_ns = kBaseTs + static_cast<int64_t>(step) * 50 * kMs;
+    e.duration_ns = (step == 3 ? 200 : 50) * kMs;
+    e.decision = step >= 1 && step <= 4 ? format::kStepTraced : format::kStepOverBudget;
+    b.AddTorchStep(e);
+  }
+  return Seal(b);
+}
+
+TEST(Summarize, StepTimesOfEveryStepFromTheStepRows) {
+  Summary s = Summarize({Training(), StepRows()});
+  ASSERT_EQ(s.per_process.size(), 1u);
+  const ProcessSummary& p = s.per_process[0];
+  EXPECT_EQ(p.steps, 4u);  // traced
+  EXPECT_EQ(p.all_steps, 8u);
+  EXPECT_EQ(p.timed_steps, 8u);  // every step, the last and the untraced ones too
+  EXPECT_DOUBLE_EQ(p.p50_ms, 50);
+  EXPECT_DOUBLE_EQ(p.max_ms, 200);
+  ASSERT_FALSE(p.slowest_steps.empty());
+  EXPECT_EQ(p.slowest_steps[0].step, 3u);
+  // The parts: over the four traced steps, each with its row's time.
+  EXPECT_EQ(p.parted_steps, 4u);
+  EXPECT_DOUBLE_EQ(p.forward_ms, 30);
+  EXPECT_DOUBLE_EQ(p.backward_ms, 40);
+  EXPECT_DOUBLE_EQ(p.other_ms, (0 + 0 + 120 + 0) / 4.0);
+}
+
 TEST(Summarize, ModulesBySelfAndTotalTime) {
   Summary s = Summarize({Training()});
   const ProcessSummary& p = s.per_process[0];

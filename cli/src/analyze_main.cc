@@ -64,8 +64,12 @@ std::string ProcessName(const probing::analyzer::ProcessSummary& p) {
 void PrintProcess(const probing::analyzer::ProcessSummary& p) {
   using probing::cli::OutputFormat;
   using probing::cli::PrintRows;
-  if (p.steps > 0) {
-    std::cout << "\nSteps: " << p.steps << " traced";
+  if (p.steps > 0 || p.all_steps > 0) {
+    std::cout << "\nSteps: ";
+    if (p.all_steps > 0)
+      std::cout << p.all_steps << " (" << p.steps << " traced)";
+    else
+      std::cout << p.steps << " traced";
     if (p.timed_steps > 0)
       std::cout << "; step time p50 " << Ms(p.p50_ms) << ", p90 " << Ms(p.p90_ms) << ", max "
                 << Ms(p.max_ms) << " (" << p.timed_steps << " steps)";
@@ -74,10 +78,12 @@ void PrintProcess(const probing::analyzer::ProcessSummary& p) {
       std::cout << "Slowest steps:";
       for (const auto& t : p.slowest_steps) std::cout << " " << t.step << " (" << Ms(t.ms) << ")";
       std::cout << "\n";
-      std::cout << "Per step (mean): forward " << Ms(p.forward_ms) << ", backward "
-                << Ms(p.backward_ms) << ", optimizer " << Ms(p.optimizer_ms)
-                << ", the rest (data loading, untraced) " << Ms(p.other_ms) << "\n";
     }
+    if (p.parted_steps > 0)
+      std::cout << "Per traced step (mean of " << p.parted_steps << "): forward "
+                << Ms(p.forward_ms) << ", backward " << Ms(p.backward_ms) << ", optimizer "
+                << Ms(p.optimizer_ms) << ", the rest (data loading, untraced) " << Ms(p.other_ms)
+                << "\n";
   }
   if (p.samples > 0) {
     std::cout << "\nTop functions (samples where innermost";
@@ -135,11 +141,15 @@ std::vector<std::vector<Cell>> SummaryRows(const probing::analyzer::Summary& s) 
     };
     auto u = [](uint64_t v) { return Cell(static_cast<int64_t>(v)); };
     add("steps", "steps", "count", u(p.steps));
+    if (p.all_steps > 0) add("steps", "all_steps", "count", u(p.all_steps));
     add("steps", "timed_steps", "count", u(p.timed_steps));
     if (p.timed_steps > 0) {
       add("steps", "p50", "ms", p.p50_ms);
       add("steps", "p90", "ms", p.p90_ms);
       add("steps", "max", "ms", p.max_ms);
+    }
+    if (p.parted_steps > 0) {
+      add("step_parts", "parted_steps", "count", u(p.parted_steps));
       add("step_parts", "forward", "mean_ms", p.forward_ms);
       add("step_parts", "backward", "mean_ms", p.backward_ms);
       add("step_parts", "optimizer", "mean_ms", p.optimizer_ms);
@@ -205,7 +215,8 @@ void PrintSummary(const probing::analyzer::Summary& s, probing::cli::OutputForma
     for (const auto& p : s.per_process) {
       auto ms = [](double v) { return v > 0 ? Cell(Human(v)) : Cell(std::monostate{}); };
       rows.push_back({p.rank >= 0 ? Cell(int64_t{p.rank}) : Cell(std::monostate{}), int64_t{p.pid},
-                      static_cast<int64_t>(p.steps), ms(p.p50_ms), ms(p.p90_ms), ms(p.max_ms),
+                      static_cast<int64_t>(p.all_steps > 0 ? p.all_steps : p.steps), ms(p.p50_ms),
+                      ms(p.p90_ms), ms(p.max_ms),
                       p.memory.rss.present ? Cell(Mb(static_cast<double>(p.memory.rss.peak)))
                                            : Cell(std::monostate{})});
       if (p.p50_ms > 0 && (slowest == nullptr || p.p50_ms > slowest->p50_ms)) slowest = &p;

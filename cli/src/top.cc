@@ -84,11 +84,16 @@ void PrintTable(const analyzer::Summary& s, const TopOptions& o, const View& v,
             << ", --idle keeps them";
     }
     out << "\n";
-    if (p.steps > 0) {
-      out << "Steps: " << p.steps << " in the window";
+    if (p.steps > 0 || p.all_steps > 0) {
+      out << "Steps: ";
+      if (p.all_steps > 0)
+        out << p.all_steps << " in the window (" << p.steps << " traced)";
+      else
+        out << p.steps << " traced in the window";
       if (p.timed_steps > 0)
-        out << ", step time p50 " << Human(p.p50_ms) << " ms, max " << Human(p.max_ms)
-            << " ms; per step: forward " << Human(p.forward_ms) << " ms, backward "
+        out << ", step time p50 " << Human(p.p50_ms) << " ms, max " << Human(p.max_ms) << " ms";
+      if (p.parted_steps > 0)
+        out << "; per traced step: forward " << Human(p.forward_ms) << " ms, backward "
             << Human(p.backward_ms) << " ms, optimizer " << Human(p.optimizer_ms)
             << " ms, the rest " << Human(p.other_ms) << " ms";
       out << "\n";
@@ -137,9 +142,12 @@ void PrintRowsOf(const analyzer::Summary& s, const TopOptions& o, const View& v,
     add("window", "idle_threads", "count", u(p.idle_threads));
     add("window", "idle_included", "bool", int64_t{o.idle ? 1 : 0});
     add("window", "steps", "count", u(p.steps));
+    if (p.all_steps > 0) add("window", "all_steps", "count", u(p.all_steps));
     if (p.timed_steps > 0) {
       add("steps", "p50", "ms", p.p50_ms);
       add("steps", "max", "ms", p.max_ms);
+    }
+    if (p.parted_steps > 0) {
       add("step_parts", "forward", "mean_ms", p.forward_ms);
       add("step_parts", "backward", "mean_ms", p.backward_ms);
       add("step_parts", "optimizer", "mean_ms", p.optimizer_ms);

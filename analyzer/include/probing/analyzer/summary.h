@@ -46,19 +46,23 @@ struct MemorySummary {
   Gauge cuda_allocated;  // bytes
 };
 
-// One recorded process (a rank, in a job's bundle). Step time runs from the start of a step's
-// first traced call to the start of the next step's, so the time between steps (data loading)
-// counts; only steps followed by the next one have a time.
+// One recorded process (a rank, in a job's bundle). A step's time is its python.torch_steps row's
+// (the previous step's end to its own, so the time between steps, data loading, counts), every
+// step traced or not; in recordings without that table (older recorders), from the start of a
+// traced step's first call to the start of the next step's, for steps followed by a traced one.
 struct ProcessSummary {
   uint32_t pid = 0;
   int32_t rank = -1;        // -1: unknown
   std::string description;  // as Summary::processes has it; empty when no process record
-  uint64_t steps = 0;
+  uint64_t steps = 0;       // traced (with module calls)
+  uint64_t all_steps = 0;   // in python.torch_steps, traced or not; 0 when the recording has none
   uint64_t timed_steps = 0;                   // steps with a time
   double p50_ms = 0, p90_ms = 0, max_ms = 0;  // 0 when no step has a time
   std::vector<StepTime> slowest_steps;        // slowest first
-  // Mean per timed step: the union of the step's calls of each stage (nested modules counted
-  // once), and the rest of the step (data loading, anything untraced).
+  // Mean per traced step with a time (parted_steps of them): the union of the step's calls of
+  // each stage (nested modules counted once), and the rest of the step (data loading, anything
+  // untraced).
+  uint64_t parted_steps = 0;
   double forward_ms = 0, backward_ms = 0, optimizer_ms = 0, other_ms = 0;
   uint64_t samples = 0;       // stack samples
   uint64_t idle_samples = 0;  // of which idle (IsIdleSample)
