@@ -298,7 +298,9 @@ Summary Summarize(const std::vector<Segment>& segments, const SummaryOptions& op
       pd.calls.push_back(std::move(c));
     }
     for (const auto& st : seg.torch_steps)
-      if (in_window(st.ts_ns)) pd.step_ns[st.step] = st.duration_ns;
+      // By its end, as a call by its start: a step cut by the window's start counts.
+      if (in_window(st.ts_ns + static_cast<int64_t>(st.duration_ns)))
+        pd.step_ns[st.step] = st.duration_ns;
     for (const auto& m : seg.memory)
       if (in_window(m.ts)) pd.memory.push_back(m);
   }

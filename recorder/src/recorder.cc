@@ -144,11 +144,16 @@ bool& StartedInForkChild() {
 
 // A directory we own with mode 0700 (created if missing, with its missing parents as mkdir -p
 // makes them). Refuses one that is not ours.
-bool EnsurePrivateDir(const std::string& path, std::string* why) {
+bool EnsurePrivateDir(std::string path, std::string* why) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (mkdir(path.c_str(), 0700) != 0 && errno == ENOENT) {
-    for (size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1))
-      (void)mkdir(path.substr(0, at).c_str(), 0777);  // umask applies; EEXIST is fine
-    (void)mkdir(path.c_str(), 0700);
+    for (size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1)) {
+      const std::string parent = path.substr(0, at);
+      if (mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
+        *why = "cannot create " + parent + ": " + std::strerror(errno);
+        return false;
+      }
+    }
   }
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
     *why = "cannot create " + path + ": " + std::strerror(errno);

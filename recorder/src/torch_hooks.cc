@@ -98,6 +98,8 @@ class Recent {
   std::vector<double> values_;
 };
 
+constexpr uint64_t kNone = UINT64_MAX;  // no step index
+
 // Everything below is touched with the GIL held only. The references it holds are taken by hand
 // and kept for the life of the process (the configured callables, the interned names, the two
 // types) or until the step ends (slots): never given back at exit, when the interpreter may
@@ -155,10 +157,12 @@ struct State {
     // Steps are traced on a stride of a power of two (of the steps the sample rate picks), so
     // that ranks, each deciding alone, trace the same steps: strides nest, and every rank
     // traces the multiples of the largest. Set at each traced step from what the balance took
-    // to fill up after the one before.
+    // to fill up after the one before; doubled when a step on it finds the balance owed.
     uint64_t stride = 1;
-    uint64_t last_traced = 0;         // the picked index of the last traced step
-    uint64_t full_from = UINT64_MAX;  // the picked index from which the balance was full
+    uint64_t last_traced = kNone;     // the picked index of the last traced step
+    uint64_t full_from = kNone;       // the picked index from which the balance was full
+    uint64_t decided_next = kNone;    // the step the last decide() was for
+    double rate = -1;                 // the sample rate it was for
     uint64_t shown_stride = 1;        // in g_budget_info
     uint64_t traced_steps = 0;        // closed since the tracer started
     // What calls cost that cannot be timed from inside them (calibrate()).
@@ -730,7 +734,7 @@ PyObject* Decide(PyObject*, PyObject* args) {
     b.fraction = fraction;
     b.balance = 0;
     b.stride = 1;
-    b.full_from = UINT64_MAX;
+    b.last_traced = b.full_from = kNone;
     b.traced_extra.Clear();  // measured under other conditions
     b.traced_inside.Clear();
     b.since_left_out = UINT64_MAX;
@@ -740,27 +744,45 @@ PyObject* Decide(PyObject*, PyObject* args) {
   b.timed = 0;
   b.wrap_calls = b.hook_calls = b.grad_calls = 0;
   b.last_end = now;
+  // The stride starts again (no traced step before) when the sample rate changes or tracing
+  // is switched on: the step indexes it counted are not comparable.
+  if (rate != b.rate || (enabled && !b.enabled) || b.fraction <= 0) {
+    b.rate = rate;
+    b.stride = 1;
+    b.last_traced = b.full_from = kNone;
+  }
   b.enabled = enabled != 0;
   // The step's index among those the sample rate picks (the same on every rank).
   const auto picked = static_cast<uint64_t>(static_cast<double>(next) * rate);
   const bool by_rate =
       enabled && static_cast<uint64_t>(static_cast<double>(next + 1) * rate) > picked;
+  // Decided again within the step (t0 < 0: the optimizer's constructor): the same decision.
+  const bool again = t0 < 0 && next == b.decided_next && by_rate && b.fraction > 0 &&
+                     b.decision != format::kStepSampledOut;
+  b.decided_next = next;
   if (b.fraction <= 0 || b.balance < b.traced_cost)
-    b.full_from = UINT64_MAX;
-  else if (b.full_from == UINT64_MAX)
+    b.full_from = kNone;
+  else if (b.full_from == kNone)
     b.full_from = picked;
-  if (!by_rate) {
+  if (again) {
+  } else if (!by_rate) {
     b.decision = format::kStepSampledOut;
   } else if (b.fraction <= 0) {
     b.decision = format::kStepTraced;
-  } else if (picked % b.stride != 0 || b.balance < 0) {
+  } else if (picked % b.stride != 0) {
     b.decision = format::kStepOverBudget;
+  } else if (b.balance < 0) {
+    // Owed on the stride: the next chance is on the stride twice as long, which every rank
+    // on this one or a longer one traces too.
+    b.decision = format::kStepOverBudget;
+    b.stride = std::min(b.stride * 2, kMaxStride);
   } else {
     b.decision = format::kStepTraced;
     // The next stride: the smallest power of two at least the picked steps the balance took
-    // to fill up again after the previous traced step (1 when it stayed full), or, when it has
-    // not filled up, at least the steps since that one (a stride point was owed).
-    const uint64_t took = b.full_from == UINT64_MAX     ? picked - b.last_traced
+    // to fill up again after the previous traced step (1 when it stayed full, or after none),
+    // or, when it has not filled up, at least the steps since that one.
+    const uint64_t took = b.last_traced == kNone || picked <= b.last_traced ? 1
+                          : b.full_from == kNone                            ? picked - b.last_traced
                           : b.full_from > b.last_traced ? b.full_from - b.last_traced
                                                         : 1;
     uint64_t fits = 1;
@@ -773,10 +795,12 @@ PyObject* Decide(PyObject*, PyObject* args) {
     std::lock_guard<std::mutex> lock(g_budget_mu);
     g_budget_info.stride = b.stride;
   }
-  if (b.decision == format::kStepOverBudget)
+  if (again) {
+  } else if (b.decision == format::kStepOverBudget) {
     b.since_left_out = 0;
-  else if (b.since_left_out != UINT64_MAX)
+  } else if (b.since_left_out != UINT64_MAX) {
     ++b.since_left_out;
+  }
   const bool limited = b.fraction > 0 && b.since_left_out < kLimitedSteps;
   b.closed_at = Now();
   b.decided = true;

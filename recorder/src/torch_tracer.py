@@ -77,7 +77,9 @@ class _Tracer:
             self.wrap_call = wrap
         # Training: hooks only while a traced step runs (the wrapper stays while enabled and
         # passes calls straight through in other steps). Inference: always, to see step edges.
-        self.set_hooks(self.enabled and (self.traced or not self.training or self.wrap_call))
+        on = self.enabled and (self.traced or not self.training or self.wrap_call)
+        if on != (self.handles is not None):
+            self.set_hooks(on)
         _rec.begin(self.traced, self.training, self.cuda, self.handles is not None,
                    self.wrap_call)
         _rec.state(self.step, self.traced, self.handles is not None)
