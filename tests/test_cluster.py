@@ -142,6 +142,13 @@ def check_the_job(probing_bin, target, job, token=None):
                        "cluster.stacks GROUP BY rank ORDER BY rank", token=token))
     assert [x["rank"] for x in got] == list(range(job.world))
     assert all(x["pids"] == 1 and x["n"] > 0 for x in got)
+    # Every rank's steps, traced or not, with their times.
+    got = rows(probing(probing_bin, "-t", target, "--format", "json", "query",
+                       "SELECT rank, count(*) AS n, count(DISTINCT step) AS steps, "
+                       "min(duration) AS shortest FROM cluster.torch_steps GROUP BY rank "
+                       "ORDER BY rank", token=token))
+    assert [x["rank"] for x in got] == list(range(job.world)), got
+    assert all(x["n"] == x["steps"] > 0 and x["shortest"] > 0 for x in got), got
     got = rows(probing(probing_bin, "-t", target, "--format", "json", "query",
                        "SELECT a.rank AS a, b.rank AS b FROM cluster.process a JOIN "
                        "cluster.process b ON a.run_id = b.run_id AND a.rank < b.rank "

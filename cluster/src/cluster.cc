@@ -40,18 +40,22 @@ std::string Hostname() {
 // The ring tables a cluster.<name> can be, by name.
 std::optional<format::TableId> RingTableOf(const std::string& name) {
   static const std::map<std::string, format::TableId> kTables = {
-      {"stacks", format::TableId::kStacks},   {"torch_trace", format::TableId::kTorchTrace},
-      {"memory", format::TableId::kMemory},   {"variables", format::TableId::kVariables},
-      {"metrics", format::TableId::kMetrics}, {"process", format::TableId::kProcess},
-      {"collectives", format::TableId::kCollectives}};
+      {"stacks", format::TableId::kStacks},
+      {"torch_trace", format::TableId::kTorchTrace},
+      {"memory", format::TableId::kMemory},
+      {"variables", format::TableId::kVariables},
+      {"metrics", format::TableId::kMetrics},
+      {"process", format::TableId::kProcess},
+      {"collectives", format::TableId::kCollectives},
+      {"torch_steps", format::TableId::kTorchSteps}};
   auto it = kTables.find(name);
   if (it == kTables.end()) return std::nullopt;
   return it->second;
 }
 
 constexpr const char* kClusterTables =
-    "cluster.stacks, cluster.torch_trace, cluster.memory, cluster.variables, cluster.metrics, "
-    "cluster.collectives, cluster.process, cluster.backtrace";
+    "cluster.stacks, cluster.torch_trace, cluster.torch_steps, cluster.memory, cluster.variables, "
+    "cluster.metrics, cluster.collectives, cluster.process, cluster.backtrace";
 
 }  // namespace
 

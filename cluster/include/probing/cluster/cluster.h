@@ -167,7 +167,8 @@ bool Complete(const std::vector<Answer<T>>& answers) {
 }
 
 // The seeds' tables of every rank, as `cluster.<table>` (cluster.stacks, cluster.torch_trace,
-// cluster.memory, cluster.variables, cluster.metrics, cluster.process, cluster.backtrace): each
+// cluster.torch_steps, cluster.memory, cluster.variables, cluster.metrics, cluster.collectives,
+// cluster.process, cluster.backtrace): each
 // row with `rank`, `host` and `pid` (where the table does not have them already). Runs `sql` in
 // the session of `target` (its own python.* tables answer too). `coverage` gets the
 // Coverage() line of the fan-out (empty when the query names no cluster table). `limits` bound
