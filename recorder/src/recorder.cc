@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -26,17 +27,17 @@
 #include <unordered_map>
 #include <utility>
 
+#include "collectives.h"
 #include "config.h"
 #include "control_server.h"
 #include "gil_executor.h"
 #include "gpu_sampler.h"
-#include "collectives.h"
 #include "log.h"
 #include "probing/base/clock.h"
 #include "probing/format/ring.h"
-#include "probing/procfs/proc_stat.h"
 #include "probing/format/segment.h"
 #include "probing/live/recorders.h"
+#include "probing/procfs/proc_stat.h"
 #include "py_module.h"
 #include "py_offsets.h"
 #include "python_stats.h"
@@ -147,12 +148,11 @@ bool& StartedInForkChild() {
 bool EnsurePrivateDir(std::string path, std::string* why) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (mkdir(path.c_str(), 0700) != 0 && errno == ENOENT) {
-    for (size_t at = path.find('/', 1); at != std::string::npos; at = path.find('/', at + 1)) {
-      const std::string parent = path.substr(0, at);
-      if (mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
-        *why = "cannot create " + parent + ": " + std::strerror(errno);
-        return false;
-      }
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty() && !std::filesystem::create_directories(parent, ec) && ec) {
+      *why = "cannot create " + parent.string() + ": " + ec.message();
+      return false;
     }
   }
   if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {

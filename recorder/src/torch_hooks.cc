@@ -164,7 +164,7 @@ struct State {
     uint64_t decided_next = kNone;    // the step the last decide() was for
     double rate = -1;                 // the sample rate it was for
     uint64_t shown_stride = 1;        // in g_budget_info
-    uint64_t traced_steps = 0;        // closed since the tracer started
+    uint64_t traced_steps = 0;        // traced steps closed since the tracer started
     // What calls cost that cannot be timed from inside them (calibrate()).
     double wrap_ns = 0, hooks_ns = 0, grad_ns = 0;
   } budget;
@@ -667,7 +667,7 @@ PyObject* Decide(PyObject*, PyObject* args) {
     // ones, at least the lower quartile over the last of them of what each and the step after
     // it took beyond two untraced steps, which sees what the clock inside cannot (torch's slow
     // path with hooks, autograd's calls into Python, caches, the hooks' removal): the larger.
-    // (The lower quartile, not the median: on a busy machine a third of the steps can be
+    // (The lower quartile, not the median: on a busy machine many of the steps can be
     // delayed by others' work, by milliseconds, and tracing is not to be charged for it.)
     double added = 0;
     const bool first = traced && b.traced_steps++ == 0;
